@@ -1,0 +1,257 @@
+// SPDX-License-Identifier: MIT
+#include "backend.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <linux/dma-buf.h>
+#include <linux/dma-heap.h>
+#include <linux/udmabuf.h>
+
+#include "macros.h"
+
+static bool hugetlb_vmap_safe;
+
+void db_backend_set_hugetlb_vmap_safe(bool safe)
+{
+	hugetlb_vmap_safe = safe;
+}
+
+int db_dmabuf_set_name(int fd, const char *name)
+{
+	char kname[DMA_BUF_NAME_LEN];
+
+	snprintf(kname, sizeof(kname), "%s", name);
+	if (ioctl(fd, DMA_BUF_SET_NAME, kname) < 0)
+		return -errno;
+	return 0;
+}
+
+static int memfd_new(size_t size, unsigned int flags, unsigned int seals, int *ret_fd)
+{
+	_cleanup_(closep) int fd =
+		memfd_create("dmabroker", MFD_CLOEXEC | MFD_ALLOW_SEALING | flags);
+
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)size) < 0)
+		return -errno;
+	if (fcntl(fd, F_ADD_SEALS, seals) < 0)
+		return -errno;
+	*ret_fd = take_fd(&fd);
+	return 0;
+}
+
+static size_t huge_page_size(void)
+{
+	_cleanup_(closep) int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+	char buf[4096];
+	ssize_t n;
+	char *p;
+
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	p = strstr(buf, "Hugepagesize:");
+	return p ? strtoull(p + strlen("Hugepagesize:"), NULL, 10) * 1024 : 0;
+}
+
+/* --- udmabuf: a sealed memfd turned into a dma-buf by /dev/udmabuf --- */
+
+static bool udmabuf_probe(void)
+{
+	return access(DB_UDMABUF_DEV, R_OK | W_OK) == 0;
+}
+
+static int udmabuf_allocate(size_t size, bool contiguous, int *ret_fd)
+{
+	_cleanup_(closep) int memfd = -1;
+	_cleanup_(closep) int dev = -1;
+	unsigned int mfd_flags = 0;
+	size_t alloc_size = size;
+	struct udmabuf_create create;
+	int fd, r;
+
+	if (contiguous) {
+		/*
+		 * One huge page is physically contiguous. Kernels without the large-folio vmap
+		 * fix corrupt such buffers for vmap importers, so only offer it where fixed.
+		 */
+		size_t huge = huge_page_size();
+
+		if (!hugetlb_vmap_safe || huge == 0 || size > huge)
+			return -EOPNOTSUPP;
+		mfd_flags = MFD_HUGETLB;
+		alloc_size = huge;
+	}
+	/* F_SEAL_SHRINK: udmabuf refuses a memfd that could shrink under its pages. */
+	r = memfd_new(alloc_size, mfd_flags, F_SEAL_SHRINK, &memfd);
+	if (r < 0)
+		return r == -EINVAL && contiguous ? -ENOMEM : r;
+	dev = open(DB_UDMABUF_DEV, O_RDWR | O_CLOEXEC);
+	if (dev < 0)
+		return -errno == -ENOENT ? -ENODEV : -errno;
+	create = (struct udmabuf_create){
+		.memfd = (__u32)memfd,
+		.flags = UDMABUF_FLAGS_CLOEXEC,
+		.offset = 0,
+		.size = alloc_size,
+	};
+	fd = ioctl(dev, UDMABUF_CREATE, &create);
+	if (fd < 0)
+		return -errno;
+	/* The udmabuf holds the memfd's pages; our memfd reference can go. */
+	*ret_fd = fd;
+	return 0;
+}
+
+const struct db_backend db_backend_udmabuf = {
+	.name = "udmabuf",
+	.is_dmabuf = true,
+	.probe = udmabuf_probe,
+	.allocate = udmabuf_allocate,
+};
+
+/* --- dma-heap: /dev/dma_heap/<name> --- */
+
+static bool dma_heap_probe(void)
+{
+	return access(DB_DMA_HEAP_DIR "/system", R_OK) == 0;
+}
+
+/* A heap other than the system ones is a CMA area: physically contiguous memory. */
+static int find_contiguous_heap(char *path, size_t len)
+{
+	DIR *dir = opendir(DB_DMA_HEAP_DIR);
+	struct dirent *de;
+	int r = -EOPNOTSUPP;
+
+	if (!dir)
+		return -EOPNOTSUPP;
+	while ((de = readdir(dir))) {
+		if (de->d_name[0] == '.' || strncmp(de->d_name, "system", 6) == 0)
+			continue;
+		snprintf(path, len, DB_DMA_HEAP_DIR "/%s", de->d_name);
+		r = 0;
+		break;
+	}
+	closedir(dir);
+	return r;
+}
+
+static int dma_heap_allocate(size_t size, bool contiguous, int *ret_fd)
+{
+	char path[300] = DB_DMA_HEAP_DIR "/system";
+	_cleanup_(closep) int heap = -1;
+	struct dma_heap_allocation_data data = {
+		.len = size,
+		.fd_flags = O_RDWR | O_CLOEXEC,
+	};
+	int r;
+
+	if (contiguous) {
+		r = find_contiguous_heap(path, sizeof(path));
+		if (r < 0)
+			return r;
+	}
+	heap = open(path, O_RDONLY | O_CLOEXEC);
+	if (heap < 0)
+		return errno == ENOENT ? -ENODEV : -errno;
+	if (ioctl(heap, DMA_HEAP_IOCTL_ALLOC, &data) < 0)
+		return -errno;
+	*ret_fd = (int)data.fd;
+	return 0;
+}
+
+const struct db_backend db_backend_dma_heap = {
+	.name = "dma-heap",
+	.is_dmabuf = true,
+	.probe = dma_heap_probe,
+	.allocate = dma_heap_allocate,
+};
+
+/* --- memfd: the degraded mode for machines with neither; not a dma-buf --- */
+
+static bool memfd_probe(void)
+{
+	return true;
+}
+
+static int memfd_allocate(size_t size, bool contiguous, int *ret_fd)
+{
+	if (contiguous)
+		return -EOPNOTSUPP;
+	/* Fully sealed: the size never changes under the holders' mappings. */
+	return memfd_new(size, 0, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL, ret_fd);
+}
+
+const struct db_backend db_backend_memfd = {
+	.name = "memfd",
+	.is_dmabuf = false,
+	.probe = memfd_probe,
+	.allocate = memfd_allocate,
+};
+
+const struct db_backend *const db_backends[] = {
+	&db_backend_udmabuf,
+	&db_backend_dma_heap,
+	&db_backend_memfd,
+	NULL,
+};
+
+const struct db_backend *db_backend_find(const char *name)
+{
+	for (size_t i = 0; db_backends[i]; i++)
+		if (strcmp(db_backends[i]->name, name) == 0)
+			return db_backends[i];
+	return NULL;
+}
+
+const struct db_backend *db_backend_default(void)
+{
+	for (size_t i = 0; db_backends[i]; i++)
+		if (db_backends[i]->probe())
+			return db_backends[i];
+	return &db_backend_memfd;
+}
+
+static void sync_dmabuf(int fd, __u64 flags)
+{
+	struct dma_buf_sync sync = {.flags = flags};
+
+	/* ENOTTY: a memfd, which needs no cache maintenance. */
+	while (ioctl(fd, DMA_BUF_IOCTL_SYNC, &sync) < 0 && (errno == EINTR || errno == EAGAIN))
+		;
+}
+
+int db_buffer_copy(int dst, int src, size_t size)
+{
+	void *s, *d;
+
+	s = mmap(NULL, size, PROT_READ, MAP_SHARED, src, 0);
+	if (s == MAP_FAILED)
+		return -errno;
+	d = mmap(NULL, size, PROT_WRITE, MAP_SHARED, dst, 0);
+	if (d == MAP_FAILED) {
+		int r = -errno;
+
+		munmap(s, size);
+		return r;
+	}
+	sync_dmabuf(src, DMA_BUF_SYNC_START | DMA_BUF_SYNC_READ);
+	sync_dmabuf(dst, DMA_BUF_SYNC_START | DMA_BUF_SYNC_WRITE);
+	memcpy(d, s, size);
+	sync_dmabuf(dst, DMA_BUF_SYNC_END | DMA_BUF_SYNC_WRITE);
+	sync_dmabuf(src, DMA_BUF_SYNC_END | DMA_BUF_SYNC_READ);
+	munmap(d, size);
+	munmap(s, size);
+	return 0;
+}

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/*
+ * An allocation backend. Each allocates one buffer of a page-aligned size and returns a
+ * new close-on-exec descriptor owned by the caller.
+ */
+struct db_backend {
+	const char *name;
+	/* false only for memfd: its fds are not dma-bufs and no device can import them. */
+	bool is_dmabuf;
+	/* Whether the backend can be used on this machine now (devices come and go). */
+	bool (*probe)(void);
+	/* contiguous: the memory must be physically contiguous (-EOPNOTSUPP if it cannot be). */
+	int (*allocate)(size_t size, bool contiguous, int *ret_fd);
+};
+
+extern const struct db_backend db_backend_udmabuf;
+extern const struct db_backend db_backend_dma_heap;
+extern const struct db_backend db_backend_memfd;
+
+/* Every backend, in order of preference. */
+extern const struct db_backend *const db_backends[];
+
+const struct db_backend *db_backend_find(const char *name);
+
+/* The first available backend in preference order (memfd always is). */
+const struct db_backend *db_backend_default(void);
+
+/* Names the dma-buf (DMA_BUF_SET_NAME) so /proc/PID/fdinfo and debugfs show it; the kernel
+ * keeps at most DMA_BUF_NAME_LEN - 1 bytes, so longer names are cut. */
+int db_dmabuf_set_name(int fd, const char *name);
+
+/* Whether hugetlb-backed udmabufs are safe for importers that vmap (the kernel has the
+ * large-folio vmap fix); set once the kernel's attachment report is seen. */
+void db_backend_set_hugetlb_vmap_safe(bool safe);
+
+/* Directory of the dma-heap devices; tests may point it elsewhere. */
+#define DB_DMA_HEAP_DIR "/dev/dma_heap"
+#define DB_UDMABUF_DEV "/dev/udmabuf"
+
+/* Copies size bytes from src to dst through mappings, bracketed by DMA_BUF_IOCTL_SYNC
+ * where they are dma-bufs: the copy step of a move. */
+int db_buffer_copy(int dst, int src, size_t size);

@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: MIT
+#include "broker.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "bus-objects.h"
+#include "fdstore.h"
+#include "kernel-view.h"
+#include "log.h"
+#include "macros.h"
+
+static void on_buffer_freed(struct db_buffer *buf, void *userdata)
+{
+	db_fdstore_buffer_freed(buf, userdata);
+}
+
+static void on_devices_changed(void *userdata)
+{
+	struct db_broker *b = userdata;
+
+	log_debug("Devices changed: %u known", b->devices ? db_devices_list(b->devices)->len : 0);
+}
+
+int db_broker_new(struct db_broker **ret, sd_event *event, sd_bus *bus, const char *config_path)
+{
+	struct db_broker *b = g_new0(struct db_broker, 1);
+	char err[512];
+	int r;
+
+	b->event = sd_event_ref(event);
+	b->bus = bus ? sd_bus_ref(bus) : NULL;
+	b->config_path = g_strdup(config_path);
+	b->kernel_report = "unknown";
+	r = db_config_load(&b->config, b->config_path, err, sizeof(err));
+	if (r < 0) {
+		log_error("Failed to load the configuration: %s", err);
+		db_broker_free(b);
+		return r;
+	}
+	b->reg = db_registry_new(&b->config.limits);
+	b->reg->buffer_freed = on_buffer_freed;
+	b->reg->client_freed = db_broker_client_freed;
+	b->reg->hook_userdata = b;
+	b->peers = g_hash_table_new(g_direct_hash, g_direct_equal);
+	r = db_devices_new(&b->devices, on_devices_changed, b);
+	if (r < 0)
+		log_warning("Failed to enumerate devices, continuing without: %s", strerror(-r));
+	*ret = b;
+	return 0;
+}
+
+struct db_broker *db_broker_free(struct db_broker *b)
+{
+	if (!b)
+		return NULL;
+	/* Clients go first: that closes their peer connections and frees every buffer. */
+	if (b->reg)
+		db_registry_free(b->reg);
+	if (b->peers)
+		g_hash_table_unref(b->peers);
+	sd_event_source_disable_unref(b->udev_source);
+	db_devices_free(b->devices);
+	sd_bus_unref(b->bus);
+	sd_event_unref(b->event);
+	g_free(b->config_path);
+	g_free(b);
+	return NULL;
+}
+
+int db_broker_reload(struct db_broker *b)
+{
+	struct db_config cfg;
+	char err[512];
+	int r;
+
+	r = db_config_load(&cfg, b->config_path, err, sizeof(err));
+	if (r < 0) {
+		log_error("Failed to reload the configuration, keeping the old one: %s", err);
+		return r;
+	}
+	b->config = cfg;
+	db_registry_set_limits(b->reg, &cfg.limits);
+	if (b->devices)
+		db_devices_rescan(b->devices);
+	log_info("Reloaded the configuration");
+	return 0;
+}
+
+void db_broker_probe_kernel_report(struct db_broker *b)
+{
+	const struct db_backend *be = NULL;
+	struct db_kernel_view view;
+	_cleanup_(closep) int fd = -1;
+
+	if (db_backend_udmabuf.probe())
+		be = &db_backend_udmabuf;
+	else if (db_backend_dma_heap.probe())
+		be = &db_backend_dma_heap;
+	if (!be || be->allocate((size_t)sysconf(_SC_PAGESIZE), false, &fd) < 0 ||
+	    db_kernel_view_read(fd, &view) < 0) {
+		b->kernel_report = "unknown";
+		return;
+	}
+	b->kernel_report = view.available ? "available" : "unavailable";
+	/* The series that adds the report also fixes udmabuf's vmap of huge pages. */
+	db_backend_set_hugetlb_vmap_safe(view.available);
+	log_info("The kernel's dma-buf attachment report is %s", b->kernel_report);
+}

@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <glib.h>
+#include <stdbool.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "config.h"
+#include "devices.h"
+#include "registry.h"
+
+/* A private peer-to-peer connection handed to one client by OpenPeer. */
+struct db_peer {
+	struct db_broker *broker;
+	sd_bus *bus;
+	uint64_t client_id;
+};
+
+struct db_broker {
+	sd_event *event;
+	sd_bus *bus; /* the system, session or given bus */
+	struct db_registry *reg;
+	struct db_config config;
+	char *config_path;
+	struct db_devices *devices;
+	sd_event_source *udev_source;
+	GHashTable *peers; /* sd_bus * -> struct db_peer *, owned */
+	const char *kernel_report; /* "unknown", "available", "unavailable" */
+	bool fdstore; /* keep buffers in systemd's fd store across restarts */
+};
+
+int db_broker_new(struct db_broker **ret, sd_event *event, sd_bus *bus, const char *config_path);
+struct db_broker *db_broker_free(struct db_broker *b);
+
+/* Re-reads the configuration: new limits apply to new requests; nothing held is dropped. */
+int db_broker_reload(struct db_broker *b);
+
+/* The vtables, for the bus layer and the introspection of peer connections. */
+int db_broker_add_objects(struct db_broker *b, sd_bus *bus);
+
+/* Checks the running kernel's attachment report once, with a small dma-buf. */
+void db_broker_probe_kernel_report(struct db_broker *b);
+
+/* The Limits property's keys. */
+size_t db_config_limit_count(void);
+const char *db_config_limit_name(size_t i);
+uint64_t db_config_limit_value(const struct db_limits *l, size_t i);

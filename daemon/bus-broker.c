@@ -1,0 +1,957 @@
+// SPDX-License-Identifier: MIT
+/*
+ * org.dmabroker.Broker1: the methods clients call. Each handler reads and checks its
+ * arguments, asks the registry, and answers with the buffer's fd or a named error.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <systemd/sd-id128.h>
+
+#include "backend.h"
+#include "broker.h"
+#include "bus-dict.h"
+#include "bus-objects.h"
+#include "errors.h"
+#include "fd-util.h"
+#include "fdstore.h"
+#include "log.h"
+#include "macros.h"
+#include "protocol.h"
+#include "spec.h"
+
+static uint64_t now_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static int quota_error(struct db_broker *b, sd_bus_error *error)
+{
+	return sd_bus_error_setf(error, DB_ERROR_QUOTA_EXCEEDED,
+				 "%s (%" PRIu64 ") would be exceeded", b->reg->exceeded_limit,
+				 b->reg->exceeded_value);
+}
+
+static struct db_peer *peer_of(struct db_broker *b, sd_bus_message *m)
+{
+	return g_hash_table_lookup(b->peers, sd_bus_message_get_bus(m));
+}
+
+/* The registered client a call comes from: by its peer connection, or its unique name. */
+static int get_caller(struct db_broker *b, sd_bus_message *m, struct db_client **ret,
+		      sd_bus_error *error)
+{
+	struct db_peer *peer = peer_of(b, m);
+	struct db_client *c = NULL;
+
+	if (peer)
+		c = db_registry_find_client(b->reg, peer->client_id);
+	else if (sd_bus_message_get_sender(m))
+		c = db_registry_find_client_by_name(b->reg, sd_bus_message_get_sender(m));
+	if (!c)
+		return sd_bus_error_setf(error, DB_ERROR_NOT_REGISTERED, "call Register before %s",
+					 sd_bus_message_get_member(m));
+	*ret = c;
+	return 0;
+}
+
+/* A buffer path argument, checked to exist and to be held by c. */
+static int read_held_buffer(struct db_broker *b, sd_bus_message *m, struct db_client *c,
+			    struct db_buffer **ret, sd_bus_error *error)
+{
+	struct db_buffer *buf;
+	const char *path;
+	int r;
+
+	r = sd_bus_message_read_basic(m, 'o', &path);
+	if (r < 0)
+		return r;
+	buf = db_bus_buffer_from_path(b, path);
+	if (!buf)
+		return sd_bus_error_setf(error, DB_ERROR_NOT_FOUND, "no buffer %s", path);
+	if (!db_buffer_find_attachment(buf, c))
+		return sd_bus_error_setf(error, DB_ERROR_PERMISSION_DENIED, "you do not hold %s",
+					 path);
+	*ret = buf;
+	return 0;
+}
+
+/* Owner's uid, or root, may move or revoke a buffer. */
+static int read_owned_buffer(struct db_broker *b, sd_bus_message *m, struct db_client *c,
+			     struct db_buffer **ret, sd_bus_error *error)
+{
+	struct db_buffer *buf;
+	const char *path;
+	int r;
+
+	r = sd_bus_message_read_basic(m, 'o', &path);
+	if (r < 0)
+		return r;
+	buf = db_bus_buffer_from_path(b, path);
+	if (!buf)
+		return sd_bus_error_setf(error, DB_ERROR_NOT_FOUND, "no buffer %s", path);
+	if (c->uid != buf->owner_uid && c->uid != 0)
+		return sd_bus_error_setf(error, DB_ERROR_PERMISSION_DENIED, "%s belongs to uid %u",
+					 path, (unsigned)buf->owner_uid);
+	*ret = buf;
+	return 0;
+}
+
+static int method_register(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct db_broker *b = userdata;
+	_cleanup_(db_strv_freep) char **devices = NULL;
+	_cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+	const char *role = "cpu", *name = "", *sender;
+	bool dynamic = false;
+	struct db_dict_field f[] = {
+		{"role", DB_DICT_STRING, &role},
+		{"dynamic", DB_DICT_BOOL, &dynamic},
+		{"name", DB_DICT_STRING, &name},
+		{"devices", DB_DICT_STRV, &devices, 16},
+	};
+	struct db_client *c;
+	char path[128];
+	uid_t uid;
+	pid_t pid;
+	int r;
+
+	if (peer_of(b, m))
+		return sd_bus_error_setf(
+			error, DB_ERROR_INVALID_ARGUMENT,
+			"a peer connection belongs to a registered client already");
+	sender = sd_bus_message_get_sender(m);
+	c = sender ? db_registry_find_client_by_name(b->reg, sender) : NULL;
+	if (c)
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "%s is registered already, as %s", sender,
+					 db_bus_client_path(c, path, sizeof(path)));
+	r = db_dict_read(m, f, ARRAY_SIZE(f), "info", error);
+	if (r < 0)
+		return r;
+	if (!db_role_is_valid(role))
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "role '%s' is not one of gpu, media, cpu, compositor",
+					 role);
+	for (size_t i = 0; devices && devices[i]; i++)
+		if (strncmp(devices[i], "/dev/", 5) != 0 || strlen(devices[i]) > 255)
+			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+						 "devices: '%.64s' is not a device node under /dev",
+						 devices[i]);
+	/* Credentials come from the bus, never from arguments. */
+	r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID | SD_BUS_CREDS_PID, &creds);
+	if (r < 0)
+		return r;
+	r = sd_bus_creds_get_euid(creds, &uid);
+	if (r < 0)
+		return r;
+	if (sd_bus_creds_get_pid(creds, &pid) < 0)
+		pid = 0;
+	r = db_registry_add_client(b->reg, sender, uid, pid, role, dynamic, name,
+				   (const char *const *)devices, &c);
+	if (r == -EDQUOT)
+		return quota_error(b, error);
+	if (r == -ENAMETOOLONG || r == -EINVAL)
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "name is longer than MaxNameLength (%" PRIu64
+					 ") or not printable ASCII",
+					 b->reg->limits.max_name_length);
+	if (r < 0)
+		return r;
+	log_debug("Registered %s as client %" PRIu64 " (uid %u, pid %d, %s, %s)", sender, c->id,
+		  (unsigned)uid, (int)pid, role, dynamic ? "dynamic" : "static");
+	return sd_bus_reply_method_return(m, "o", db_bus_client_path(c, path, sizeof(path)));
+}
+
+/* Picks the backend for a plan: the one asked for, else the default; contiguous memory
+ * narrows the choice to the backends that can provide it. */
+static int choose_backend(struct db_broker *b, const struct db_alloc_plan *plan,
+			  const struct db_backend **ret, sd_bus_error *error)
+{
+	const struct db_backend *be;
+
+	if (plan->backend) {
+		be = db_backend_find(plan->backend);
+		if (!be)
+			return sd_bus_error_setf(
+				error, DB_ERROR_INVALID_ARGUMENT,
+				"backend '%s' is not one of udmabuf, dma-heap, memfd",
+				plan->backend);
+		if (!be->probe())
+			return sd_bus_error_setf(error, DB_ERROR_NO_DEVICE,
+						 "backend %s is not available on this machine",
+						 be->name);
+	} else if (plan->contiguous) {
+		/* A CMA heap first: it has no size limit of a huge page. */
+		be = db_backend_dma_heap.probe() ? &db_backend_dma_heap : &db_backend_udmabuf;
+	} else {
+		be = b->config.default_backend[0] ? db_backend_find(b->config.default_backend)
+						  : NULL;
+		if (!be || !be->probe())
+			be = db_backend_default();
+	}
+	*ret = be;
+	return 0;
+}
+
+static int allocate_one(struct db_broker *b, struct db_client *c, const struct db_alloc_plan *plan,
+			const struct db_backend *be, struct db_buffer **ret, sd_bus_error *error)
+{
+	_cleanup_(closep) int fd = -1;
+	int r;
+
+	r = be->allocate(plan->size, plan->contiguous, &fd);
+	if (r == -EOPNOTSUPP && plan->contiguous && !plan->backend && be == &db_backend_dma_heap &&
+	    db_backend_udmabuf.probe())
+		r = db_backend_udmabuf.allocate(plan->size, true, &fd), be = &db_backend_udmabuf;
+	if (r == -EOPNOTSUPP && plan->contiguous)
+		return sd_bus_error_setf(error, DB_ERROR_UNSUPPORTED,
+					 "no backend can allocate %zu physically contiguous bytes: "
+					 "there is no CMA heap under " DB_DMA_HEAP_DIR
+					 ", and a hugetlb udmabuf needs a size up to the huge page "
+					 "size, free huge pages and a kernel with the vmap fix",
+					 plan->size);
+	if (r == -ENOMEM)
+		return sd_bus_error_setf(error, DB_ERROR_NO_MEMORY,
+					 "%s could not allocate %zu bytes", be->name, plan->size);
+	if (r == -ENODEV || r == -ENOENT)
+		return sd_bus_error_setf(error, DB_ERROR_NO_DEVICE, "%s: the device is gone",
+					 be->name);
+	if (r < 0)
+		return sd_bus_error_setf(error, DB_ERROR_NO_DEVICE,
+					 "%s refused %zu bytes: %s (udmabuf caps a buffer at its "
+					 "size_limit_mb module parameter)",
+					 be->name, plan->size, strerror(-r));
+	if (be->is_dmabuf)
+		/* Best effort: a name only helps /proc and debugfs readers. */
+		(void)db_dmabuf_set_name(fd, plan->name[0] ? plan->name : "dmabroker");
+	r = db_registry_add_buffer(b->reg, c, fd, plan->size, &plan->layout, be->name,
+				   be->is_dmabuf, plan->name, NULL, ret);
+	if (r == -EDQUOT)
+		return quota_error(b, error);
+	if (r < 0)
+		return r;
+	fd = -1; /* the registry owns it now */
+	db_fdstore_add_buffer(b, *ret);
+	return 0;
+}
+
+static int method_allocate(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct db_broker *b = userdata;
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	const struct db_backend *be;
+	struct db_alloc_plan plan;
+	struct db_client *c;
+	struct db_buffer *buf;
+	char path[128];
+	int r;
+
+	r = get_caller(b, m, &c, error);
+	if (r < 0)
+		return r;
+	r = db_spec_parse_alloc(m, b->reg, &plan, error);
+	if (r < 0)
+		return r;
+	if (db_registry_check_allocation(b->reg, c, plan.size, 1) < 0)
+		return quota_error(b, error);
+	r = choose_backend(b, &plan, &be, error);
+	if (r < 0)
+		return r;
+	r = allocate_one(b, c, &plan, be, &buf, error);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_new_method_return(m, &reply);
+	if (r >= 0)
+		r = sd_bus_message_append(reply, "oh", db_bus_buffer_path(buf, path, sizeof(path)),
+					  buf->fd);
+	if (r >= 0)
+		r = db_bus_append_layout(reply, buf);
+	if (r < 0) {
+		db_registry_detach(b->reg, c, buf);
+		return r;
+	}
+	return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_allocate_many(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct db_broker *b = userdata;
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	struct db_buffer *bufs[DB_ALLOCATE_MANY_MAX] = {0};
+	const struct db_backend *be;
+	struct db_alloc_plan plan;
+	struct db_client *c;
+	uint32_t count, n = 0;
+	char path[128];
+	int r;
+
+	r = get_caller(b, m, &c, error);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_read_basic(m, 'u', &count);
+	if (r < 0)
+		return r;
+	if (count == 0 || count > DB_ALLOCATE_MANY_MAX)
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "count %u is not from 1 to %d (the bus carries at most "
+					 "16 descriptors in one message)",
+					 count, DB_ALLOCATE_MANY_MAX);
+	r = db_spec_parse_alloc(m, b->reg, &plan, error);
+	if (r < 0)
+		return r;
+	if (db_registry_check_allocation(b->reg, c, plan.size, count) < 0)
+		return quota_error(b, error);
+	r = choose_backend(b, &plan, &be, error);
+	if (r < 0)
+		return r;
+	for (; n < count; n++) {
+		r = allocate_one(b, c, &plan, be, &bufs[n], error);
+		if (r < 0)
+			goto undo;
+	}
+	r = sd_bus_message_new_method_return(m, &reply);
+	if (r < 0)
+		goto undo;
+	r = sd_bus_message_open_container(reply, 'a', "o");
+	for (uint32_t i = 0; r >= 0 && i < n; i++)
+		r = sd_bus_message_append_basic(reply, 'o',
+						db_bus_buffer_path(bufs[i], path, sizeof(path)));
+	if (r >= 0)
+		r = sd_bus_message_close_container(reply);
+	if (r >= 0)
+		r = sd_bus_message_open_container(reply, 'a', "h");
+	for (uint32_t i = 0; r >= 0 && i < n; i++)
+		r = sd_bus_message_append_basic(reply, 'h', &bufs[i]->fd);
+	if (r >= 0)
+		r = sd_bus_message_close_container(reply);
+	if (r >= 0)
+		r = db_bus_append_layout(reply, bufs[0]);
+	if (r < 0)
+		goto undo;
+	return sd_bus_send(NULL, reply, NULL);
+undo:
+	/* All or none: what was made goes again. */
+	while (n-- > 0)
+		db_registry_detach(b->reg, c, bufs[n]);
+	return r;
+}
+
+/* Says what an fd is, for the error when it is not a dma-buf. */
+static const char *describe_fd(int fd, char *buf, size_t len)
+{
+	char link[64];
+	struct stat st;
+	ssize_t n;
+
+	if (fstat(fd, &st) < 0)
+		return "not an open file";
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, buf, len - 1);
+	buf[n > 0 ? n : 0] = '\0';
+	if (S_ISFIFO(st.st_mode))
+		return "a pipe";
+	if (S_ISSOCK(st.st_mode))
+		return "a socket";
+	if (S_ISREG(st.st_mode))
+		return g_str_has_prefix(buf, "/memfd:") ? "a memfd" : "a regular file";
+	if (S_ISCHR(st.st_mode))
+		return "a character device";
+	if (S_ISDIR(st.st_mode))
+		return "a directory";
+	if (g_str_has_prefix(buf, "anon_inode:"))
+		return buf + strlen("anon_inode:");
+	return "not a dma-buf";
+}
+
+static int method_export(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct db_broker *b = userdata;
+	_cleanup_(closep) int fd = -1;
+	struct db_layout layout;
+	struct db_client *c;
+	struct db_buffer *buf;
+	const char *name;
+	char what[128], path[128];
+	size_t size;
+	int borrowed, r;
+
+	r = get_caller(b, m, &c, error);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_read_basic(m, 'h', &borrowed);
+	if (r < 0)
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "fd: the message carries no valid descriptor");
+	r = fd_is_dmabuf(borrowed);
+	if (r <= 0)
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "fd is not a dma-buf: it is %s",
+					 describe_fd(borrowed, what, sizeof(what)));
+	/* The message owns the received fd; keep our own. */
+	fd = fd_dup_cloexec(borrowed);
+	if (fd < 0)
+		return fd;
+	r = fd_get_size(fd, &size);
+	if (r < 0 || size == 0)
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "the dma-buf's size cannot be read");
+	r = db_spec_parse_export(m, b->reg, size, &layout, &name, error);
+	if (r < 0)
+		return r;
+	if (name[0])
+		(void)db_dmabuf_set_name(fd, name);
+	r = db_registry_add_buffer(b->reg, c, fd, size, &layout, "export", true, name, c, &buf);
+	if (r == -EDQUOT)
+		return quota_error(b, error);
+	if (r < 0)
+		return r;
+	fd = -1;
+	db_fdstore_add_buffer(b, buf);
+	return sd_bus_reply_method_return(m, "o", db_bus_buffer_path(buf, path, sizeof(path)));
+}
+
+static int method_share(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct db_broker *b = userdata;
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	struct db_share_opts opts;
+	struct db_client *c;
+	struct db_buffer *buf;
+	struct db_token *t;
+	uint64_t now = now_usec();
+	int r;
+
+	r = get_caller(b, m, &c, error);
+	if (r < 0)
+		return r;
+	r = read_held_buffer(b, m, c, &buf, error);
+	if (r < 0)
+		return r;
+	r = db_spec_parse_share(m, now, &opts, error);
+	if (r < 0)
+		return r;
+	r = db_registry_share(b->reg, c, buf, opts.single_use, opts.expires_usec, opts.uid_bound,
+			      opts.uid, now, &t);
+	if (r == -EDQUOT)
+		return quota_error(b, error);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_new_method_return(m, &reply);
+	if (r >= 0)
+		r = sd_bus_message_append_array(reply, 'y', t->bytes.b, sizeof(t->bytes.b));
+	if (r < 0)
+		return r;
+	return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_import(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct db_broker *b = userdata;
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	struct db_token_bytes token;
+	struct db_attachment *a;
+	struct db_client *c;
+	const void *bytes;
+	char path[128];
+	size_t size;
+	int r;
+
+	r = get_caller(b, m, &c, error);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_read_array(m, 'y', &bytes, &size);
+	if (r < 0)
+		return r;
+	if (size != sizeof(token.b))
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "a token is %zu bytes, not %zu", sizeof(token.b), size);
+	memcpy(token.b, bytes, sizeof(token.b));
+	r = db_registry_redeem(b->reg, c, &token, now_usec(), &a);
+	if (r == -ENOENT)
+		return sd_bus_error_setf(error, DB_ERROR_NOT_FOUND,
+					 "no such token: it was never issued, was used, expired, "
+					 "or its issuer or buffer is gone");
+	if (r == -EACCES)
+		return sd_bus_error_setf(error, DB_ERROR_PERMISSION_DENIED,
+					 "the token is bound to another uid");
+	if (r == -EDQUOT)
+		return quota_error(b, error);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_new_method_return(m, &reply);
+	if (r >= 0)
+		r = sd_bus_message_append(reply, "ohs",
+					  db_bus_buffer_path(a->buffer, path, sizeof(path)),
+					  a->buffer->fd, db_attach_path_name(a->path));
+	if (r >= 0)
+		r = db_bus_append_layout(reply, a->buffer);
+	if (r < 0)
+		return r;
+	return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_release(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct db_broker *b = userdata;
+	struct db_client *c;
+	struct db_buffer *buf;
+	int r;
+
+	r = get_caller(b, m, &c, error);
+	if (r < 0)
+		return r;
+	r = read_held_buffer(b, m, c, &buf, error);
+	if (r < 0)
+		return r;
+	db_registry_detach(b->reg, c, buf);
+	return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_reacquire(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct db_broker *b = userdata;
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	struct db_client *c;
+	struct db_buffer *buf;
+	int r;
+
+	r = get_caller(b, m, &c, error);
+	if (r < 0)
+		return r;
+	r = read_held_buffer(b, m, c, &buf, error);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_new_method_return(m, &reply);
+	if (r >= 0)
+		r = sd_bus_message_append(reply, "h", buf->fd);
+	if (r >= 0)
+		r = db_bus_append_layout(reply, buf);
+	if (r < 0)
+		return r;
+	/* Settle after the reply holds its own copy of the fd. */
+	db_registry_reacquire(b->reg, c, buf);
+	return sd_bus_send(NULL, reply, NULL);
+}
+
+/* Sends a signal to one client: over its peer connection if it has one, else unicast. */
+static int emit_to_client(struct db_broker *b, struct db_client *c, const char *member,
+			  const char *buffer_path, const char *reason)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *s = NULL;
+	struct db_peer *peer = c->bus_data;
+	sd_bus *bus = peer ? peer->bus : b->bus;
+	int r;
+
+	r = sd_bus_message_new_signal(bus, &s, DB_OBJECT_PATH, DB_IFACE_BROKER, member);
+	if (r < 0)
+		return r;
+	if (!peer) {
+		r = sd_bus_message_set_destination(s, c->bus_name);
+		if (r < 0)
+			return r;
+	}
+	r = reason ? sd_bus_message_append(s, "os", buffer_path, reason)
+		   : sd_bus_message_append(s, "o", buffer_path);
+	if (r < 0)
+		return r;
+	return sd_bus_send(bus, s, NULL);
+}
+
+struct move_deadline {
+	struct db_broker *broker;
+	uint64_t buffer_id;
+};
+
+static int on_move_deadline(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	struct move_deadline *d = userdata;
+	struct db_broker *b = d->broker;
+	uint64_t id = d->buffer_id;
+	struct db_buffer *buf = db_registry_find_buffer(b->reg, id);
+
+	(void)usec;
+	/* The buffer may be gone already; ids are never reused, so this is safe. */
+	if (buf && buf->old_fd >= 0) {
+		log_info("Buffer %" PRIu64 ": %u holder(s) did not reacquire in time; dropping "
+			 "the old backing",
+			 id, buf->n_pending_reacquire);
+		db_registry_finish_move(b->reg, buf);
+	}
+	/* Take the reference back from the loop and drop the one-shot timer. */
+	sd_event_source_set_floating(s, 0);
+	sd_event_source_disable_unref(s);
+	return 0;
+}
+
+static int method_move(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct db_broker *b = userdata;
+	_cleanup_(closep) int fd = -1;
+	const struct db_backend *be;
+	struct move_deadline *deadline;
+	sd_event_source *timer;
+	struct db_client *c;
+	struct db_buffer *buf;
+	char path[128];
+	int r;
+
+	r = get_caller(b, m, &c, error);
+	if (r < 0)
+		return r;
+	r = read_owned_buffer(b, m, c, &buf, error);
+	if (r < 0)
+		return r;
+	if (buf->exporter_client_id)
+		return sd_bus_error_setf(error, DB_ERROR_UNSUPPORTED,
+					 "an exported buffer's memory belongs to its exporter");
+	if (db_buffer_is_pinned(buf))
+		return sd_bus_error_setf(error, DB_ERROR_BUSY,
+					 "the buffer is pinned by %u cached attachment(s)",
+					 buf->n_cached);
+	if (buf->old_fd >= 0)
+		return sd_bus_error_setf(error, DB_ERROR_BUSY,
+					 "a move is waiting for %u holder(s) to reacquire",
+					 buf->n_pending_reacquire);
+	be = db_backend_find(buf->backend);
+	if (!be || !be->probe())
+		return sd_bus_error_setf(error, DB_ERROR_NO_DEVICE, "backend %s is gone",
+					 buf->backend);
+	r = be->allocate(buf->size, false, &fd);
+	if (r < 0)
+		return sd_bus_error_setf(error, DB_ERROR_NO_MEMORY,
+					 "%s could not allocate the new backing: %s", be->name,
+					 strerror(-r));
+	r = db_buffer_copy(fd, buf->fd, buf->size);
+	if (r < 0)
+		return r;
+	if (be->is_dmabuf)
+		(void)db_dmabuf_set_name(fd, buf->name[0] ? buf->name : "dmabroker");
+	r = db_registry_begin_move(b->reg, buf, fd);
+	if (r < 0)
+		return r;
+	fd = -1;
+	db_fdstore_add_buffer(b, buf);
+	deadline = g_new0(struct move_deadline, 1);
+	deadline->broker = b;
+	deadline->buffer_id = buf->id;
+	/* Holds only the buffer's id: ids are never reused, so a freed buffer is just gone. */
+	r = sd_event_add_time_relative(b->event, &timer, CLOCK_MONOTONIC,
+				       (uint64_t)b->config.move_deadline_ms * 1000, 0,
+				       on_move_deadline, deadline);
+	if (r < 0) {
+		g_free(deadline);
+		log_warning("Failed to arm the move deadline: %s", strerror(-r));
+	} else {
+		/* The loop owns the timer (and frees it at exit if it never fires). */
+		sd_event_source_set_destroy_callback(timer, g_free);
+		sd_event_source_set_floating(timer, 1);
+		sd_event_source_unref(timer);
+	}
+	db_bus_buffer_path(buf, path, sizeof(path));
+	for (guint i = 0; i < buf->attachments->len; i++) {
+		struct db_attachment *a = g_ptr_array_index(buf->attachments, i);
+
+		emit_to_client(b, a->client, "Moved", path, NULL);
+	}
+	return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_revoke(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct db_broker *b = userdata;
+	g_autoptr(GArray) holders = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+	struct db_client *c;
+	struct db_buffer *buf;
+	const char *reason;
+	char path[128];
+	int r;
+
+	r = get_caller(b, m, &c, error);
+	if (r < 0)
+		return r;
+	r = read_owned_buffer(b, m, c, &buf, error);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_read_basic(m, 's', &reason);
+	if (r < 0)
+		return r;
+	if (strlen(reason) > 256)
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "reason is longer than 256 bytes");
+	db_bus_buffer_path(buf, path, sizeof(path));
+	for (guint i = 0; i < buf->attachments->len; i++) {
+		struct db_attachment *a = g_ptr_array_index(buf->attachments, i);
+
+		g_array_append_val(holders, a->client->id);
+	}
+	log_info("Revoking buffer %s (%u holder(s)): %s", path, holders->len, reason);
+	db_registry_revoke(b->reg, buf);
+	for (guint i = 0; i < holders->len; i++) {
+		struct db_client *h =
+			db_registry_find_client(b->reg, g_array_index(holders, uint64_t, i));
+
+		if (h)
+			emit_to_client(b, h, "Revoked", path, reason);
+	}
+	return sd_bus_reply_method_return(m, NULL);
+}
+
+static void peer_free(struct db_peer *peer)
+{
+	sd_bus_detach_event(peer->bus);
+	sd_bus_flush_close_unref(peer->bus);
+	g_free(peer);
+}
+
+static int on_peer_disconnected(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct db_peer *peer = userdata;
+	struct db_broker *b = peer->broker;
+	struct db_client *c = db_registry_find_client(b->reg, peer->client_id);
+
+	(void)m;
+	(void)error;
+	if (c && c->bus_data == peer)
+		c->bus_data = NULL;
+	/* sd-bus holds a reference while it dispatches, so the bus may go here. */
+	g_hash_table_remove(b->peers, peer->bus);
+	peer_free(peer);
+	return 0;
+}
+
+void db_broker_client_freed(struct db_client *c, void *userdata)
+{
+	struct db_broker *b = userdata;
+	struct db_peer *peer = c->bus_data;
+
+	if (!peer)
+		return;
+	c->bus_data = NULL;
+	g_hash_table_remove(b->peers, peer->bus);
+	peer_free(peer);
+}
+
+static int peer_new(struct db_broker *b, struct db_client *c, int fd)
+{
+	struct db_peer *peer = g_new0(struct db_peer, 1);
+	sd_id128_t id;
+	int r;
+
+	peer->broker = b;
+	peer->client_id = c->id;
+	r = sd_bus_new(&peer->bus);
+	if (r < 0)
+		goto fail_free;
+	r = sd_id128_randomize(&id);
+	if (r < 0)
+		goto fail_bus;
+	/*
+	 * The socket pair is ours, so SO_PEERCRED would name the daemon, not the client:
+	 * the client was authenticated by the bus when it asked, so the peer is anonymous.
+	 */
+	r = sd_bus_set_fd(peer->bus, fd, fd);
+	if (r < 0)
+		goto fail_bus;
+	r = sd_bus_set_server(peer->bus, 1, id);
+	if (r >= 0)
+		r = sd_bus_set_anonymous(peer->bus, 1);
+	if (r >= 0)
+		r = sd_bus_negotiate_fds(peer->bus, 1);
+	if (r >= 0)
+		r = db_broker_add_objects(b, peer->bus);
+	if (r >= 0)
+		r = sd_bus_match_signal(peer->bus, NULL, "org.freedesktop.DBus.Local",
+					"/org/freedesktop/DBus/Local", "org.freedesktop.DBus.Local",
+					"Disconnected", on_peer_disconnected, peer);
+	if (r >= 0)
+		r = sd_bus_attach_event(peer->bus, b->event, SD_EVENT_PRIORITY_NORMAL);
+	if (r >= 0)
+		r = sd_bus_start(peer->bus);
+	if (r < 0)
+		goto fail_bus;
+	g_hash_table_insert(b->peers, peer->bus, peer);
+	c->bus_data = peer;
+	return 0;
+fail_bus:
+	sd_bus_detach_event(peer->bus);
+	sd_bus_unref(peer->bus);
+fail_free:
+	g_free(peer);
+	return r;
+}
+
+static int method_open_peer(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct db_broker *b = userdata;
+	_cleanup_(closep) int theirs = -1;
+	struct db_client *c;
+	int sv[2], r;
+
+	if (peer_of(b, m))
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "this is a peer connection already");
+	r = get_caller(b, m, &c, error);
+	if (r < 0)
+		return r;
+	if (c->bus_data)
+		return sd_bus_error_setf(error, DB_ERROR_BUSY,
+					 "the client has a peer connection already");
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	theirs = sv[1];
+	r = peer_new(b, c, sv[0]);
+	if (r < 0) {
+		close(sv[0]);
+		return r;
+	}
+	return sd_bus_reply_method_return(m, "h", theirs);
+}
+
+/* --- properties --- */
+
+static int prop_version(sd_bus *bus, const char *path, const char *interface, const char *property,
+			sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+	return sd_bus_message_append(reply, "s", DMABROKER_VERSION);
+}
+
+static int prop_backends(sd_bus *bus, const char *path, const char *interface, const char *property,
+			 sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+	struct db_broker *b = userdata;
+	const struct db_backend *def =
+		b->config.default_backend[0] ? db_backend_find(b->config.default_backend) : NULL;
+	int r;
+
+	if (!def || !def->probe())
+		def = db_backend_default();
+	r = sd_bus_message_open_container(reply, 'a', "s");
+	if (r >= 0)
+		r = sd_bus_message_append_basic(reply, 's', def->name);
+	for (size_t i = 0; r >= 0 && db_backends[i]; i++)
+		if (db_backends[i] != def && db_backends[i]->probe())
+			r = sd_bus_message_append_basic(reply, 's', db_backends[i]->name);
+	if (r < 0)
+		return r;
+	return sd_bus_message_close_container(reply);
+}
+
+static int prop_devices(sd_bus *bus, const char *path, const char *interface, const char *property,
+			sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+	struct db_broker *b = userdata;
+	GPtrArray *list = b->devices ? db_devices_list(b->devices) : NULL;
+	int r;
+
+	r = sd_bus_message_open_container(reply, 'a', "(ssss)");
+	for (guint i = 0; r >= 0 && list && i < list->len; i++) {
+		const struct db_device *d = g_ptr_array_index(list, i);
+
+		r = sd_bus_message_append(reply, "(ssss)", d->subsystem, d->devnode, d->driver,
+					  d->import_mode);
+	}
+	if (r < 0)
+		return r;
+	return sd_bus_message_close_container(reply);
+}
+
+static int prop_counts(sd_bus *bus, const char *path, const char *interface, const char *property,
+		       sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+	struct db_broker *b = userdata;
+
+	if (strcmp(property, "NClients") == 0)
+		return sd_bus_message_append(reply, "u", g_hash_table_size(b->reg->clients));
+	if (strcmp(property, "NBuffers") == 0)
+		return sd_bus_message_append(reply, "u", g_hash_table_size(b->reg->buffers));
+	return sd_bus_message_append(reply, "t", b->reg->bytes_in_use);
+}
+
+static int prop_limits(sd_bus *bus, const char *path, const char *interface, const char *property,
+		       sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+	struct db_broker *b = userdata;
+	int r;
+
+	r = sd_bus_message_open_container(reply, 'a', "{st}");
+	for (size_t i = 0; r >= 0 && i < db_config_limit_count(); i++)
+		r = sd_bus_message_append(reply, "{st}", db_config_limit_name(i),
+					  db_config_limit_value(&b->reg->limits, i));
+	if (r < 0)
+		return r;
+	return sd_bus_message_close_container(reply);
+}
+
+static int prop_kernel_report(sd_bus *bus, const char *path, const char *interface,
+			      const char *property, sd_bus_message *reply, void *userdata,
+			      sd_bus_error *error)
+{
+	struct db_broker *b = userdata;
+
+	return sd_bus_message_append(reply, "s", b->kernel_report);
+}
+
+static const sd_bus_vtable broker_vtable[] = {
+	SD_BUS_VTABLE_START(0),
+	SD_BUS_METHOD_WITH_ARGS("Register", SD_BUS_ARGS("a{sv}", info), SD_BUS_RESULT("o", client),
+				method_register, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("Allocate", SD_BUS_ARGS("a{sv}", spec),
+				SD_BUS_RESULT("o", buffer, "h", fd, "a{sv}", layout),
+				method_allocate, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("AllocateMany", SD_BUS_ARGS("u", count, "a{sv}", spec),
+				SD_BUS_RESULT("ao", buffers, "ah", fds, "a{sv}", layout),
+				method_allocate_many, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("Export", SD_BUS_ARGS("h", fd, "a{sv}", info),
+				SD_BUS_RESULT("o", buffer), method_export,
+				SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("Share", SD_BUS_ARGS("o", buffer, "a{sv}", options),
+				SD_BUS_RESULT("ay", token), method_share,
+				SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("Import", SD_BUS_ARGS("ay", token),
+				SD_BUS_RESULT("o", buffer, "h", fd, "s", path, "a{sv}", layout),
+				method_import, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("Release", SD_BUS_ARGS("o", buffer), SD_BUS_NO_RESULT,
+				method_release, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("Reacquire", SD_BUS_ARGS("o", buffer),
+				SD_BUS_RESULT("h", fd, "a{sv}", layout), method_reacquire,
+				SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("Move", SD_BUS_ARGS("o", buffer), SD_BUS_NO_RESULT, method_move,
+				SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("Revoke", SD_BUS_ARGS("o", buffer, "s", reason), SD_BUS_NO_RESULT,
+				method_revoke, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("OpenPeer", SD_BUS_NO_ARGS, SD_BUS_RESULT("h", socket),
+				method_open_peer, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_SIGNAL_WITH_ARGS("Moved", SD_BUS_ARGS("o", buffer), 0),
+	SD_BUS_SIGNAL_WITH_ARGS("Revoked", SD_BUS_ARGS("o", buffer, "s", reason), 0),
+	SD_BUS_PROPERTY("Version", "s", prop_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+	SD_BUS_PROPERTY("Backends", "as", prop_backends, 0, 0),
+	SD_BUS_PROPERTY("Devices", "a(ssss)", prop_devices, 0, 0),
+	SD_BUS_PROPERTY("NClients", "u", prop_counts, 0, 0),
+	SD_BUS_PROPERTY("NBuffers", "u", prop_counts, 0, 0),
+	SD_BUS_PROPERTY("BytesInUse", "t", prop_counts, 0, 0),
+	SD_BUS_PROPERTY("Limits", "a{st}", prop_limits, 0, 0),
+	SD_BUS_PROPERTY("KernelAttachmentReport", "s", prop_kernel_report, 0, 0),
+	SD_BUS_VTABLE_END,
+};
+
+int db_broker_add_objects(struct db_broker *b, sd_bus *bus)
+{
+	int r;
+
+	r = sd_bus_add_object_vtable(bus, NULL, DB_OBJECT_PATH, DB_IFACE_BROKER, broker_vtable, b);
+	if (r < 0)
+		return r;
+	r = db_bus_add_inspection_objects(b, bus);
+	if (r < 0)
+		return r;
+	return sd_bus_add_object_manager(bus, NULL, DB_OBJECT_PATH);
+}

@@ -1,0 +1,140 @@
+// SPDX-License-Identifier: MIT
+#include "bus-dict.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "macros.h"
+#include "protocol.h"
+
+void db_strv_free(char **strv)
+{
+	if (!strv)
+		return;
+	for (char **s = strv; *s; s++)
+		free(*s);
+	free(strv);
+}
+
+static const char *signature_of(enum db_dict_type t)
+{
+	static const char *const sigs[] = {
+		[DB_DICT_STRING] = "s", [DB_DICT_BOOL] = "b",  [DB_DICT_U32] = "u",
+		[DB_DICT_U64] = "t",	[DB_DICT_STRV] = "as", [DB_DICT_U32_ARRAY] = "au",
+	};
+
+	return sigs[t];
+}
+
+static int read_value(sd_bus_message *m, struct db_dict_field *f, const char *what,
+		      sd_bus_error *error)
+{
+	int r, v;
+
+	switch (f->type) {
+	case DB_DICT_STRING:
+		return sd_bus_message_read_basic(m, 's', f->dest);
+	case DB_DICT_BOOL:
+		r = sd_bus_message_read_basic(m, 'b', &v);
+		if (r >= 0)
+			*(bool *)f->dest = v;
+		return r;
+	case DB_DICT_U32:
+		return sd_bus_message_read_basic(m, 'u', f->dest);
+	case DB_DICT_U64:
+		return sd_bus_message_read_basic(m, 't', f->dest);
+	case DB_DICT_STRV: {
+		char **strv = NULL;
+		size_t n = 0;
+
+		r = sd_bus_message_read_strv(m, &strv);
+		if (r < 0)
+			return r;
+		while (strv && strv[n])
+			n++;
+		if (n > f->max) {
+			db_strv_free(strv);
+			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+						 "%s: '%s' has %zu entries, at most %u are allowed",
+						 what, f->key, n, f->max);
+		}
+		db_strv_free(*(char ***)f->dest);
+		*(char ***)f->dest = strv;
+		return 0;
+	}
+	case DB_DICT_U32_ARRAY: {
+		const void *p;
+		size_t size;
+
+		r = sd_bus_message_read_array(m, 'u', &p, &size);
+		if (r < 0)
+			return r;
+		if (size / sizeof(uint32_t) > f->max)
+			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+						 "%s: '%s' has %zu entries, at most %u are allowed",
+						 what, f->key, size / sizeof(uint32_t), f->max);
+		memcpy(f->dest, p, size);
+		*f->count = (uint32_t)(size / sizeof(uint32_t));
+		return 0;
+	}
+	}
+	return -EINVAL;
+}
+
+int db_dict_read(sd_bus_message *m, struct db_dict_field *fields, size_t n_fields, const char *what,
+		 sd_bus_error *error)
+{
+	unsigned entries = 0;
+	int r;
+
+	r = sd_bus_message_enter_container(m, 'a', "{sv}");
+	if (r < 0)
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "%s: expected a dictionary (a{sv})", what);
+	while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
+		struct db_dict_field *f = NULL;
+		const char *key, *contents;
+		char type;
+
+		if (++entries > DB_DICT_MAX_ENTRIES)
+			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+						 "%s: more than %d entries", what,
+						 DB_DICT_MAX_ENTRIES);
+		r = sd_bus_message_read_basic(m, 's', &key);
+		if (r < 0)
+			return r;
+		for (size_t i = 0; i < n_fields; i++)
+			if (strcmp(fields[i].key, key) == 0)
+				f = &fields[i];
+		if (!f)
+			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+						 "%s: unknown key '%s'", what, key);
+		if (f->seen)
+			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+						 "%s: key '%s' given twice", what, key);
+		f->seen = true;
+		r = sd_bus_message_peek_type(m, &type, &contents);
+		if (r < 0)
+			return r;
+		if (strcmp(contents, signature_of(f->type)) != 0)
+			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+						 "%s: '%s' must be of type '%s', not '%s'", what,
+						 key, signature_of(f->type), contents);
+		r = sd_bus_message_enter_container(m, 'v', contents);
+		if (r < 0)
+			return r;
+		r = read_value(m, f, what, error);
+		if (r < 0)
+			return r;
+		r = sd_bus_message_exit_container(m);
+		if (r < 0)
+			return r;
+		r = sd_bus_message_exit_container(m);
+		if (r < 0)
+			return r;
+	}
+	if (r < 0)
+		return r;
+	return sd_bus_message_exit_container(m);
+}

@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-bus.h>
+
+/*
+ * Reads an a{sv} argument into typed fields. Unknown keys, duplicate keys and values of
+ * the wrong type are errors with a message naming the key, so a client's typo never passes
+ * silently. Strings point into the message (valid while it lives).
+ */
+enum db_dict_type {
+	DB_DICT_STRING, /* s  -> const char * */
+	DB_DICT_BOOL, /* b  -> bool */
+	DB_DICT_U32, /* u  -> uint32_t */
+	DB_DICT_U64, /* t  -> uint64_t */
+	DB_DICT_STRV, /* as -> char ** (malloc'd; free with db_strv_free) */
+	DB_DICT_U32_ARRAY, /* au -> uint32_t[max], count in *count */
+};
+
+struct db_dict_field {
+	const char *key;
+	enum db_dict_type type;
+	void *dest;
+	uint32_t max; /* DB_DICT_STRV, DB_DICT_U32_ARRAY: most elements */
+	uint32_t *count; /* DB_DICT_U32_ARRAY */
+	bool seen;
+};
+
+#define DB_DICT_MAX_ENTRIES 32
+
+/* what names the argument in messages ("spec", "info", ...). */
+int db_dict_read(sd_bus_message *m, struct db_dict_field *fields, size_t n_fields, const char *what,
+		 sd_bus_error *error);
+
+void db_strv_free(char **strv);
+static inline void db_strv_freep(char ***p)
+{
+	db_strv_free(*p);
+}

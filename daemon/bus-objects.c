@@ -1,0 +1,411 @@
+// SPDX-License-Identifier: MIT
+/*
+ * org.dmabroker.Buffer1 and org.dmabroker.Client1: read-only views of the registry for
+ * dmabrokerctl and administrators. Objects are found by path on demand (fallback vtables
+ * and node enumerators), so the daemon keeps no per-object bus state.
+ */
+#include "bus-objects.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "devices.h"
+#include "kernel-view.h"
+#include "log.h"
+#include "macros.h"
+#include "protocol.h"
+
+const char *db_bus_buffer_path(const struct db_buffer *buf, char *out, size_t len)
+{
+	snprintf(out, len, DB_BUFFER_PATH_PREFIX "/%" PRIu64, buf->id);
+	return out;
+}
+
+const char *db_bus_client_path(const struct db_client *c, char *out, size_t len)
+{
+	snprintf(out, len, DB_CLIENT_PATH_PREFIX "/%" PRIu64, c->id);
+	return out;
+}
+
+/* The id after prefix/, digits only (no sign, no leading zero), or 0. */
+static uint64_t id_from_path(const char *path, const char *prefix)
+{
+	size_t n = strlen(prefix);
+	uint64_t id = 0;
+	const char *p;
+
+	if (strncmp(path, prefix, n) != 0 || path[n] != '/' || path[n + 1] == '0')
+		return 0;
+	for (p = path + n + 1; *p; p++) {
+		if (*p < '0' || *p > '9' || __builtin_mul_overflow(id, 10, &id) ||
+		    __builtin_add_overflow(id, (uint64_t)(*p - '0'), &id))
+			return 0;
+	}
+	return p == path + n + 1 ? 0 : id;
+}
+
+struct db_buffer *db_bus_buffer_from_path(struct db_broker *b, const char *path)
+{
+	uint64_t id = id_from_path(path, DB_BUFFER_PATH_PREFIX);
+
+	return id ? db_registry_find_buffer(b->reg, id) : NULL;
+}
+
+struct db_client *db_bus_client_from_path(struct db_broker *b, const char *path)
+{
+	uint64_t id = id_from_path(path, DB_CLIENT_PATH_PREFIX);
+
+	return id ? db_registry_find_client(b->reg, id) : NULL;
+}
+
+int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf)
+{
+	const struct db_layout *l = &buf->layout;
+	int r;
+
+	r = sd_bus_message_open_container(m, 'a', "{sv}");
+	if (r >= 0)
+		r = sd_bus_message_append(m, "{sv}{sv}{sv}{sv}{sv}{sv}", "size", "t",
+					  (uint64_t)buf->size, "width", "u", l->width, "height",
+					  "u", l->height, "fourcc", "u", l->fourcc, "modifier", "t",
+					  l->modifier, "planes", "u", l->n_planes);
+	if (r >= 0)
+		r = sd_bus_message_open_container(m, 'e', "sv");
+	if (r >= 0)
+		r = sd_bus_message_append_basic(m, 's', "offsets");
+	if (r >= 0)
+		r = sd_bus_message_open_container(m, 'v', "au");
+	if (r >= 0)
+		r = sd_bus_message_append_array(m, 'u', l->offsets, l->n_planes * sizeof(uint32_t));
+	if (r >= 0)
+		r = sd_bus_message_close_container(m);
+	if (r >= 0)
+		r = sd_bus_message_close_container(m);
+	if (r >= 0)
+		r = sd_bus_message_open_container(m, 'e', "sv");
+	if (r >= 0)
+		r = sd_bus_message_append_basic(m, 's', "strides");
+	if (r >= 0)
+		r = sd_bus_message_open_container(m, 'v', "au");
+	if (r >= 0)
+		r = sd_bus_message_append_array(m, 'u', l->strides, l->n_planes * sizeof(uint32_t));
+	if (r >= 0)
+		r = sd_bus_message_close_container(m);
+	if (r >= 0)
+		r = sd_bus_message_close_container(m);
+	if (r >= 0)
+		r = sd_bus_message_append(m, "{sv}{sv}{sv}", "backend", "s", buf->backend, "dmabuf",
+					  "b", (int)buf->is_dmabuf, "name", "s", buf->name);
+	if (r < 0)
+		return r;
+	return sd_bus_message_close_container(m);
+}
+
+/* --- org.dmabroker.Buffer1 --- */
+
+static int buffer_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
+		       void **found, sd_bus_error *error)
+{
+	struct db_buffer *buf = db_bus_buffer_from_path(userdata, path);
+
+	if (!buf)
+		return 0;
+	*found = buf;
+	return 1;
+}
+
+#define BUFFER_PROP(fn)                                                                           \
+	static int fn(sd_bus *bus, const char *path, const char *interface, const char *property, \
+		      sd_bus_message *reply, void *userdata, sd_bus_error *error)
+
+BUFFER_PROP(buffer_prop_basic)
+{
+	struct db_buffer *buf = userdata;
+
+	if (strcmp(property, "Id") == 0)
+		return sd_bus_message_append(reply, "t", buf->id);
+	if (strcmp(property, "Name") == 0)
+		return sd_bus_message_append(reply, "s", buf->name);
+	if (strcmp(property, "Size") == 0)
+		return sd_bus_message_append(reply, "t", (uint64_t)buf->size);
+	if (strcmp(property, "Backend") == 0)
+		return sd_bus_message_append(reply, "s", buf->backend);
+	if (strcmp(property, "IsDmaBuf") == 0)
+		return sd_bus_message_append(reply, "b", (int)buf->is_dmabuf);
+	if (strcmp(property, "OwnerUid") == 0)
+		return sd_bus_message_append(reply, "u", (uint32_t)buf->owner_uid);
+	if (strcmp(property, "ExporterDynamic") == 0)
+		return sd_bus_message_append(reply, "b", (int)buf->exporter_dynamic);
+	if (strcmp(property, "Pinned") == 0)
+		return sd_bus_message_append(reply, "b", (int)db_buffer_is_pinned(buf));
+	return -EINVAL;
+}
+
+static struct db_broker *broker_of(sd_bus *bus);
+
+BUFFER_PROP(buffer_prop_owner)
+{
+	struct db_buffer *buf = userdata;
+	struct db_client *owner =
+		db_registry_find_client(broker_of(bus)->reg, buf->owner_client_id);
+	char p[128];
+
+	return sd_bus_message_append(reply, "o",
+				     owner ? db_bus_client_path(owner, p, sizeof(p)) : "/");
+}
+
+BUFFER_PROP(buffer_prop_exporter)
+{
+	struct db_buffer *buf = userdata;
+	char p[128];
+
+	if (!buf->exporter_client_id)
+		return sd_bus_message_append(reply, "s", "daemon");
+	snprintf(p, sizeof(p), DB_CLIENT_PATH_PREFIX "/%" PRIu64, buf->exporter_client_id);
+	return sd_bus_message_append(reply, "s", p);
+}
+
+BUFFER_PROP(buffer_prop_layout)
+{
+	return db_bus_append_layout(reply, userdata);
+}
+
+BUFFER_PROP(buffer_prop_attachments)
+{
+	struct db_buffer *buf = userdata;
+	char p[128];
+	int r;
+
+	r = sd_bus_message_open_container(reply, 'a', "(osb)");
+	for (guint i = 0; r >= 0 && i < buf->attachments->len; i++) {
+		struct db_attachment *a = g_ptr_array_index(buf->attachments, i);
+
+		r = sd_bus_message_append(reply, "(osb)",
+					  db_bus_client_path(a->client, p, sizeof(p)),
+					  db_attach_path_name(a->path), (int)a->client->dynamic);
+	}
+	if (r < 0)
+		return r;
+	return sd_bus_message_close_container(reply);
+}
+
+/*
+ * What the daemon expects of one kernel attachment: the holders that declared a device
+ * whose kernel name is dev. Their declared path is the daemon's record; it agrees with the
+ * kernel when both say the mapping is cached (or both say it is not), and the driver's known
+ * import mode matches the kernel's importer flag.
+ */
+static void predict(struct db_broker *b, struct db_buffer *buf,
+		    const struct db_kernel_attachment *ka, const char **ret_path, bool *ret_agrees)
+{
+	*ret_path = "";
+	*ret_agrees = true;
+	for (guint i = 0; b->devices && i < buf->attachments->len; i++) {
+		struct db_attachment *a = g_ptr_array_index(buf->attachments, i);
+
+		for (char **dev = a->client->devices; dev && *dev; dev++) {
+			const struct db_device *d = db_devices_find(b->devices, *dev);
+
+			if (!d || strcmp(d->kernel_name, ka->dev) != 0)
+				continue;
+			*ret_path = db_attach_path_name(a->path);
+			*ret_agrees =
+				(a->path == DB_PATH_CACHED) == ka->cached &&
+				(strcmp(d->import_mode, "dynamic") == 0) == ka->importer_dynamic;
+			return;
+		}
+	}
+}
+
+BUFFER_PROP(buffer_prop_kernel_attachments)
+{
+	struct db_buffer *buf = userdata;
+	struct db_broker *b = broker_of(bus);
+	struct db_kernel_view view = {0};
+	char p[128];
+	int r;
+
+	if (buf->is_dmabuf && db_kernel_view_read(buf->fd, &view) < 0)
+		view.available = false;
+	r = sd_bus_message_open_container(reply, 'a', "(sbbsb)");
+	for (unsigned i = 0; r >= 0 && view.available && i < view.n_attachments; i++) {
+		const struct db_kernel_attachment *ka = &view.attachments[i];
+		const char *predicted;
+		bool agrees;
+
+		predict(b, buf, ka, &predicted, &agrees);
+		if (!agrees)
+			log_warning("Buffer %s: the kernel attached %s %s (importer %s), the "
+				    "daemon's record says %s",
+				    db_bus_buffer_path(buf, p, sizeof(p)), ka->dev,
+				    ka->cached ? "cached" : "direct",
+				    ka->importer_dynamic ? "dynamic" : "static", predicted);
+		r = sd_bus_message_append(reply, "(sbbsb)", ka->dev, (int)ka->importer_dynamic,
+					  (int)ka->cached, predicted, (int)agrees);
+	}
+	if (r < 0)
+		return r;
+	return sd_bus_message_close_container(reply);
+}
+
+static const sd_bus_vtable buffer_vtable[] = {
+	SD_BUS_VTABLE_START(0),
+	SD_BUS_PROPERTY("Id", "t", buffer_prop_basic, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+	SD_BUS_PROPERTY("Name", "s", buffer_prop_basic, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+	SD_BUS_PROPERTY("Size", "t", buffer_prop_basic, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+	SD_BUS_PROPERTY("Backend", "s", buffer_prop_basic, 0, 0),
+	SD_BUS_PROPERTY("IsDmaBuf", "b", buffer_prop_basic, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+	SD_BUS_PROPERTY("OwnerUid", "u", buffer_prop_basic, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+	SD_BUS_PROPERTY("Owner", "o", buffer_prop_owner, 0, 0),
+	SD_BUS_PROPERTY("Exporter", "s", buffer_prop_exporter, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+	SD_BUS_PROPERTY("ExporterDynamic", "b", buffer_prop_basic, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+	SD_BUS_PROPERTY("Pinned", "b", buffer_prop_basic, 0, 0),
+	SD_BUS_PROPERTY("Layout", "a{sv}", buffer_prop_layout, 0, 0),
+	SD_BUS_PROPERTY("Attachments", "a(osb)", buffer_prop_attachments, 0, 0),
+	SD_BUS_PROPERTY("KernelAttachments", "a(sbbsb)", buffer_prop_kernel_attachments, 0, 0),
+	SD_BUS_VTABLE_END,
+};
+
+/* --- org.dmabroker.Client1 --- */
+
+static int client_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
+		       void **found, sd_bus_error *error)
+{
+	struct db_client *c = db_bus_client_from_path(userdata, path);
+
+	if (!c)
+		return 0;
+	*found = c;
+	return 1;
+}
+
+BUFFER_PROP(client_prop_basic)
+{
+	struct db_client *c = userdata;
+
+	if (strcmp(property, "Id") == 0)
+		return sd_bus_message_append(reply, "t", c->id);
+	if (strcmp(property, "BusName") == 0)
+		return sd_bus_message_append(reply, "s", c->bus_name);
+	if (strcmp(property, "Uid") == 0)
+		return sd_bus_message_append(reply, "u", (uint32_t)c->uid);
+	if (strcmp(property, "Pid") == 0)
+		return sd_bus_message_append(reply, "u", (uint32_t)c->pid);
+	if (strcmp(property, "Role") == 0)
+		return sd_bus_message_append(reply, "s", c->role);
+	if (strcmp(property, "Dynamic") == 0)
+		return sd_bus_message_append(reply, "b", (int)c->dynamic);
+	if (strcmp(property, "Name") == 0)
+		return sd_bus_message_append(reply, "s", c->name);
+	if (strcmp(property, "Devices") == 0)
+		return sd_bus_message_append_strv(reply, c->devices);
+	if (strcmp(property, "BytesHeld") == 0)
+		return sd_bus_message_append(reply, "t", c->bytes_held);
+	if (strcmp(property, "NTokens") == 0)
+		return sd_bus_message_append(reply, "u", (uint32_t)c->n_tokens);
+	return -EINVAL;
+}
+
+BUFFER_PROP(client_prop_buffers)
+{
+	struct db_client *c = userdata;
+	char p[128];
+	int r;
+
+	r = sd_bus_message_open_container(reply, 'a', "o");
+	for (guint i = 0; r >= 0 && i < c->attachments->len; i++) {
+		struct db_attachment *a = g_ptr_array_index(c->attachments, i);
+
+		r = sd_bus_message_append_basic(reply, 'o',
+						db_bus_buffer_path(a->buffer, p, sizeof(p)));
+	}
+	if (r < 0)
+		return r;
+	return sd_bus_message_close_container(reply);
+}
+
+static const sd_bus_vtable client_vtable[] = {
+	SD_BUS_VTABLE_START(0),
+	SD_BUS_PROPERTY("Id", "t", client_prop_basic, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+	SD_BUS_PROPERTY("BusName", "s", client_prop_basic, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+	SD_BUS_PROPERTY("Uid", "u", client_prop_basic, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+	SD_BUS_PROPERTY("Pid", "u", client_prop_basic, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+	SD_BUS_PROPERTY("Role", "s", client_prop_basic, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+	SD_BUS_PROPERTY("Dynamic", "b", client_prop_basic, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+	SD_BUS_PROPERTY("Name", "s", client_prop_basic, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+	SD_BUS_PROPERTY("Devices", "as", client_prop_basic, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+	SD_BUS_PROPERTY("Buffers", "ao", client_prop_buffers, 0, 0),
+	SD_BUS_PROPERTY("BytesHeld", "t", client_prop_basic, 0, 0),
+	SD_BUS_PROPERTY("NTokens", "u", client_prop_basic, 0, 0),
+	SD_BUS_VTABLE_END,
+};
+
+static int enumerate(GHashTable *table, const char *prefix, char ***nodes)
+{
+	char **list = calloc(g_hash_table_size(table) + 1, sizeof(char *));
+	GHashTableIter it;
+	gpointer key;
+	size_t n = 0;
+
+	if (!list)
+		return -ENOMEM;
+	g_hash_table_iter_init(&it, table);
+	while (g_hash_table_iter_next(&it, &key, NULL)) {
+		if (asprintf(&list[n], "%s/%" PRIu64, prefix, *(uint64_t *)key) < 0) {
+			for (size_t i = 0; i < n; i++)
+				free(list[i]);
+			free(list);
+			return -ENOMEM;
+		}
+		n++;
+	}
+	*nodes = list;
+	return 1;
+}
+
+static int enumerate_buffers(sd_bus *bus, const char *path, void *userdata, char ***nodes,
+			     sd_bus_error *error)
+{
+	struct db_broker *b = userdata;
+
+	return enumerate(b->reg->buffers, DB_BUFFER_PATH_PREFIX, nodes);
+}
+
+static int enumerate_clients(sd_bus *bus, const char *path, void *userdata, char ***nodes,
+			     sd_bus_error *error)
+{
+	struct db_broker *b = userdata;
+
+	return enumerate(b->reg->clients, DB_CLIENT_PATH_PREFIX, nodes);
+}
+
+/* Property getters get the object, not the broker; one broker per process. */
+static struct db_broker *the_broker;
+
+static struct db_broker *broker_of(sd_bus *bus)
+{
+	(void)bus;
+	return the_broker;
+}
+
+int db_bus_add_inspection_objects(struct db_broker *b, sd_bus *bus)
+{
+	int r;
+
+	the_broker = b;
+	r = sd_bus_add_fallback_vtable(bus, NULL, DB_BUFFER_PATH_PREFIX, DB_IFACE_BUFFER,
+				       buffer_vtable, buffer_find, b);
+	if (r >= 0)
+		r = sd_bus_add_node_enumerator(bus, NULL, DB_BUFFER_PATH_PREFIX, enumerate_buffers,
+					       b);
+	if (r >= 0)
+		r = sd_bus_add_fallback_vtable(bus, NULL, DB_CLIENT_PATH_PREFIX, DB_IFACE_CLIENT,
+					       client_vtable, client_find, b);
+	if (r >= 0)
+		r = sd_bus_add_node_enumerator(bus, NULL, DB_CLIENT_PATH_PREFIX, enumerate_clients,
+					       b);
+	return r;
+}

@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "registry.h"
+
+#define DB_CONFIG_FILE SYSCONFDIR "/dmabroker/dmabroker.conf"
+
+struct db_config {
+	struct db_limits limits;
+	char default_backend[16]; /* "" = the first available */
+	uint32_t move_deadline_ms; /* how long a move waits for holders to reacquire */
+};
+
+void db_config_init_default(struct db_config *cfg);
+
+/*
+ * Applies one GKeyFile text on top of cfg. Unknown groups and keys are errors, so a typo
+ * does not silently leave a limit at its default. On error cfg is unchanged and errbuf
+ * says what was wrong.
+ */
+int db_config_apply_data(struct db_config *cfg, const char *data, size_t len, char *errbuf,
+			 size_t errlen);
+
+/*
+ * Loads path (a missing file is not an error) and then path.d/ *.conf in name order,
+ * each on top of the last, starting from the defaults.
+ */
+int db_config_load(struct db_config *ret, const char *path, char *errbuf, size_t errlen);
+
+/* Parses "123", "64K", "16M", "2G" (powers of 1024) into bytes or counts. */
+int db_config_parse_size(const char *s, uint64_t *ret);

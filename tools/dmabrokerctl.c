@@ -1,0 +1,315 @@
+// SPDX-License-Identifier: MIT
+/* dmabrokerctl: what the broker holds, for administrators. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-bus.h>
+
+#include "macros.h"
+#include "protocol.h"
+
+static int connect_bus(bool user, sd_bus **ret)
+{
+	const char *address = getenv(DB_ENV_BUS_ADDRESS);
+	sd_bus *bus = NULL;
+	int r;
+
+	if (!address)
+		return user ? sd_bus_open_user(ret) : sd_bus_open_system(ret);
+	r = sd_bus_new(&bus);
+	if (r >= 0)
+		r = sd_bus_set_address(bus, address);
+	if (r >= 0)
+		r = sd_bus_set_bus_client(bus, 1);
+	if (r >= 0)
+		r = sd_bus_start(bus);
+	if (r < 0) {
+		sd_bus_unref(bus);
+		return r;
+	}
+	*ret = bus;
+	return 0;
+}
+
+static int get_prop(sd_bus *bus, const char *path, const char *iface, const char *prop,
+		    const char *type, sd_bus_message **reply, sd_bus_error *error)
+{
+	return sd_bus_get_property(bus, DB_BUS_NAME, path, iface, prop, error, reply, type);
+}
+
+static int cmd_status(sd_bus *bus)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	char *version = NULL, *report = NULL;
+	uint32_t n_clients = 0, n_buffers = 0;
+	uint64_t bytes = 0;
+	const char *s;
+	int r;
+
+	r = sd_bus_get_property_string(bus, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER, "Version",
+				       &error, &version);
+	if (r < 0) {
+		fprintf(stderr, "dmabrokerctl: cannot reach the daemon: %s\n",
+			error.message ? error.message : strerror(-r));
+		sd_bus_error_free(&error);
+		return r;
+	}
+	sd_bus_get_property_trivial(bus, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER, "NClients",
+				    NULL, 'u', &n_clients);
+	sd_bus_get_property_trivial(bus, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER, "NBuffers",
+				    NULL, 'u', &n_buffers);
+	sd_bus_get_property_trivial(bus, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER, "BytesInUse",
+				    NULL, 't', &bytes);
+	sd_bus_get_property_string(bus, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER,
+				   "KernelAttachmentReport", NULL, &report);
+	printf("Version:        %s\n", version);
+	printf("Clients:        %u\n", n_clients);
+	printf("Buffers:        %u (%" PRIu64 " bytes)\n", n_buffers, bytes);
+	printf("Kernel report:  %s\n", report ? report : "?");
+	printf("Backends:      ");
+	if (get_prop(bus, DB_OBJECT_PATH, DB_IFACE_BROKER, "Backends", "as", &m, NULL) >= 0) {
+		sd_bus_message_enter_container(m, 'a', "s");
+		while (sd_bus_message_read_basic(m, 's', &s) > 0)
+			printf(" %s", s);
+	}
+	printf("\nDevices:\n");
+	m = sd_bus_message_unref(m);
+	if (get_prop(bus, DB_OBJECT_PATH, DB_IFACE_BROKER, "Devices", "a(ssss)", &m, NULL) >= 0) {
+		const char *sub, *node, *drv, *mode;
+
+		sd_bus_message_enter_container(m, 'a', "(ssss)");
+		while (sd_bus_message_read(m, "(ssss)", &sub, &node, &drv, &mode) > 0)
+			printf("  %-22s %-12s %-10s import %s\n", node, sub, drv[0] ? drv : "-",
+			       mode[0] ? mode : "-");
+	}
+	printf("Limits:\n");
+	m = sd_bus_message_unref(m);
+	if (get_prop(bus, DB_OBJECT_PATH, DB_IFACE_BROKER, "Limits", "a{st}", &m, NULL) >= 0) {
+		uint64_t v;
+
+		sd_bus_message_enter_container(m, 'a', "{st}");
+		while (sd_bus_message_read(m, "{st}", &s, &v) > 0)
+			printf("  %-22s %" PRIu64 "\n", s, v);
+	}
+	free(version);
+	free(report);
+	return 0;
+}
+
+/* Walks GetManagedObjects, calling fn for each object with the given interface, positioned at
+ * its property array (a{sv}). */
+static int for_each_object(sd_bus *bus, const char *iface,
+			   int (*fn)(sd_bus *bus, const char *path, sd_bus_message *props))
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	int r;
+
+	r = sd_bus_call_method(bus, DB_BUS_NAME, DB_OBJECT_PATH,
+			       "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", &error,
+			       &reply, NULL);
+	if (r < 0) {
+		fprintf(stderr, "dmabrokerctl: %s\n", error.message ? error.message : strerror(-r));
+		sd_bus_error_free(&error);
+		return r;
+	}
+	r = sd_bus_message_enter_container(reply, 'a', "{oa{sa{sv}}}");
+	while (r >= 0 && (r = sd_bus_message_enter_container(reply, 'e', "oa{sa{sv}}")) > 0) {
+		const char *path, *name;
+
+		sd_bus_message_read_basic(reply, 'o', &path);
+		sd_bus_message_enter_container(reply, 'a', "{sa{sv}}");
+		while (sd_bus_message_enter_container(reply, 'e', "sa{sv}") > 0) {
+			sd_bus_message_read_basic(reply, 's', &name);
+			if (strcmp(name, iface) == 0)
+				fn(bus, path, reply);
+			else
+				sd_bus_message_skip(reply, "a{sv}");
+			sd_bus_message_exit_container(reply);
+		}
+		sd_bus_message_exit_container(reply);
+		sd_bus_message_exit_container(reply);
+	}
+	return r < 0 ? r : 0;
+}
+
+struct props {
+	uint64_t id, size, bytes;
+	uint32_t uid, pid, n_tokens;
+	int dynamic, pinned, dmabuf, exp_dynamic;
+	char backend[32], name[64], role[32], bus_name[64], owner[96], exporter[96];
+	char attachments[1024], kernel[1024];
+};
+
+static void read_props(sd_bus_message *m, struct props *p)
+{
+	const char *key, *contents, *s;
+	char type;
+
+	memset(p, 0, sizeof(*p));
+	sd_bus_message_enter_container(m, 'a', "{sv}");
+	while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+		sd_bus_message_read_basic(m, 's', &key);
+		sd_bus_message_peek_type(m, &type, &contents);
+		sd_bus_message_enter_container(m, 'v', contents);
+		if (strcmp(contents, "t") == 0) {
+			uint64_t v;
+
+			sd_bus_message_read_basic(m, 't', &v);
+			if (!strcmp(key, "Id"))
+				p->id = v;
+			else if (!strcmp(key, "Size"))
+				p->size = v;
+			else if (!strcmp(key, "BytesHeld"))
+				p->bytes = v;
+		} else if (strcmp(contents, "u") == 0) {
+			uint32_t v;
+
+			sd_bus_message_read_basic(m, 'u', &v);
+			if (!strcmp(key, "Uid") || !strcmp(key, "OwnerUid"))
+				p->uid = v;
+			else if (!strcmp(key, "Pid"))
+				p->pid = v;
+			else if (!strcmp(key, "NTokens"))
+				p->n_tokens = v;
+		} else if (strcmp(contents, "b") == 0) {
+			int v;
+
+			sd_bus_message_read_basic(m, 'b', &v);
+			if (!strcmp(key, "Dynamic"))
+				p->dynamic = v;
+			else if (!strcmp(key, "Pinned"))
+				p->pinned = v;
+			else if (!strcmp(key, "IsDmaBuf"))
+				p->dmabuf = v;
+			else if (!strcmp(key, "ExporterDynamic"))
+				p->exp_dynamic = v;
+		} else if (strcmp(contents, "s") == 0 || strcmp(contents, "o") == 0) {
+			sd_bus_message_read_basic(m, contents[0], &s);
+			if (!strcmp(key, "Backend"))
+				snprintf(p->backend, sizeof(p->backend), "%s", s);
+			else if (!strcmp(key, "Name"))
+				snprintf(p->name, sizeof(p->name), "%s", s);
+			else if (!strcmp(key, "Role"))
+				snprintf(p->role, sizeof(p->role), "%s", s);
+			else if (!strcmp(key, "BusName"))
+				snprintf(p->bus_name, sizeof(p->bus_name), "%s", s);
+			else if (!strcmp(key, "Owner"))
+				snprintf(p->owner, sizeof(p->owner), "%s", s);
+			else if (!strcmp(key, "Exporter"))
+				snprintf(p->exporter, sizeof(p->exporter), "%s", s);
+		} else if (strcmp(contents, "a(osb)") == 0) {
+			const char *client, *path;
+			int dyn;
+			size_t len = 0;
+
+			sd_bus_message_enter_container(m, 'a', "(osb)");
+			while (sd_bus_message_read(m, "(osb)", &client, &path, &dyn) > 0 &&
+			       len < sizeof(p->attachments) - 1)
+				len += (size_t)snprintf(p->attachments + len,
+							sizeof(p->attachments) - len,
+							"\n    %s %s (%s)", client, path,
+							dyn ? "dynamic" : "static");
+			sd_bus_message_exit_container(m);
+		} else if (strcmp(contents, "a(sbbsb)") == 0) {
+			const char *dev, *predicted;
+			int idyn, cached, agrees;
+			size_t len = 0;
+
+			sd_bus_message_enter_container(m, 'a', "(sbbsb)");
+			while (sd_bus_message_read(m, "(sbbsb)", &dev, &idyn, &cached, &predicted,
+						   &agrees) > 0 &&
+			       len < sizeof(p->kernel) - 1)
+				len += (size_t)snprintf(
+					p->kernel + len, sizeof(p->kernel) - len,
+					"\n    kernel: %s importer %s, %s; daemon predicted %s: %s",
+					dev, idyn ? "dynamic" : "static",
+					cached ? "cached" : "direct",
+					predicted[0] ? predicted : "-",
+					agrees ? "agrees" : "MISMATCH");
+			sd_bus_message_exit_container(m);
+		} else {
+			sd_bus_message_skip(m, contents);
+		}
+		sd_bus_message_exit_container(m);
+		sd_bus_message_exit_container(m);
+	}
+	sd_bus_message_exit_container(m);
+}
+
+static int print_buffer(sd_bus *bus, const char *path, sd_bus_message *m)
+{
+	struct props p;
+
+	(void)bus;
+	read_props(m, &p);
+	printf("%s\n  name %s, %" PRIu64 " bytes, backend %s%s, owner uid %u (%s), exporter %s "
+	       "(%s), %s\n  attachments:%s\n",
+	       path, p.name[0] ? p.name : "-", p.size, p.backend,
+	       p.dmabuf ? "" : " (not a dma-buf)", p.uid, p.owner, p.exporter,
+	       p.exp_dynamic ? "dynamic" : "static", p.pinned ? "PINNED" : "not pinned",
+	       p.attachments[0] ? p.attachments : " none");
+	if (p.kernel[0])
+		printf("  kernel attachments:%s\n", p.kernel);
+	return 0;
+}
+
+static int print_client(sd_bus *bus, const char *path, sd_bus_message *m)
+{
+	struct props p;
+
+	(void)bus;
+	read_props(m, &p);
+	printf("%s\n  %s, role %s, %s, uid %u, pid %u, name %s, holds %" PRIu64
+	       " bytes, %u token(s)\n",
+	       path, p.bus_name, p.role, p.dynamic ? "dynamic" : "static", p.uid, p.pid,
+	       p.name[0] ? p.name : "-", p.bytes, p.n_tokens);
+	return 0;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: dmabrokerctl [--user] COMMAND\n"
+		   "Shows what dmabrokerd holds.\n\n"
+		   "Commands:\n"
+		   "  status    version, counts, backends, devices, limits\n"
+		   "  buffers   every buffer: size, backend, owner, attachments and paths, pinned\n"
+		   "  clients   every client: role, dynamic, uid, pid\n\n"
+		   "$" DB_ENV_BUS_ADDRESS " selects another bus.\n");
+}
+
+int main(int argc, char **argv)
+{
+	_cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+	bool user = false;
+	int i = 1, r;
+
+	if (i < argc && strcmp(argv[i], "--user") == 0) {
+		user = true;
+		i++;
+	}
+	if (i >= argc || strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+		usage(i >= argc ? stderr : stdout);
+		return i >= argc ? 2 : 0;
+	}
+	r = connect_bus(user, &bus);
+	if (r < 0) {
+		fprintf(stderr, "dmabrokerctl: cannot connect to the bus: %s\n", strerror(-r));
+		return 1;
+	}
+	if (strcmp(argv[i], "status") == 0)
+		r = cmd_status(bus);
+	else if (strcmp(argv[i], "buffers") == 0)
+		r = for_each_object(bus, DB_IFACE_BUFFER, print_buffer);
+	else if (strcmp(argv[i], "clients") == 0)
+		r = for_each_object(bus, DB_IFACE_CLIENT, print_client);
+	else {
+		usage(stderr);
+		return 2;
+	}
+	return r < 0 ? 1 : 0;
+}
