@@ -27,7 +27,8 @@ static const char bus_config[] =
 	"  <policy context=\"default\">\n"
 	"    <allow user=\"*\"/>\n"
 	"    <allow own=\"*\"/>\n"
-	"    <allow send_destination=\"*\"/>\n"
+	"    <allow send_destination=\"*\" eavesdrop=\"true\"/>\n"
+	"    <allow eavesdrop=\"true\"/>\n"
 	"  </policy>\n"
 	"</busconfig>\n";
 
@@ -130,6 +131,17 @@ static pid_t spawn(char *const argv[], int stdout_fd)
 	return pid;
 }
 
+/* A test that bails out must not leave a bus or daemon behind (meson would wait on them). */
+static struct fixture *running;
+
+static void kill_leftovers(void)
+{
+	if (running && running->daemon_pid > 0)
+		kill(running->daemon_pid, SIGKILL);
+	if (running && running->bus_pid > 0)
+		kill(running->bus_pid, SIGKILL);
+}
+
 int fixture_start(struct fixture *f, const char *config_text)
 {
 	char conf_path[300], daemon_path[512], address_arg[600], config_arg[320];
@@ -140,6 +152,9 @@ int fixture_start(struct fixture *f, const char *config_text)
 	ssize_t len;
 
 	memset(f, 0, sizeof(*f));
+	if (!running)
+		atexit(kill_leftovers);
+	running = f;
 	snprintf(f->dir, sizeof(f->dir), "%s/dmabroker-test-XXXXXX",
 		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
 	if (!mkdtemp(f->dir))

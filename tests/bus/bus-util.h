@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <systemd/sd-bus.h>
+
+/* Helpers for the bus tests: other processes, and reading the daemon's objects. */
+
+/* Runs argv (argv[0] relative to the build root, or a command), capturing its stdout.
+ * With as_nobody, runs it through setpriv as uid/gid 65534. Returns its exit status. */
+int run_client(const char *const *argv, bool as_nobody, char *out, size_t len);
+
+/* Starts argv with a pipe for its stdout (*ret_out) and stdin (*ret_in); waits for a first
+ * line, copied to line. Returns the pid. */
+pid_t start_client(const char *const *argv, int *ret_out, int *ret_in, char *line, size_t len);
+
+/* A plain bus connection to $DMABROKER_BUS_ADDRESS, for inspecting the daemon. */
+sd_bus *inspect_bus(void);
+
+bool buffer_pinned(sd_bus *bus, const char *buffer_path);
+/* Number of attachments of a buffer, or -1 if it does not exist. */
+int buffer_attachments(sd_bus *bus, const char *buffer_path);
+uint32_t broker_u32(sd_bus *bus, const char *property);
