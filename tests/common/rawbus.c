@@ -120,7 +120,8 @@ static int send_message(struct rawbus *rb, uint8_t type, const char *dest, const
 	pad(&m, 8);
 	if (m.len + body_len > sizeof(m.data))
 		return -E2BIG;
-	memcpy(m.data + m.len, body, body_len);
+	if (body_len)
+		memcpy(m.data + m.len, body, body_len);
 	m.len += body_len;
 	return send_all(rb->fd, m.data, m.len, fds, n_fds) < 0 ? -EIO : (int)serial;
 }
