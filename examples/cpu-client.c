@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: MIT
+/*
+ * cpu-client: the udmabuf/CPU side. Allocates from the broker and writes through its mapping,
+ * or imports what others share and reads it, always inside DMA_BUF_IOCTL_SYNC begin/end.
+ *
+ *   cpu-client allocate [--size N] [--backend B] [--fill BYTE] [--name S] [--dynamic]
+ *                       [--tokens N]
+ *   cpu-client read TOKEN [--dynamic] [--vivid-yuyv WxH] [--hold]
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "example-util.h"
+
+static bool dynamic;
+
+/*
+ * vivid's default test pattern is 75% colour bars: eight vertical bars whose luma falls from
+ * white to black. Sample the middle row (the text overlay is at the top) at each bar's centre.
+ */
+static bool is_vivid_colorbar_yuyv(const uint8_t *p, uint32_t width, uint32_t height,
+				   uint32_t stride)
+{
+	const uint8_t *row = p + (size_t)stride * (height * 3 / 4);
+	int last = 256;
+
+	for (int bar = 0; bar < 8; bar++) {
+		uint32_t x = (uint32_t)((2 * bar + 1) * width / 16) & ~1u;
+		int y = row[x * 2]; /* YUYV: luma at even bytes */
+
+		example_say("vivid-bar", "%d luma %d", bar, y);
+		if (y >= last)
+			return false;
+		last = y;
+	}
+	/* 75% white is well above 150, black near 16: not just any falling ramp. */
+	return row[(width / 16) * 2] > 150 && last < 40;
+}
+
+static int cmd_allocate(struct example *ex, int argc, char **argv)
+{
+	struct dmabroker_alloc_spec spec = {.size = 1 << 20};
+	struct dmabroker_buffer *buf;
+	int fill = 0x5a, tokens = 1, r;
+	uint8_t *p;
+
+	for (int i = 0; i < argc; i++) {
+		if (!strcmp(argv[i], "--size") && i + 1 < argc)
+			spec.size = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--backend") && i + 1 < argc)
+			spec.backend = argv[++i];
+		else if (!strcmp(argv[i], "--fill") && i + 1 < argc)
+			fill = (int)strtol(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--name") && i + 1 < argc)
+			spec.name = argv[++i];
+		else if (!strcmp(argv[i], "--tokens") && i + 1 < argc)
+			tokens = atoi(argv[++i]);
+	}
+	r = dmabroker_allocate(ex->ctx, &spec, &buf);
+	if (r < 0)
+		example_die(ex, "allocate %llu bytes: %s", (unsigned long long)spec.size,
+			    strerror(-r));
+	example_say("buffer", "%s", dmabroker_buffer_get_path(buf));
+	example_say("backend", "%s", dmabroker_buffer_get_backend(buf));
+	example_say("dmabuf", "%d", dmabroker_buffer_is_dmabuf(buf));
+	r = dmabroker_buffer_map(buf, (void **)&p);
+	if (r < 0)
+		example_die(ex, "map: %s", strerror(-r));
+	dmabroker_buffer_begin_cpu_access(buf, DMABROKER_ACCESS_WRITE);
+	for (uint64_t i = 0; i < dmabroker_buffer_get_size(buf); i++)
+		p[i] = (uint8_t)(fill + i / 4096);
+	dmabroker_buffer_end_cpu_access(buf, DMABROKER_ACCESS_WRITE);
+	dmabroker_buffer_begin_cpu_access(buf, DMABROKER_ACCESS_READ);
+	example_say("checksum", "%016llx",
+		    (unsigned long long)example_checksum(p, dmabroker_buffer_get_size(buf)));
+	dmabroker_buffer_end_cpu_access(buf, DMABROKER_ACCESS_READ);
+	for (int i = 0; i < tokens; i++)
+		example_share(ex, buf);
+	example_say("ready", "holding");
+	example_hold();
+	dmabroker_release(buf);
+	return 0;
+}
+
+static int cmd_read(struct example *ex, int argc, char **argv)
+{
+	struct dmabroker_buffer *buf;
+	struct dmabroker_token token;
+	uint32_t vivid_w = 0, vivid_h = 0;
+	bool hold = false;
+	const uint8_t *p;
+	int r;
+
+	example_parse_token(ex, argc > 0 ? argv[0] : NULL, &token);
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--vivid-yuyv") && i + 1 < argc)
+			sscanf(argv[++i], "%ux%u", &vivid_w, &vivid_h);
+		else if (!strcmp(argv[i], "--hold"))
+			hold = true;
+	}
+	r = dmabroker_import(ex->ctx, &token, &buf);
+	if (r < 0)
+		example_die(ex, "import: %s", strerror(-r));
+	example_say("buffer", "%s", dmabroker_buffer_get_path(buf));
+	example_say("path", "%s",
+		    dmabroker_buffer_get_attach_path(buf) == DMABROKER_PATH_CACHED ? "cached"
+										   : "direct");
+	example_say("size", "%llu", (unsigned long long)dmabroker_buffer_get_size(buf));
+	r = dmabroker_buffer_map(buf, (void **)&p);
+	if (r < 0)
+		example_die(ex, "map: %s", strerror(-r));
+	dmabroker_buffer_begin_cpu_access(buf, DMABROKER_ACCESS_READ);
+	example_say("checksum", "%016llx",
+		    (unsigned long long)example_checksum(p, dmabroker_buffer_get_size(buf)));
+	if (vivid_w) {
+		const struct dmabroker_layout *l = dmabroker_buffer_get_layout(buf);
+		uint32_t stride = l->n_planes ? l->strides[0] : vivid_w * 2;
+
+		example_say("vivid-pattern", "%s",
+			    is_vivid_colorbar_yuyv(p, vivid_w, vivid_h, stride) ? "ok" : "absent");
+	}
+	dmabroker_buffer_end_cpu_access(buf, DMABROKER_ACCESS_READ);
+	if (hold) {
+		example_say("ready", "holding");
+		example_hold();
+	}
+	dmabroker_release(buf);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct example ex;
+	int r;
+
+	if (argc < 2) {
+		fprintf(stderr, "usage: cpu-client allocate|read ...\n");
+		return 2;
+	}
+	for (int i = 2; i < argc; i++)
+		if (!strcmp(argv[i], "--dynamic"))
+			dynamic = true;
+	example_start(&ex, "cpu-client", "cpu", dynamic, NULL);
+	if (!strcmp(argv[1], "allocate"))
+		r = cmd_allocate(&ex, argc - 2, argv + 2);
+	else if (!strcmp(argv[1], "read"))
+		r = cmd_read(&ex, argc - 2, argv + 2);
+	else
+		example_die(&ex, "unknown command %s", argv[1]);
+	example_finish(&ex);
+	return r;
+}

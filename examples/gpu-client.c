@@ -1,0 +1,166 @@
+// SPDX-License-Identifier: MIT
+/*
+ * gpu-client: the GPU side, on vgem (DRM/PRIME). Imports a broker buffer into the GPU with
+ * drmPrimeFDToHandle (a real kernel attachment, static: vgem maps at attach), or creates a
+ * dumb buffer, exports it with drmPrimeHandleToFD and hands it to the broker with Export.
+ *
+ *   gpu-client import TOKEN [--dynamic]
+ *   gpu-client export [--width W --height H] [--dynamic]
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <drm_fourcc.h>
+#include <xf86drm.h>
+
+#include "example-util.h"
+
+/* The first DRM node of the given kind whose driver is vgem. */
+static int open_vgem(const char *prefix, int first, char *path, size_t len)
+{
+	for (int i = first; i < first + 64; i++) {
+		drmVersionPtr v;
+		int fd;
+
+		snprintf(path, len, "/dev/dri/%s%d", prefix, i);
+		fd = open(path, O_RDWR | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		v = drmGetVersion(fd);
+		if (v && strcmp(v->name, "vgem") == 0) {
+			drmFreeVersion(v);
+			return fd;
+		}
+		if (v)
+			drmFreeVersion(v);
+		close(fd);
+	}
+	return -ENODEV;
+}
+
+static int cmd_import(struct example *ex, const char *hex)
+{
+	struct dmabroker_buffer *buf;
+	struct dmabroker_token token;
+	uint64_t sum;
+	uint32_t handle;
+	char node[64];
+	int drm, r;
+
+	drm = open_vgem("renderD", 128, node, sizeof(node));
+	if (drm < 0)
+		example_die(ex, "no vgem render node");
+	example_parse_token(ex, hex, &token);
+	r = dmabroker_import(ex->ctx, &token, &buf);
+	if (r < 0)
+		example_die(ex, "import: %s", strerror(-r));
+	example_say("buffer", "%s", dmabroker_buffer_get_path(buf));
+	example_say("path", "%s",
+		    dmabroker_buffer_get_attach_path(buf) == DMABROKER_PATH_CACHED ? "cached"
+										   : "direct");
+	/* The kernel attaches vgem's device to the dma-buf here. */
+	r = drmPrimeFDToHandle(drm, dmabroker_buffer_get_fd(buf), &handle);
+	if (r < 0)
+		example_die(ex, "drmPrimeFDToHandle on %s: %s", node, strerror(errno));
+	example_say("gem-handle", "%u", handle);
+	r = example_checksum_fd(dmabroker_buffer_get_fd(buf), dmabroker_buffer_get_size(buf), &sum);
+	if (r == 0)
+		example_say("checksum", "%016llx", (unsigned long long)sum);
+	example_say("ready", "holding");
+	example_hold();
+	drmCloseBufferHandle(drm, handle);
+	close(drm);
+	dmabroker_release(buf);
+	return 0;
+}
+
+static int cmd_export(struct example *ex, uint32_t width, uint32_t height)
+{
+	struct drm_mode_create_dumb create = {.width = width, .height = height, .bpp = 32};
+	struct dmabroker_layout layout = {0};
+	struct dmabroker_buffer *buf;
+	char node[64];
+	uint32_t *p;
+	int card, prime, r;
+
+	/* Dumb buffers are made on the primary node. */
+	card = open_vgem("card", 0, node, sizeof(node));
+	if (card < 0)
+		example_die(ex, "no vgem card node");
+	if (drmIoctl(card, DRM_IOCTL_MODE_CREATE_DUMB, &create) < 0)
+		example_die(ex, "create dumb %ux%u: %s", width, height, strerror(errno));
+	r = drmPrimeHandleToFD(card, create.handle, DRM_CLOEXEC | DRM_RDWR, &prime);
+	if (r < 0)
+		example_die(ex, "drmPrimeHandleToFD: %s", strerror(errno));
+	p = mmap(NULL, create.size, PROT_READ | PROT_WRITE, MAP_SHARED, prime, 0);
+	if (p == MAP_FAILED)
+		example_die(ex, "mmap the PRIME fd: %s", strerror(errno));
+	/* A gradient the importer can recognise: pixel (x, y) = y << 16 | x. */
+	for (uint32_t y = 0; y < height; y++)
+		for (uint32_t x = 0; x < width; x++)
+			p[y * (create.pitch / 4) + x] = y << 16 | x;
+	example_say("checksum", "%016llx", (unsigned long long)example_checksum(p, create.size));
+	munmap(p, create.size);
+
+	layout.width = width;
+	layout.height = height;
+	layout.fourcc = DRM_FORMAT_XRGB8888;
+	layout.modifier = DRM_FORMAT_MOD_LINEAR;
+	layout.n_planes = 1;
+	layout.strides[0] = create.pitch;
+	r = dmabroker_export(ex->ctx, prime, &layout, "vgem-dumb", &buf);
+	if (r < 0)
+		example_die(ex, "Export: %s", strerror(-r));
+	close(prime); /* the broker holds its own reference now */
+	example_say("buffer", "%s", dmabroker_buffer_get_path(buf));
+	example_share(ex, buf);
+	example_say("ready", "holding");
+	example_hold();
+	dmabroker_release(buf);
+	drmIoctl(card, DRM_IOCTL_MODE_DESTROY_DUMB,
+		 &(struct drm_mode_destroy_dumb){.handle = create.handle});
+	close(card);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *devices[] = {NULL, NULL};
+	uint32_t width = 256, height = 128;
+	bool dynamic = false;
+	struct example ex = {.prog = "gpu-client"};
+	char node[64];
+	int fd, r;
+
+	if (argc < 2) {
+		fprintf(stderr, "usage: gpu-client import TOKEN | export [--width W --height H]\n");
+		return 2;
+	}
+	for (int i = 2; i < argc; i++) {
+		if (!strcmp(argv[i], "--dynamic"))
+			dynamic = true;
+		else if (!strcmp(argv[i], "--width") && i + 1 < argc)
+			width = (uint32_t)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--height") && i + 1 < argc)
+			height = (uint32_t)atoi(argv[++i]);
+	}
+	/* Declare the render node so the daemon can predict how the kernel attaches. */
+	fd = open_vgem("renderD", 128, node, sizeof(node));
+	if (fd >= 0) {
+		devices[0] = node;
+		close(fd);
+	}
+	example_start(&ex, "gpu-client", "gpu", dynamic, devices[0] ? devices : NULL);
+	if (!strcmp(argv[1], "import"))
+		r = cmd_import(&ex, argc > 2 ? argv[2] : NULL);
+	else if (!strcmp(argv[1], "export"))
+		r = cmd_export(&ex, width, height);
+	else
+		example_die(&ex, "unknown command %s", argv[1]);
+	example_finish(&ex);
+	return r;
+}

@@ -1,0 +1,255 @@
+// SPDX-License-Identifier: MIT
+/*
+ * media-client: the V4L2 side, on vivid. Captures a frame into a broker buffer it allocates
+ * (V4L2_MEMORY_DMABUF), or captures into vivid's own buffer and hands it to the broker with
+ * VIDIOC_EXPBUF + Export.
+ *
+ *   media-client capture [--instance 0|1] [--contiguous] [--backend B] [--dynamic]
+ *                        [--tokens N]
+ *   media-client export [--instance 0|1] [--dynamic]
+ *
+ * vivid instance 0 uses vb2-vmalloc (it vmaps an imported dma-buf, no attachment), instance 1
+ * vb2-dma-contig (a real attachment; it needs physically contiguous memory).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <drm_fourcc.h>
+#include <linux/videodev2.h>
+
+#include "example-util.h"
+
+#define WIDTH 640
+#define HEIGHT 360
+
+static int xioctl(int fd, unsigned long req, void *arg)
+{
+	int r;
+
+	do {
+		r = ioctl(fd, req, arg);
+	} while (r < 0 && errno == EINTR);
+	return r < 0 ? -errno : r;
+}
+
+/* vivid's video capture node of one instance (bus_info "platform:vivid-00N"). */
+static int open_vivid_capture(int instance, char *path, size_t len)
+{
+	char want[32];
+
+	snprintf(want, sizeof(want), "platform:vivid-%03d", instance);
+	for (int i = 0; i < 64; i++) {
+		struct v4l2_capability cap = {0};
+		int fd;
+
+		snprintf(path, len, "/dev/video%d", i);
+		fd = open(path, O_RDWR | O_CLOEXEC | O_NONBLOCK);
+		if (fd < 0)
+			continue;
+		if (xioctl(fd, VIDIOC_QUERYCAP, &cap) == 0 &&
+		    strcmp((char *)cap.driver, "vivid") == 0 &&
+		    strcmp((char *)cap.bus_info, want) == 0 &&
+		    (cap.device_caps & V4L2_CAP_VIDEO_CAPTURE) &&
+		    (cap.device_caps & V4L2_CAP_STREAMING))
+			return fd;
+		close(fd);
+	}
+	return -ENODEV;
+}
+
+static int set_format(struct example *ex, int fd, struct v4l2_format *fmt)
+{
+	int input = 0; /* the webcam input offers 640x360 */
+
+	xioctl(fd, VIDIOC_S_INPUT, &input);
+	memset(fmt, 0, sizeof(*fmt));
+	fmt->type = V4L2_BUF_TYPE_VIDEO_CAPTURE;
+	fmt->fmt.pix.width = WIDTH;
+	fmt->fmt.pix.height = HEIGHT;
+	fmt->fmt.pix.pixelformat = V4L2_PIX_FMT_YUYV;
+	fmt->fmt.pix.field = V4L2_FIELD_NONE;
+	if (xioctl(fd, VIDIOC_S_FMT, fmt) < 0)
+		example_die(ex, "VIDIOC_S_FMT: %s", strerror(errno));
+	if (fmt->fmt.pix.width != WIDTH || fmt->fmt.pix.height != HEIGHT ||
+	    fmt->fmt.pix.pixelformat != V4L2_PIX_FMT_YUYV)
+		example_die(ex, "vivid chose %ux%u instead", fmt->fmt.pix.width,
+			    fmt->fmt.pix.height);
+	example_say("format", "%ux%u YUYV stride %u size %u", fmt->fmt.pix.width,
+		    fmt->fmt.pix.height, fmt->fmt.pix.bytesperline, fmt->fmt.pix.sizeimage);
+	return 0;
+}
+
+/* Queues buffer 0 (already set up), streams one frame, dequeues it. */
+static void capture_one(struct example *ex, int fd, struct v4l2_buffer *vb)
+{
+	enum v4l2_buf_type type = V4L2_BUF_TYPE_VIDEO_CAPTURE;
+	struct pollfd pfd = {fd, POLLIN, 0};
+	int r;
+
+	r = xioctl(fd, VIDIOC_QBUF, vb);
+	if (r < 0)
+		example_die(ex, "VIDIOC_QBUF: %s", strerror(-r));
+	r = xioctl(fd, VIDIOC_STREAMON, &type);
+	if (r < 0)
+		example_die(ex, "VIDIOC_STREAMON: %s", strerror(-r));
+	/* TCG is slow: give vivid's kthread time. */
+	if (poll(&pfd, 1, 30000) <= 0)
+		example_die(ex, "no frame within 30 s");
+	r = xioctl(fd, VIDIOC_DQBUF, vb);
+	if (r < 0)
+		example_die(ex, "VIDIOC_DQBUF: %s", strerror(-r));
+	example_say("captured", "%u bytes", vb->bytesused);
+	xioctl(fd, VIDIOC_STREAMOFF, &type);
+}
+
+static int cmd_capture(struct example *ex, int instance, bool contiguous, const char *backend,
+		       int tokens)
+{
+	struct dmabroker_alloc_spec spec = {
+		.width = WIDTH,
+		.height = HEIGHT,
+		.fourcc = DRM_FORMAT_YUYV,
+		.stride_align = 1, /* V4L2 wants bytesperline = width * 2 */
+		.backend = backend,
+		.name = "vivid-frame",
+		.contiguous = contiguous,
+	};
+	struct v4l2_requestbuffers req = {
+		.count = 1, .type = V4L2_BUF_TYPE_VIDEO_CAPTURE, .memory = V4L2_MEMORY_DMABUF};
+	struct dmabroker_buffer *buf;
+	struct v4l2_format fmt;
+	struct v4l2_buffer vb = {0};
+	char node[64];
+	int fd, r;
+
+	fd = open_vivid_capture(instance, node, sizeof(node));
+	if (fd < 0)
+		example_die(ex, "no vivid instance %d", instance);
+	example_say("device", "%s", node);
+	set_format(ex, fd, &fmt);
+	r = dmabroker_allocate(ex->ctx, &spec, &buf);
+	if (r < 0)
+		example_die(ex, "allocate a %ux%u YUYV frame: %s", WIDTH, HEIGHT, strerror(-r));
+	example_say("buffer", "%s", dmabroker_buffer_get_path(buf));
+	example_say("backend", "%s", dmabroker_buffer_get_backend(buf));
+	if (xioctl(fd, VIDIOC_REQBUFS, &req) < 0)
+		example_die(ex, "VIDIOC_REQBUFS(DMABUF): %s", strerror(errno));
+	vb.type = V4L2_BUF_TYPE_VIDEO_CAPTURE;
+	vb.memory = V4L2_MEMORY_DMABUF;
+	vb.index = 0;
+	vb.m.fd = dmabroker_buffer_get_fd(buf);
+	vb.length = (uint32_t)dmabroker_buffer_get_size(buf);
+	capture_one(ex, fd, &vb);
+	for (int i = 0; i < tokens; i++)
+		example_share(ex, buf);
+	example_say("ready", "holding");
+	example_hold();
+	req.count = 0;
+	xioctl(fd, VIDIOC_REQBUFS, &req);
+	close(fd);
+	dmabroker_release(buf);
+	return 0;
+}
+
+static int cmd_export(struct example *ex, int instance)
+{
+	struct v4l2_requestbuffers req = {
+		.count = 1, .type = V4L2_BUF_TYPE_VIDEO_CAPTURE, .memory = V4L2_MEMORY_MMAP};
+	struct v4l2_exportbuffer exp = {
+		.type = V4L2_BUF_TYPE_VIDEO_CAPTURE, .index = 0, .flags = O_RDWR | O_CLOEXEC};
+	struct dmabroker_layout layout = {0};
+	struct dmabroker_buffer *buf;
+	struct v4l2_format fmt;
+	struct v4l2_buffer vb = {0};
+	char node[64];
+	void *p;
+	int fd, r;
+
+	fd = open_vivid_capture(instance, node, sizeof(node));
+	if (fd < 0)
+		example_die(ex, "no vivid instance %d", instance);
+	example_say("device", "%s", node);
+	set_format(ex, fd, &fmt);
+	if (xioctl(fd, VIDIOC_REQBUFS, &req) < 0)
+		example_die(ex, "VIDIOC_REQBUFS(MMAP): %s", strerror(errno));
+	vb.type = V4L2_BUF_TYPE_VIDEO_CAPTURE;
+	vb.memory = V4L2_MEMORY_MMAP;
+	vb.index = 0;
+	if (xioctl(fd, VIDIOC_QUERYBUF, &vb) < 0)
+		example_die(ex, "VIDIOC_QUERYBUF: %s", strerror(errno));
+	capture_one(ex, fd, &vb);
+	/* What the capture wrote, read through V4L2's own mapping. */
+	p = mmap(NULL, vb.length, PROT_READ, MAP_SHARED, fd, vb.m.offset);
+	if (p == MAP_FAILED)
+		example_die(ex, "mmap the V4L2 buffer: %s", strerror(errno));
+	example_say("checksum", "%016llx", (unsigned long long)example_checksum(p, vb.length));
+	munmap(p, vb.length);
+	r = xioctl(fd, VIDIOC_EXPBUF, &exp);
+	if (r < 0)
+		example_die(ex, "VIDIOC_EXPBUF: %s", strerror(-r));
+	layout.width = fmt.fmt.pix.width;
+	layout.height = fmt.fmt.pix.height;
+	layout.fourcc = DRM_FORMAT_YUYV;
+	layout.n_planes = 1;
+	layout.strides[0] = fmt.fmt.pix.bytesperline;
+	r = dmabroker_export(ex->ctx, exp.fd, &layout, "vivid-expbuf", &buf);
+	if (r < 0)
+		example_die(ex, "Export: %s", strerror(-r));
+	close(exp.fd);
+	example_say("buffer", "%s", dmabroker_buffer_get_path(buf));
+	example_share(ex, buf);
+	example_say("ready", "holding");
+	example_hold();
+	dmabroker_release(buf);
+	req.count = 0;
+	xioctl(fd, VIDIOC_REQBUFS, &req);
+	close(fd);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct example ex = {.prog = "media-client"};
+	const char *devices[] = {NULL, NULL};
+	const char *backend = NULL;
+	bool dynamic = false, contiguous = false;
+	int instance = 0, tokens = 1, fd, r;
+	char node[64];
+
+	if (argc < 2) {
+		fprintf(stderr, "usage: media-client capture|export [--instance N] ...\n");
+		return 2;
+	}
+	for (int i = 2; i < argc; i++) {
+		if (!strcmp(argv[i], "--dynamic"))
+			dynamic = true;
+		else if (!strcmp(argv[i], "--contiguous"))
+			contiguous = true;
+		else if (!strcmp(argv[i], "--instance") && i + 1 < argc)
+			instance = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--backend") && i + 1 < argc)
+			backend = argv[++i];
+		else if (!strcmp(argv[i], "--tokens") && i + 1 < argc)
+			tokens = atoi(argv[++i]);
+	}
+	fd = open_vivid_capture(instance, node, sizeof(node));
+	if (fd >= 0) {
+		devices[0] = node;
+		close(fd);
+	}
+	example_start(&ex, "media-client", "media", dynamic, devices[0] ? devices : NULL);
+	if (!strcmp(argv[1], "capture"))
+		r = cmd_capture(&ex, instance, contiguous, backend, tokens);
+	else if (!strcmp(argv[1], "export"))
+		r = cmd_export(&ex, instance);
+	else
+		example_die(&ex, "unknown command %s", argv[1]);
+	example_finish(&ex);
+	return r;
+}
