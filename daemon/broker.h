@@ -41,8 +41,3 @@ int db_broker_add_objects(struct db_broker *b, sd_bus *bus);
 
 /* Checks the running kernel's attachment report once, with a small dma-buf. */
 void db_broker_probe_kernel_report(struct db_broker *b);
-
-/* The Limits property's keys. */
-size_t db_config_limit_count(void);
-const char *db_config_limit_name(size_t i);
-uint64_t db_config_limit_value(const struct db_limits *l, size_t i);

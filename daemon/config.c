@@ -84,11 +84,6 @@ static const struct limit_key limit_keys[] = {
 	LIMIT("MaxNameLength", max_name_length, 1, 255),
 };
 
-/* The keys, in order, for the Limits property. */
-size_t db_config_limit_count(void);
-const char *db_config_limit_name(size_t i);
-uint64_t db_config_limit_value(const struct db_limits *l, size_t i);
-
 size_t db_config_limit_count(void)
 {
 	return ARRAY_SIZE(limit_keys);

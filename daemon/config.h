@@ -31,5 +31,10 @@ int db_config_apply_data(struct db_config *cfg, const char *data, size_t len, ch
  */
 int db_config_load(struct db_config *ret, const char *path, char *errbuf, size_t errlen);
 
+/* The [Limits] keys in order, with their values: the Limits property. */
+size_t db_config_limit_count(void);
+const char *db_config_limit_name(size_t i);
+uint64_t db_config_limit_value(const struct db_limits *l, size_t i);
+
 /* Parses "123", "64K", "16M", "2G" (powers of 1024) into bytes or counts. */
 int db_config_parse_size(const char *s, uint64_t *ret);
