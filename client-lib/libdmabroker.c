@@ -116,7 +116,8 @@ static int call(struct dmabroker *ctx, sd_bus_message *m, sd_bus_message **reply
 	if (r < 0)
 		r = set_error(ctx, &error, r);
 	sd_bus_error_free(&error);
-	return r;
+	/* sd_bus_call() returns 1 on success; the public API promises 0. */
+	return r < 0 ? r : 0;
 }
 
 static int on_signal(sd_bus_message *m, void *userdata, sd_bus_error *error);
@@ -829,7 +830,8 @@ int dmabroker_buffer_reacquire(struct dmabroker_buffer *buf)
 	}
 	close(buf->fd);
 	buf->fd = fd;
-	return read_layout(reply, buf);
+	r = read_layout(reply, buf);
+	return r < 0 ? r : 0;
 }
 
 int dmabroker_buffer_move(struct dmabroker_buffer *buf)

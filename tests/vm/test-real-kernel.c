@@ -1,0 +1,367 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The broker on a real kernel (run inside the qemu guest by vm-run): GPU (vgem), media (vivid)
+ * and CPU (udmabuf) clients, each its own process, sharing through dmabrokerd on a private bus.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bus-util.h"
+#include "fixture.h"
+#include "protocol.h"
+#include "tap.h"
+
+#define MAX_LINES 64
+
+/* A running example client and the "key value" lines it printed. */
+struct proc {
+	pid_t pid;
+	int out, in;
+	int n;
+	char key[MAX_LINES][32];
+	char value[MAX_LINES][160];
+};
+
+static const char *get(const struct proc *p, const char *key)
+{
+	for (int i = 0; i < p->n; i++)
+		if (strcmp(p->key[i], key) == 0)
+			return p->value[i];
+	return NULL;
+}
+
+/* The nth value of a repeated key (tokens). */
+static const char *get_nth(const struct proc *p, const char *key, int nth)
+{
+	for (int i = 0; i < p->n; i++)
+		if (strcmp(p->key[i], key) == 0 && nth-- == 0)
+			return p->value[i];
+	return NULL;
+}
+
+static bool read_line(int fd, char *line, size_t len)
+{
+	size_t got = 0;
+	char c;
+
+	while (got + 1 < len) {
+		ssize_t n = read(fd, &c, 1);
+
+		if (n <= 0)
+			return got > 0;
+		if (c == '\n')
+			break;
+		line[got++] = c;
+	}
+	line[got] = '\0';
+	return true;
+}
+
+/* Starts an example client; returns once it holds (said "ready") or ended. */
+static void run(struct proc *p, const char *const *argv)
+{
+	char line[256];
+	int first = 1;
+
+	memset(p, 0, sizeof(*p));
+	p->pid = start_client(argv, &p->out, &p->in, line, sizeof(line));
+	do {
+		char *space;
+
+		if (!first && !read_line(p->out, line, sizeof(line)))
+			break;
+		first = 0;
+		space = strchr(line, ' ');
+		if (!space || p->n >= MAX_LINES)
+			continue;
+		*space = '\0';
+		snprintf(p->key[p->n], sizeof(p->key[0]), "%s", line);
+		snprintf(p->value[p->n], sizeof(p->value[0]), "%s", space + 1);
+		p->n++;
+		if (!strcmp(line, "ready") || !strcmp(line, "error"))
+			break;
+	} while (1);
+	for (int i = 0; i < p->n; i++)
+		tap_diag("  %s: %s %s", argv[0], p->key[i], p->value[i]);
+}
+
+/* Ends a holding client (closes its stdin) and returns its exit status. */
+static int finish(struct proc *p)
+{
+	int status;
+
+	if (p->pid <= 0)
+		return -1;
+	close(p->in);
+	close(p->out);
+	waitpid(p->pid, &status, 0);
+	p->pid = 0;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static bool same(const char *a, const char *b)
+{
+	return a && b && strcmp(a, b) == 0;
+}
+
+/* "Total N objects" from debugfs: the dma-bufs alive in the whole system. */
+static int dmabuf_objects(void)
+{
+	char line[256];
+	FILE *f = fopen("/sys/kernel/debug/dma_buf/bufinfo", "re");
+	int n = -1;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Total %d objects", &n) == 1)
+			break;
+	fclose(f);
+	return n;
+}
+
+static char *prop_string(sd_bus *bus, const char *path, const char *iface, const char *name)
+{
+	char *s = NULL;
+
+	sd_bus_get_property_string(bus, DB_BUS_NAME, path, iface, name, NULL, &s);
+	return s;
+}
+
+static bool first_backend_is(sd_bus *bus, const char *want, bool *has_heap)
+{
+	sd_bus_message *m = NULL;
+	const char *s;
+	bool first = true, ok = false;
+
+	*has_heap = false;
+	if (sd_bus_get_property(bus, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER, "Backends", NULL,
+				&m, "as") < 0)
+		return false;
+	sd_bus_message_enter_container(m, 'a', "s");
+	while (sd_bus_message_read_basic(m, 's', &s) > 0) {
+		if (first)
+			ok = strcmp(s, want) == 0;
+		first = false;
+		*has_heap |= strcmp(s, "dma-heap") == 0;
+	}
+	sd_bus_message_unref(m);
+	return ok;
+}
+
+/* The kernel's view of a buffer's device attachments, as the daemon reports it. */
+static int kernel_attachments(sd_bus *bus, const char *path, char *dev, size_t len, int *cached,
+			      int *agrees)
+{
+	sd_bus_message *m = NULL;
+	const char *d, *predicted;
+	int idyn, c, a, n = 0;
+
+	if (sd_bus_get_property(bus, DB_BUS_NAME, path, DB_IFACE_BUFFER, "KernelAttachments", NULL,
+				&m, "a(sbbsb)") < 0)
+		return -1;
+	sd_bus_message_enter_container(m, 'a', "(sbbsb)");
+	while (sd_bus_message_read(m, "(sbbsb)", &d, &idyn, &c, &predicted, &a) > 0) {
+		if (n++ == 0) {
+			snprintf(dev, len, "%s", d);
+			*cached = c;
+			*agrees = a;
+		}
+	}
+	sd_bus_message_unref(m);
+	return n;
+}
+
+int main(void)
+{
+	const char *cpu = "examples/cpu-client", *gpu = "examples/gpu-client",
+		   *media = "examples/media-client";
+	struct proc a, b, c, d;
+	struct fixture f;
+	sd_bus *bus;
+	bool has_heap, patched;
+	char *report;
+	int baseline_fds, baseline_bufs;
+
+	if (access("/dev/udmabuf", F_OK) != 0) {
+		printf("1..0 # SKIP no /dev/udmabuf: run this inside the guest (tests/vm/vm-run)\n");
+		return 77;
+	}
+	baseline_bufs = dmabuf_objects();
+	tap_require(fixture_start(&f, "[Limits]\nMaxBufferSize=512M\n") == 0,
+		    "start a private bus and dmabrokerd in the guest");
+	bus = inspect_bus();
+	baseline_fds = fixture_daemon_fds(&f);
+	tap_diag("dma-bufs in the system before: %d; daemon fds: %d", baseline_bufs, baseline_fds);
+
+	tap_ok(first_backend_is(bus, "udmabuf", &has_heap), "udmabuf is the default backend");
+	tap_ok(has_heap, "the dma-heap backend is available");
+	report = prop_string(bus, DB_OBJECT_PATH, DB_IFACE_BROKER, "KernelAttachmentReport");
+	patched = report && strcmp(report, "available") == 0;
+	tap_ok(report && (patched || strcmp(report, "unavailable") == 0),
+	       "the kernel's attachment report is %s", report ? report : "?");
+	free(report);
+
+	/* dma-heap and udmabuf allocations, read back by another process. */
+	{
+		const char *alloc_heap[] = { cpu, "allocate", "--backend", "dma-heap", "--size",
+					     "1048576", NULL };
+
+		run(&a, alloc_heap);
+		tap_ok(same(get(&a, "backend"), "dma-heap") && same(get(&a, "dmabuf"), "1"),
+		       "a dma-heap allocation is a dma-buf");
+		{
+			const char *read_argv[] = { cpu, "read", get(&a, "token"), NULL };
+
+			run(&b, read_argv);
+		}
+		tap_ok(same(get(&a, "checksum"), get(&b, "checksum")),
+		       "another process reads the same bytes from the heap buffer");
+		finish(&b);
+		finish(&a);
+	}
+
+	/* vivid captures into a broker udmabuf; the CPU client recognises the frame, vgem imports it. */
+	{
+		const char *capture[] = { media, "capture", "--instance", "0", "--tokens", "2", NULL };
+		const char *buffer;
+
+		run(&a, capture);
+		tap_ok(same(get(&a, "backend"), "udmabuf") && get(&a, "captured"),
+		       "vivid (vmalloc) captured a frame into a broker udmabuf: %s",
+		       get(&a, "captured") ? get(&a, "captured") : get(&a, "error"));
+		buffer = get(&a, "buffer");
+		{
+			const char *read_argv[] = { cpu,	   "read", get_nth(&a, "token", 0),
+						    "--vivid-yuyv", "640x360", "--hold", NULL };
+
+			run(&b, read_argv);
+		}
+		tap_ok(same(get(&b, "vivid-pattern"), "ok"),
+		       "the CPU client sees vivid's colour bars through its own import");
+		{
+			const char *import[] = { gpu, "import", get_nth(&a, "token", 1), NULL };
+
+			run(&c, import);
+		}
+		tap_ok(get(&c, "gem-handle") != NULL, "vgem imported the same buffer (handle %s)",
+		       get(&c, "gem-handle") ? get(&c, "gem-handle") : "none");
+		tap_ok(same(get(&c, "checksum"), get(&b, "checksum")),
+		       "and the GPU client's view of it has the same bytes");
+		tap_ok(same(get(&c, "path"), "cached"),
+		       "the static vgem client of a daemon buffer is cached");
+		tap_ok(buffer && buffer_pinned(bus, buffer), "and the buffer is pinned");
+		if (patched) {
+			char dev[64] = "";
+			int cached = 0, agrees = 0;
+			int n = kernel_attachments(bus, buffer, dev, sizeof(dev), &cached, &agrees);
+
+			tap_ok(n >= 1 && strcmp(dev, "vgem") == 0 && cached,
+			       "the kernel reports vgem's attachment as cached (%d attachment(s))", n);
+			tap_ok(agrees, "and the daemon's record agrees");
+		} else {
+			tap_ok(kernel_attachments(bus, buffer, (char[8]){ 0 }, 8, (int[1]){ 0 },
+						  (int[1]){ 0 }) == 0,
+			       "a stock kernel reports no attachment modes; the daemon says so");
+		}
+		{
+			char cmd[600];
+
+			snprintf(cmd, sizeof(cmd), "%s/tools/dmabrokerctl buffers | sed 's/^/# /'",
+				 getenv("DMABROKER_BUILD_ROOT"));
+			if (system(cmd) != 0)
+				tap_diag("dmabrokerctl failed");
+		}
+		finish(&c);
+		finish(&b);
+		finish(&a);
+	}
+
+	/* Two dynamic clients: direct, and nothing pinned. */
+	{
+		const char *alloc[] = { cpu, "allocate", "--dynamic", NULL };
+
+		run(&a, alloc);
+		{
+			const char *read_argv[] = { cpu, "read", get(&a, "token"), "--dynamic", "--hold",
+						    NULL };
+
+			run(&b, read_argv);
+		}
+		tap_ok(same(get(&b, "path"), "direct"), "two dynamic clients share directly");
+		tap_ok(!buffer_pinned(bus, get(&a, "buffer")), "and the buffer is not pinned");
+		finish(&b);
+		finish(&a);
+	}
+
+	/* Adopted exports: a vgem dumb buffer and a vivid buffer, imported elsewhere. */
+	{
+		const char *export[] = { gpu, "export", NULL };
+
+		run(&a, export);
+		tap_ok(get(&a, "token") != NULL, "vgem's PRIME export was adopted with Export");
+		{
+			const char *read_argv[] = { cpu, "read", get(&a, "token"), NULL };
+
+			run(&b, read_argv);
+		}
+		tap_ok(same(get(&a, "checksum"), get(&b, "checksum")),
+		       "another client imports the vgem buffer and its contents match");
+		finish(&b);
+		finish(&a);
+	}
+	{
+		const char *export[] = { media, "export", "--instance", "0", NULL };
+
+		run(&a, export);
+		tap_ok(get(&a, "token") != NULL, "vivid's VIDIOC_EXPBUF buffer was adopted with Export");
+		{
+			const char *read_argv[] = { cpu, "read", get(&a, "token"), "--vivid-yuyv",
+						    "640x360", NULL };
+
+			run(&b, read_argv);
+		}
+		tap_ok(same(get(&a, "checksum"), get(&b, "checksum")),
+		       "another client imports the vivid buffer and its contents match");
+		tap_ok(same(get(&b, "vivid-pattern"), "ok"), "and it holds vivid's colour bars");
+		finish(&b);
+		finish(&a);
+	}
+
+	/* A contiguous-memory importer (vivid dma-contig): served where the kernel allows it,
+	 * refused with a reason where it does not. */
+	{
+		const char *capture[] = { media, "capture", "--instance", "1", "--contiguous", NULL };
+		int fd = open("/proc/sys/vm/nr_hugepages", O_WRONLY | O_CLOEXEC);
+
+		if (fd >= 0) {
+			if (write(fd, "4", 1) < 0)
+				tap_diag("could not reserve huge pages");
+			close(fd);
+		}
+		run(&a, capture);
+		if (patched)
+			tap_ok(get(&a, "captured") != NULL,
+			       "vivid dma-contig captured into a contiguous broker buffer");
+		else
+			tap_ok(get(&a, "error") != NULL,
+			       "a contiguous buffer is refused on a kernel that cannot provide one "
+			       "safely (no CMA heap, unfixed hugetlb vmap)");
+		finish(&a);
+	}
+
+	tap_ok(fixture_wait_clients(&f, 0, 10000), "every client is gone");
+	tap_is(broker_u32(bus, "NBuffers"), 0, "the daemon holds no buffer");
+	tap_is(fixture_daemon_fds(&f), baseline_fds, "the daemon's fd count is back to baseline");
+	sd_bus_flush_close_unref(bus);
+	tap_is(fixture_stop(&f), 0, "the daemon exits cleanly");
+	tap_is(dmabuf_objects(), baseline_bufs,
+	       "debugfs bufinfo lists no dma-buf left behind by the clients");
+	return tap_done();
+}
