@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -65,6 +66,22 @@ static size_t huge_page_size(void)
 }
 
 /* --- udmabuf: a sealed memfd turned into a dma-buf by /dev/udmabuf --- */
+
+size_t db_udmabuf_size_limit(void)
+{
+	_cleanup_(closep) int fd =
+		open("/sys/module/udmabuf/parameters/size_limit_mb", O_RDONLY | O_CLOEXEC);
+	char buf[32];
+	ssize_t n;
+
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	return (size_t)strtoull(buf, NULL, 10) << 20;
+}
 
 static bool udmabuf_probe(void)
 {

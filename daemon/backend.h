@@ -38,6 +38,10 @@ int db_dmabuf_set_name(int fd, const char *name);
  * large-folio vmap fix); set once the kernel's attachment report is seen. */
 void db_backend_set_hugetlb_vmap_safe(bool safe);
 
+/* The most bytes one udmabuf may have (its size_limit_mb module parameter), 0 if unknown or
+ * unlimited. */
+size_t db_udmabuf_size_limit(void);
+
 /* Directory of the dma-heap devices; tests may point it elsewhere. */
 #define DB_DMA_HEAP_DIR "/dev/dma_heap"
 #define DB_UDMABUF_DEV "/dev/udmabuf"

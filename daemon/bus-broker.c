@@ -171,11 +171,15 @@ static int method_register(sd_bus_message *m, void *userdata, sd_bus_error *erro
 	return sd_bus_reply_method_return(m, "o", db_bus_client_path(c, path, sizeof(path)));
 }
 
-/* Picks the backend for a plan: the one asked for, else the default; contiguous memory
- * narrows the choice to the backends that can provide it. */
+/*
+ * Picks the backend for a plan: the one asked for, else the configured or first available
+ * default. Contiguous memory narrows the choice to a CMA heap or a hugetlb udmabuf; a default
+ * udmabuf too small for the size (its size_limit_mb) gives way to the system heap.
+ */
 static int choose_backend(struct db_broker *b, const struct db_alloc_plan *plan,
 			  const struct db_backend **ret, sd_bus_error *error)
 {
+	size_t udmabuf_limit = db_udmabuf_size_limit();
 	const struct db_backend *be;
 
 	if (plan->backend) {
@@ -189,14 +193,23 @@ static int choose_backend(struct db_broker *b, const struct db_alloc_plan *plan,
 			return sd_bus_error_setf(error, DB_ERROR_NO_DEVICE,
 						 "backend %s is not available on this machine",
 						 be->name);
+		if (be == &db_backend_udmabuf && udmabuf_limit && plan->size > udmabuf_limit)
+			return sd_bus_error_setf(
+				error, DB_ERROR_UNSUPPORTED,
+				"udmabuf caps a buffer at %zu MiB (its size_limit_mb "
+				"module parameter); %zu bytes need another backend",
+				udmabuf_limit >> 20, plan->size);
 	} else if (plan->contiguous) {
-		/* A CMA heap first: it has no size limit of a huge page. */
+		/* A CMA heap first: it is not limited to one huge page. */
 		be = db_backend_dma_heap.probe() ? &db_backend_dma_heap : &db_backend_udmabuf;
 	} else {
 		be = b->config.default_backend[0] ? db_backend_find(b->config.default_backend)
 						  : NULL;
 		if (!be || !be->probe())
 			be = db_backend_default();
+		if (be == &db_backend_udmabuf && udmabuf_limit && plan->size > udmabuf_limit &&
+		    db_backend_dma_heap.probe())
+			be = &db_backend_dma_heap;
 	}
 	*ret = be;
 	return 0;
@@ -210,8 +223,11 @@ static int allocate_one(struct db_broker *b, struct db_client *c, const struct d
 
 	r = be->allocate(plan->size, plan->contiguous, &fd);
 	if (r == -EOPNOTSUPP && plan->contiguous && !plan->backend && be == &db_backend_dma_heap &&
-	    db_backend_udmabuf.probe())
-		r = db_backend_udmabuf.allocate(plan->size, true, &fd), be = &db_backend_udmabuf;
+	    db_backend_udmabuf.probe()) {
+		/* No CMA heap: one huge page of a hugetlb udmabuf is contiguous too. */
+		be = &db_backend_udmabuf;
+		r = be->allocate(plan->size, true, &fd);
+	}
 	if (r == -EOPNOTSUPP && plan->contiguous)
 		return sd_bus_error_setf(error, DB_ERROR_UNSUPPORTED,
 					 "no backend can allocate %zu physically contiguous bytes: "
@@ -226,9 +242,7 @@ static int allocate_one(struct db_broker *b, struct db_client *c, const struct d
 		return sd_bus_error_setf(error, DB_ERROR_NO_DEVICE, "%s: the device is gone",
 					 be->name);
 	if (r < 0)
-		return sd_bus_error_setf(error, DB_ERROR_NO_DEVICE,
-					 "%s refused %zu bytes: %s (udmabuf caps a buffer at its "
-					 "size_limit_mb module parameter)",
+		return sd_bus_error_setf(error, DB_ERROR_NO_DEVICE, "%s refused %zu bytes: %s",
 					 be->name, plan->size, strerror(-r));
 	if (be->is_dmabuf)
 		/* Best effort: a name only helps /proc and debugfs readers. */
