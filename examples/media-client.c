@@ -146,13 +146,14 @@ static int cmd_capture(struct example *ex, int instance, bool contiguous, const 
 	vb.m.fd = dmabroker_buffer_get_fd(buf);
 	vb.length = (uint32_t)dmabroker_buffer_get_size(buf);
 	capture_one(ex, fd, &vb);
+	/* The frame is in the broker's buffer: free the device for other clients. */
+	req.count = 0;
+	xioctl(fd, VIDIOC_REQBUFS, &req);
+	close(fd);
 	for (int i = 0; i < tokens; i++)
 		example_share(ex, buf);
 	example_say("ready", "holding");
 	example_hold();
-	req.count = 0;
-	xioctl(fd, VIDIOC_REQBUFS, &req);
-	close(fd);
 	dmabroker_release(buf);
 	return 0;
 }
@@ -168,6 +169,8 @@ static int cmd_export(struct example *ex, int instance)
 	struct v4l2_format fmt;
 	struct v4l2_buffer vb = {0};
 	char node[64];
+	uint64_t sum;
+	size_t size;
 	void *p;
 	int fd, r;
 
@@ -184,15 +187,21 @@ static int cmd_export(struct example *ex, int instance)
 	if (xioctl(fd, VIDIOC_QUERYBUF, &vb) < 0)
 		example_die(ex, "VIDIOC_QUERYBUF: %s", strerror(errno));
 	capture_one(ex, fd, &vb);
-	/* What the capture wrote, read through V4L2's own mapping. */
+	/* The frame through V4L2's own mapping, as vivid wrote it. */
 	p = mmap(NULL, vb.length, PROT_READ, MAP_SHARED, fd, vb.m.offset);
 	if (p == MAP_FAILED)
 		example_die(ex, "mmap the V4L2 buffer: %s", strerror(errno));
-	example_say("checksum", "%016llx", (unsigned long long)example_checksum(p, vb.length));
+	example_say("frame-checksum", "%016llx",
+		    (unsigned long long)example_checksum(p, vb.bytesused));
 	munmap(p, vb.length);
 	r = xioctl(fd, VIDIOC_EXPBUF, &exp);
 	if (r < 0)
 		example_die(ex, "VIDIOC_EXPBUF: %s", strerror(-r));
+	/* The whole dma-buf (page-aligned, larger than the frame), as an importer sees it. */
+	size = (size_t)lseek(exp.fd, 0, SEEK_END);
+	if (example_checksum_fd(exp.fd, size, &sum) < 0)
+		example_die(ex, "read the exported dma-buf: %s", strerror(errno));
+	example_say("checksum", "%016llx", (unsigned long long)sum);
 	layout.width = fmt.fmt.pix.width;
 	layout.height = fmt.fmt.pix.height;
 	layout.fourcc = DRM_FORMAT_YUYV;

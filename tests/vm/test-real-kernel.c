@@ -81,8 +81,8 @@ static void run(struct proc *p, const char *const *argv)
 		if (!space || p->n >= MAX_LINES)
 			continue;
 		*space = '\0';
-		snprintf(p->key[p->n], sizeof(p->key[0]), "%s", line);
-		snprintf(p->value[p->n], sizeof(p->value[0]), "%s", space + 1);
+		snprintf(p->key[p->n], sizeof(p->key[0]), "%.31s", line);
+		snprintf(p->value[p->n], sizeof(p->value[0]), "%.159s", space + 1);
 		p->n++;
 		if (!strcmp(line, "ready") || !strcmp(line, "error"))
 			break;
@@ -182,7 +182,7 @@ int main(void)
 {
 	const char *cpu = "examples/cpu-client", *gpu = "examples/gpu-client",
 		   *media = "examples/media-client";
-	struct proc a, b, c, d;
+	struct proc a, b, c;
 	struct fixture f;
 	sd_bus *bus;
 	bool has_heap, patched;
@@ -190,7 +190,8 @@ int main(void)
 	int baseline_fds, baseline_bufs;
 
 	if (access("/dev/udmabuf", F_OK) != 0) {
-		printf("1..0 # SKIP no /dev/udmabuf: run this inside the guest (tests/vm/vm-run)\n");
+		printf("1..0 # SKIP no /dev/udmabuf: run this inside the guest "
+		       "(tests/vm/vm-run)\n");
 		return 77;
 	}
 	baseline_bufs = dmabuf_objects();
@@ -210,14 +211,14 @@ int main(void)
 
 	/* dma-heap and udmabuf allocations, read back by another process. */
 	{
-		const char *alloc_heap[] = { cpu, "allocate", "--backend", "dma-heap", "--size",
-					     "1048576", NULL };
+		const char *alloc_heap[] = {cpu,      "allocate", "--backend", "dma-heap",
+					    "--size", "1048576",  NULL};
 
 		run(&a, alloc_heap);
 		tap_ok(same(get(&a, "backend"), "dma-heap") && same(get(&a, "dmabuf"), "1"),
 		       "a dma-heap allocation is a dma-buf");
 		{
-			const char *read_argv[] = { cpu, "read", get(&a, "token"), NULL };
+			const char *read_argv[] = {cpu, "read", get(&a, "token"), NULL};
 
 			run(&b, read_argv);
 		}
@@ -229,7 +230,8 @@ int main(void)
 
 	/* vivid captures into a broker udmabuf; the CPU client recognises the frame, vgem imports it. */
 	{
-		const char *capture[] = { media, "capture", "--instance", "0", "--tokens", "2", NULL };
+		const char *capture[] = {media,	     "capture", "--instance", "0",
+					 "--tokens", "2",	NULL};
 		const char *buffer;
 
 		run(&a, capture);
@@ -238,15 +240,20 @@ int main(void)
 		       get(&a, "captured") ? get(&a, "captured") : get(&a, "error"));
 		buffer = get(&a, "buffer");
 		{
-			const char *read_argv[] = { cpu,	   "read", get_nth(&a, "token", 0),
-						    "--vivid-yuyv", "640x360", "--hold", NULL };
+			const char *read_argv[] = {cpu,
+						   "read",
+						   get_nth(&a, "token", 0),
+						   "--vivid-yuyv",
+						   "640x360",
+						   "--hold",
+						   NULL};
 
 			run(&b, read_argv);
 		}
 		tap_ok(same(get(&b, "vivid-pattern"), "ok"),
 		       "the CPU client sees vivid's colour bars through its own import");
 		{
-			const char *import[] = { gpu, "import", get_nth(&a, "token", 1), NULL };
+			const char *import[] = {gpu, "import", get_nth(&a, "token", 1), NULL};
 
 			run(&c, import);
 		}
@@ -263,11 +270,12 @@ int main(void)
 			int n = kernel_attachments(bus, buffer, dev, sizeof(dev), &cached, &agrees);
 
 			tap_ok(n >= 1 && strcmp(dev, "vgem") == 0 && cached,
-			       "the kernel reports vgem's attachment as cached (%d attachment(s))", n);
+			       "the kernel reports vgem's attachment as cached (%d attachment(s))",
+			       n);
 			tap_ok(agrees, "and the daemon's record agrees");
 		} else {
-			tap_ok(kernel_attachments(bus, buffer, (char[8]){ 0 }, 8, (int[1]){ 0 },
-						  (int[1]){ 0 }) == 0,
+			tap_ok(kernel_attachments(bus, buffer, (char[8]){0}, 8, (int[1]){0},
+						  (int[1]){0}) == 0,
 			       "a stock kernel reports no attachment modes; the daemon says so");
 		}
 		{
@@ -285,12 +293,12 @@ int main(void)
 
 	/* Two dynamic clients: direct, and nothing pinned. */
 	{
-		const char *alloc[] = { cpu, "allocate", "--dynamic", NULL };
+		const char *alloc[] = {cpu, "allocate", "--dynamic", NULL};
 
 		run(&a, alloc);
 		{
-			const char *read_argv[] = { cpu, "read", get(&a, "token"), "--dynamic", "--hold",
-						    NULL };
+			const char *read_argv[] = {cpu,		"read",	  get(&a, "token"),
+						   "--dynamic", "--hold", NULL};
 
 			run(&b, read_argv);
 		}
@@ -302,12 +310,12 @@ int main(void)
 
 	/* Adopted exports: a vgem dumb buffer and a vivid buffer, imported elsewhere. */
 	{
-		const char *export[] = { gpu, "export", NULL };
+		const char *export[] = {gpu, "export", NULL};
 
 		run(&a, export);
 		tap_ok(get(&a, "token") != NULL, "vgem's PRIME export was adopted with Export");
 		{
-			const char *read_argv[] = { cpu, "read", get(&a, "token"), NULL };
+			const char *read_argv[] = {cpu, "read", get(&a, "token"), NULL};
 
 			run(&b, read_argv);
 		}
@@ -317,13 +325,14 @@ int main(void)
 		finish(&a);
 	}
 	{
-		const char *export[] = { media, "export", "--instance", "0", NULL };
+		const char *export[] = {media, "export", "--instance", "0", NULL};
 
 		run(&a, export);
-		tap_ok(get(&a, "token") != NULL, "vivid's VIDIOC_EXPBUF buffer was adopted with Export");
+		tap_ok(get(&a, "token") != NULL,
+		       "vivid's VIDIOC_EXPBUF buffer was adopted with Export");
 		{
-			const char *read_argv[] = { cpu, "read", get(&a, "token"), "--vivid-yuyv",
-						    "640x360", NULL };
+			const char *read_argv[] = {
+				cpu, "read", get(&a, "token"), "--vivid-yuyv", "640x360", NULL};
 
 			run(&b, read_argv);
 		}
@@ -337,7 +346,7 @@ int main(void)
 	/* A contiguous-memory importer (vivid dma-contig): served where the kernel allows it,
 	 * refused with a reason where it does not. */
 	{
-		const char *capture[] = { media, "capture", "--instance", "1", "--contiguous", NULL };
+		const char *capture[] = {media, "capture", "--instance", "1", "--contiguous", NULL};
 		int fd = open("/proc/sys/vm/nr_hugepages", O_WRONLY | O_CLOEXEC);
 
 		if (fd >= 0) {
