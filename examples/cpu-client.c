@@ -84,6 +84,24 @@ static int cmd_allocate(struct example *ex, int argc, char **argv)
 	return 0;
 }
 
+/* The name the kernel keeps for a dma-buf (DMA_BUF_SET_NAME), from this process's fdinfo. */
+static void say_kernel_name(int fd)
+{
+	char path[64], line[256];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, "name:", 5) == 0) {
+			line[strcspn(line, "\n")] = '\0';
+			example_say("kernel-name", "%s", line + 5 + strspn(line + 5, "\t "));
+		}
+	fclose(f);
+}
+
 static int cmd_read(struct example *ex, int argc, char **argv)
 {
 	struct dmabroker_buffer *buf;
@@ -108,6 +126,7 @@ static int cmd_read(struct example *ex, int argc, char **argv)
 		    dmabroker_buffer_get_attach_path(buf) == DMABROKER_PATH_CACHED ? "cached"
 										   : "direct");
 	example_say("size", "%llu", (unsigned long long)dmabroker_buffer_get_size(buf));
+	say_kernel_name(dmabroker_buffer_get_fd(buf));
 	r = dmabroker_buffer_map(buf, (void **)&p);
 	if (r < 0)
 		example_die(ex, "map: %s", strerror(-r));

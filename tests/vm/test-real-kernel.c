@@ -252,6 +252,8 @@ int main(void)
 		}
 		tap_ok(same(get(&b, "vivid-pattern"), "ok"),
 		       "the CPU client sees vivid's colour bars through its own import");
+		tap_ok(same(get(&b, "kernel-name"), "vivid-frame"),
+		       "the kernel knows the dma-buf by the name the daemon set");
 		{
 			const char *import[] = {gpu, "import", get_nth(&a, "token", 1), NULL};
 
