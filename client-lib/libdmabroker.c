@@ -105,6 +105,22 @@ static int new_call(struct dmabroker *ctx, const char *member, sd_bus_message **
 					      DB_OBJECT_PATH, DB_IFACE_BROKER, member);
 }
 
+/*
+ * The daemon restarted (or closed our peer connection): the registration it restored lives on
+ * the bus, so drop the peer and carry on there.
+ */
+static void drop_peer(struct dmabroker *ctx)
+{
+	epoll_ctl(ctx->epoll_fd, EPOLL_CTL_DEL, sd_bus_get_fd(ctx->peer), NULL);
+	ctx->peer = sd_bus_flush_close_unref(ctx->peer);
+	log_msg(DMABROKER_LOG_INFO, "dmabroker: the peer connection closed; using the bus");
+}
+
+static bool is_disconnect(int r)
+{
+	return r == -ECONNRESET || r == -ENOTCONN || r == -EPIPE || r == -ESHUTDOWN;
+}
+
 /* Sends m and waits for the reply; a named error becomes errno plus last_error. */
 static int call(struct dmabroker *ctx, sd_bus_message *m, sd_bus_message **reply)
 {
@@ -113,6 +129,23 @@ static int call(struct dmabroker *ctx, sd_bus_message *m, sd_bus_message **reply
 
 	ctx->last_error[0] = '\0';
 	r = sd_bus_call(call_bus(ctx), m, 0, &error, reply);
+	if (r < 0 && ctx->peer && sd_bus_message_get_bus(m) == ctx->peer && is_disconnect(r)) {
+		_cleanup_(sd_bus_message_unrefp) sd_bus_message *again = NULL;
+
+		sd_bus_error_free(&error);
+		drop_peer(ctx);
+		/* The same call, rebuilt for the bus: a sealed message cannot change bus. */
+		r = sd_bus_message_new_method_call(ctx->bus, &again, DB_BUS_NAME,
+						   sd_bus_message_get_path(m),
+						   sd_bus_message_get_interface(m),
+						   sd_bus_message_get_member(m));
+		if (r >= 0)
+			r = sd_bus_message_rewind(m, true);
+		if (r >= 0)
+			r = sd_bus_message_copy(again, m, true);
+		if (r >= 0)
+			r = sd_bus_call(ctx->bus, again, 0, &error, reply);
+	}
 	if (r < 0)
 		r = set_error(ctx, &error, r);
 	sd_bus_error_free(&error);
@@ -905,8 +938,12 @@ int dmabroker_dispatch(struct dmabroker *ctx)
 		do {
 			r = sd_bus_process(buses[i], NULL);
 		} while (r > 0);
+		if (r < 0 && buses[i] == ctx->peer && is_disconnect(r)) {
+			drop_peer(ctx);
+			continue;
+		}
 		if (r < 0)
-			return r == -ENOTCONN || r == -ECONNRESET ? -ECONNRESET : r;
+			return is_disconnect(r) ? -ECONNRESET : r;
 	}
 	return ctx->handled_events;
 }
