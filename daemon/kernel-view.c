@@ -13,6 +13,7 @@ static int parse_bool_field(const char *s, const char *name, bool *ret)
 {
 	size_t n = strlen(name);
 
+	/* s is NUL-terminated: each check stops at the terminator. */
 	if (strncmp(s, name, n) != 0 || s[n] != '=' || (s[n + 1] != '0' && s[n + 1] != '1') ||
 	    s[n + 2] != ' ')
 		return -EINVAL;
@@ -20,27 +21,31 @@ static int parse_bool_field(const char *s, const char *name, bool *ret)
 	return (int)n + 3;
 }
 
-static int parse_attachment(const char *s, size_t len, struct db_kernel_attachment *a)
+/* One "importer_dynamic=<0|1> cached=<0|1> dev=<name>" value, len bytes, not terminated. */
+static int parse_attachment(const char *value, size_t len, struct db_kernel_attachment *a)
 {
-	size_t pos = 0, dev_len;
+	char line[256];
+	size_t pos = 0;
 	int r;
 
-	r = parse_bool_field(s, "importer_dynamic", &a->importer_dynamic);
+	if (len >= sizeof(line))
+		return -EINVAL;
+	memcpy(line, value, len);
+	line[len] = '\0';
+	r = parse_bool_field(line, "importer_dynamic", &a->importer_dynamic);
 	if (r < 0)
 		return r;
 	pos += (size_t)r;
-	r = parse_bool_field(s + pos, "cached", &a->cached);
+	r = parse_bool_field(line + pos, "cached", &a->cached);
 	if (r < 0)
 		return r;
 	pos += (size_t)r;
-	if (len < pos + 4 || strncmp(s + pos, "dev=", 4) != 0)
+	if (strncmp(line + pos, "dev=", 4) != 0)
 		return -EINVAL;
 	pos += 4;
-	dev_len = len - pos;
-	if (dev_len == 0 || dev_len >= sizeof(a->dev))
+	if (len - pos == 0 || len - pos >= sizeof(a->dev) || memchr(line + pos, '\0', len - pos))
 		return -EINVAL;
-	memcpy(a->dev, s + pos, dev_len);
-	a->dev[dev_len] = '\0';
+	memcpy(a->dev, line + pos, len - pos + 1);
 	return 0;
 }
 

@@ -6,7 +6,7 @@
 
 /*
  * The kernel's own view of a dma-buf's device attachments, as the project's kernel patches
- * print it in /proc/PID/fdinfo/FD (kernel-patches/, docs/kernel-attachment-report.md):
+ * print it in /proc/PID/fdinfo/FD (kernel-patches/README.md):
  *
  *   exp_dynamic:	<0|1>
  *   attachments:	<N>

@@ -154,7 +154,7 @@ static void test_limits(void)
 	struct db_limits l;
 	struct db_registry *reg;
 	struct db_client *a, *b, *c;
-	struct db_buffer *buf;
+	struct db_buffer *buf = NULL;
 	struct db_token *t;
 	int r;
 
