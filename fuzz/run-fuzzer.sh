@@ -1,0 +1,10 @@
+#!/bin/bash
+# A short, bounded fuzzing run: replay the committed seed corpus, then fuzz for SECONDS,
+# keeping new inputs in the build directory (never in the repository).
+#   run-fuzzer.sh TARGET SEED_DIR WORK_DIR SECONDS
+set -euo pipefail
+target=$1 seeds=$2 work=$3 seconds=$4
+mkdir -p "$work/corpus" "$work/artifacts"
+"$target" -runs=0 "$seeds"
+exec "$target" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+	-artifact_prefix="$work/artifacts/" "$work/corpus" "$seeds"
