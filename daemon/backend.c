@@ -67,7 +67,7 @@ static size_t huge_page_size(void)
 
 /* --- udmabuf: a sealed memfd turned into a dma-buf by /dev/udmabuf --- */
 
-size_t db_udmabuf_size_limit(void)
+static size_t read_udmabuf_size_limit(void)
 {
 	_cleanup_(closep) int fd =
 		open("/sys/module/udmabuf/parameters/size_limit_mb", O_RDONLY | O_CLOEXEC);
@@ -232,10 +232,38 @@ const struct db_backend *db_backend_find(const char *name)
 	return NULL;
 }
 
+static bool probed, available[3];
+static size_t udmabuf_limit;
+
+void db_backends_refresh(void)
+{
+	for (size_t i = 0; db_backends[i]; i++)
+		available[i] = db_backends[i]->probe();
+	udmabuf_limit = read_udmabuf_size_limit();
+	probed = true;
+}
+
+bool db_backend_available(const struct db_backend *be)
+{
+	if (!probed)
+		db_backends_refresh();
+	for (size_t i = 0; db_backends[i]; i++)
+		if (db_backends[i] == be)
+			return available[i];
+	return false;
+}
+
+size_t db_udmabuf_size_limit(void)
+{
+	if (!probed)
+		db_backends_refresh();
+	return udmabuf_limit;
+}
+
 const struct db_backend *db_backend_default(void)
 {
 	for (size_t i = 0; db_backends[i]; i++)
-		if (db_backends[i]->probe())
+		if (db_backend_available(db_backends[i]))
 			return db_backends[i];
 	return &db_backend_memfd;
 }

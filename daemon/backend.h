@@ -27,6 +27,14 @@ extern const struct db_backend *const db_backends[];
 
 const struct db_backend *db_backend_find(const char *name);
 
+/*
+ * Which backends this machine offers, and udmabuf's size cap: probed once and again by
+ * db_backends_refresh() when devices change or the configuration is reloaded, so that calls do
+ * not pay for probing with syscalls.
+ */
+void db_backends_refresh(void);
+bool db_backend_available(const struct db_backend *be);
+
 /* The first available backend in preference order (memfd always is). */
 const struct db_backend *db_backend_default(void);
 
@@ -39,7 +47,7 @@ int db_dmabuf_set_name(int fd, const char *name);
 void db_backend_set_hugetlb_vmap_safe(bool safe);
 
 /* The most bytes one udmabuf may have (its size_limit_mb module parameter), 0 if unknown or
- * unlimited. */
+ * unlimited; as of the last refresh. */
 size_t db_udmabuf_size_limit(void);
 
 /* Directory of the dma-heap devices; tests may point it elsewhere. */

@@ -21,6 +21,8 @@ static void on_devices_changed(void *userdata)
 {
 	struct db_broker *b = userdata;
 
+	/* udmabuf or a heap may have come or gone. */
+	db_backends_refresh();
 	log_debug("Devices changed: %u known", b->devices ? db_devices_list(b->devices)->len : 0);
 }
 
@@ -83,6 +85,7 @@ int db_broker_reload(struct db_broker *b)
 	}
 	b->config = cfg;
 	db_registry_set_limits(b->reg, &cfg.limits);
+	db_backends_refresh();
 	if (b->devices)
 		db_devices_rescan(b->devices);
 	log_info("Reloaded the configuration");
@@ -95,9 +98,9 @@ void db_broker_probe_kernel_report(struct db_broker *b)
 	struct db_kernel_view view;
 	_cleanup_(closep) int fd = -1;
 
-	if (db_backend_udmabuf.probe())
+	if (db_backend_available(&db_backend_udmabuf))
 		be = &db_backend_udmabuf;
-	else if (db_backend_dma_heap.probe())
+	else if (db_backend_available(&db_backend_dma_heap))
 		be = &db_backend_dma_heap;
 	if (!be || be->allocate((size_t)sysconf(_SC_PAGESIZE), false, &fd) < 0 ||
 	    db_kernel_view_read(fd, &view) < 0) {

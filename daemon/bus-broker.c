@@ -189,7 +189,7 @@ static int choose_backend(struct db_broker *b, const struct db_alloc_plan *plan,
 				error, DB_ERROR_INVALID_ARGUMENT,
 				"backend '%s' is not one of udmabuf, dma-heap, memfd",
 				plan->backend);
-		if (!be->probe())
+		if (!db_backend_available(be))
 			return sd_bus_error_setf(error, DB_ERROR_NO_DEVICE,
 						 "backend %s is not available on this machine",
 						 be->name);
@@ -201,14 +201,15 @@ static int choose_backend(struct db_broker *b, const struct db_alloc_plan *plan,
 				udmabuf_limit >> 20, plan->size);
 	} else if (plan->contiguous) {
 		/* A CMA heap first: it is not limited to one huge page. */
-		be = db_backend_dma_heap.probe() ? &db_backend_dma_heap : &db_backend_udmabuf;
+		be = db_backend_available(&db_backend_dma_heap) ? &db_backend_dma_heap
+								: &db_backend_udmabuf;
 	} else {
 		be = b->config.default_backend[0] ? db_backend_find(b->config.default_backend)
 						  : NULL;
-		if (!be || !be->probe())
+		if (!be || !db_backend_available(be))
 			be = db_backend_default();
 		if (be == &db_backend_udmabuf && udmabuf_limit && plan->size > udmabuf_limit &&
-		    db_backend_dma_heap.probe())
+		    db_backend_available(&db_backend_dma_heap))
 			be = &db_backend_dma_heap;
 	}
 	*ret = be;
@@ -223,7 +224,7 @@ static int allocate_one(struct db_broker *b, struct db_client *c, const struct d
 
 	r = be->allocate(plan->size, plan->contiguous, &fd);
 	if (r == -EOPNOTSUPP && plan->contiguous && !plan->backend && be == &db_backend_dma_heap &&
-	    db_backend_udmabuf.probe()) {
+	    db_backend_available(&db_backend_udmabuf)) {
 		/* No CMA heap: one huge page of a hugetlb udmabuf is contiguous too. */
 		be = &db_backend_udmabuf;
 		r = be->allocate(plan->size, true, &fd);
@@ -636,7 +637,7 @@ static int method_move(sd_bus_message *m, void *userdata, sd_bus_error *error)
 					 "a move is waiting for %u holder(s) to reacquire",
 					 buf->n_pending_reacquire);
 	be = db_backend_find(buf->backend);
-	if (!be || !be->probe())
+	if (!be || !db_backend_available(be))
 		return sd_bus_error_setf(error, DB_ERROR_NO_DEVICE, "backend %s is gone",
 					 buf->backend);
 	r = be->allocate(buf->size, false, &fd);
@@ -846,13 +847,13 @@ static int prop_backends(sd_bus *bus, const char *path, const char *interface, c
 		b->config.default_backend[0] ? db_backend_find(b->config.default_backend) : NULL;
 	int r;
 
-	if (!def || !def->probe())
+	if (!def || !db_backend_available(def))
 		def = db_backend_default();
 	r = sd_bus_message_open_container(reply, 'a', "s");
 	if (r >= 0)
 		r = sd_bus_message_append_basic(reply, 's', def->name);
 	for (size_t i = 0; r >= 0 && db_backends[i]; i++)
-		if (db_backends[i] != def && db_backends[i]->probe())
+		if (db_backends[i] != def && db_backend_available(db_backends[i]))
 			r = sd_bus_message_append_basic(reply, 's', db_backends[i]->name);
 	if (r < 0)
 		return r;
