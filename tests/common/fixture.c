@@ -31,7 +31,10 @@ static const char bus_config[] =
 	"    <allow send_destination=\"*\" eavesdrop=\"true\"/>\n"
 	"    <allow eavesdrop=\"true\"/>\n"
 	"  </policy>\n"
+	"%s"
 	"</busconfig>\n";
+
+const char *fixture_bus_limits;
 
 const char *fixture_build_path(const char *relative, char *out, size_t len)
 {
@@ -147,7 +150,7 @@ static void kill_leftovers(void)
 int fixture_start(struct fixture *f, const char *config_text)
 {
 	char conf_path[300], daemon_path[512], address_arg[600], config_arg[320];
-	char text[1024], *wrapper_argv[32];
+	char text[2048], *wrapper_argv[32];
 	const char *wrapper = getenv("DMABROKER_TEST_WRAPPER");
 	char *wrapper_copy = NULL, *saveptr = NULL, *tok;
 	int pipefd[2], n = 0;
@@ -164,7 +167,8 @@ int fixture_start(struct fixture *f, const char *config_text)
 	/* Clients running as another uid must reach the socket. */
 	chmod(f->dir, 0755);
 	snprintf(conf_path, sizeof(conf_path), "%s/bus.conf", f->dir);
-	snprintf(text, sizeof(text), bus_config, f->dir);
+	snprintf(text, sizeof(text), bus_config, f->dir,
+		 fixture_bus_limits ? fixture_bus_limits : "");
 	if (write_file(conf_path, text) < 0)
 		return -EIO;
 	snprintf(f->config, sizeof(f->config), "%s/dmabroker.conf", f->dir);

@@ -18,6 +18,9 @@ struct fixture {
 	char config[300]; /* the daemon's config file */
 };
 
+/* Extra <limit> elements for the bus configuration (benchmarks with many clients), or NULL. */
+extern const char *fixture_bus_limits;
+
 /* Writes config_text (may be NULL) as the daemon's config and starts bus and daemon. */
 int fixture_start(struct fixture *f, const char *config_text);
 
