@@ -382,7 +382,7 @@ int main(int argc, char **argv)
 			     "MaxBuffersPerClient=2000\nMaxBuffersPerUid=20000\n"
 			     "MaxBytesPerUid=16G\nMaxClients=5000\nMaxClientsPerUid=2000\n";
 	const struct row *raw, *inproc;
-	struct row *peer, *bus, *one, *many, *share_peer, *small, *big;
+	struct row *peer = NULL, *bus, *one, *many, *share_peer = NULL, *small, *big;
 	struct dmabroker *a, *b, *a_bus;
 	struct rlimit rl;
 	struct fixture f;
