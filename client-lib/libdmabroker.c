@@ -18,6 +18,7 @@
 #include <linux/dma-buf.h>
 #include <systemd/sd-bus.h>
 
+#include "bus-open.h"
 #include "errors.h"
 #include "fd-util.h"
 #include "macros.h"
@@ -135,10 +136,9 @@ static int call(struct dmabroker *ctx, sd_bus_message *m, sd_bus_message **reply
 		sd_bus_error_free(&error);
 		drop_peer(ctx);
 		/* The same call, rebuilt for the bus: a sealed message cannot change bus. */
-		r = sd_bus_message_new_method_call(ctx->bus, &again, DB_BUS_NAME,
-						   sd_bus_message_get_path(m),
-						   sd_bus_message_get_interface(m),
-						   sd_bus_message_get_member(m));
+		r = sd_bus_message_new_method_call(
+			ctx->bus, &again, DB_BUS_NAME, sd_bus_message_get_path(m),
+			sd_bus_message_get_interface(m), sd_bus_message_get_member(m));
 		if (r >= 0)
 			r = sd_bus_message_rewind(m, true);
 		if (r >= 0)
@@ -188,17 +188,9 @@ int dmabroker_connect(struct dmabroker **ret, const char *address, uint32_t flag
 	}
 	if (!address)
 		address = secure_getenv(DB_ENV_BUS_ADDRESS);
-	if (address) {
-		r = sd_bus_new(&ctx->bus);
-		if (r >= 0)
-			r = sd_bus_set_address(ctx->bus, address);
-		if (r >= 0)
-			r = sd_bus_set_bus_client(ctx->bus, 1);
-		if (r >= 0)
-			r = sd_bus_negotiate_fds(ctx->bus, 1);
-		if (r >= 0)
-			r = sd_bus_start(ctx->bus);
-	} else if (flags & DMABROKER_CONNECT_USER) {
+	if (address)
+		r = db_bus_open_address(address, &ctx->bus);
+	else if (flags & DMABROKER_CONNECT_USER) {
 		r = sd_bus_open_user(&ctx->bus);
 	} else {
 		r = sd_bus_open_system(&ctx->bus);

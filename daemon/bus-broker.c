@@ -63,9 +63,14 @@ static int get_caller(struct db_broker *b, sd_bus_message *m, struct db_client *
 	return 0;
 }
 
-/* A buffer path argument, checked to exist and to be held by c. */
-static int read_held_buffer(struct db_broker *b, sd_bus_message *m, struct db_client *c,
-			    struct db_buffer **ret, sd_bus_error *error)
+enum buffer_access {
+	ACCESS_HOLDER, /* the caller holds an attachment */
+	ACCESS_OWNER, /* the caller has the owner's uid, or is root: move, revoke */
+};
+
+/* A buffer path argument, checked to exist and to be within the caller's reach. */
+static int read_buffer(struct db_broker *b, sd_bus_message *m, struct db_client *c,
+		       enum buffer_access access, struct db_buffer **ret, sd_bus_error *error)
 {
 	struct db_buffer *buf;
 	const char *path;
@@ -77,28 +82,10 @@ static int read_held_buffer(struct db_broker *b, sd_bus_message *m, struct db_cl
 	buf = db_bus_buffer_from_path(b, path);
 	if (!buf)
 		return sd_bus_error_setf(error, DB_ERROR_NOT_FOUND, "no buffer %s", path);
-	if (!db_buffer_find_attachment(buf, c))
+	if (access == ACCESS_HOLDER && !db_buffer_find_attachment(buf, c))
 		return sd_bus_error_setf(error, DB_ERROR_PERMISSION_DENIED, "you do not hold %s",
 					 path);
-	*ret = buf;
-	return 0;
-}
-
-/* Owner's uid, or root, may move or revoke a buffer. */
-static int read_owned_buffer(struct db_broker *b, sd_bus_message *m, struct db_client *c,
-			     struct db_buffer **ret, sd_bus_error *error)
-{
-	struct db_buffer *buf;
-	const char *path;
-	int r;
-
-	r = sd_bus_message_read_basic(m, 'o', &path);
-	if (r < 0)
-		return r;
-	buf = db_bus_buffer_from_path(b, path);
-	if (!buf)
-		return sd_bus_error_setf(error, DB_ERROR_NOT_FOUND, "no buffer %s", path);
-	if (c->uid != buf->owner_uid && c->uid != 0)
+	if (access == ACCESS_OWNER && c->uid != buf->owner_uid && c->uid != 0)
 		return sd_bus_error_setf(error, DB_ERROR_PERMISSION_DENIED, "%s belongs to uid %u",
 					 path, (unsigned)buf->owner_uid);
 	*ret = buf;
@@ -448,7 +435,7 @@ static int method_share(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	r = get_caller(b, m, &c, error);
 	if (r < 0)
 		return r;
-	r = read_held_buffer(b, m, c, &buf, error);
+	r = read_buffer(b, m, c, ACCESS_HOLDER, &buf, error);
 	if (r < 0)
 		return r;
 	r = db_spec_parse_share(m, now, &opts, error);
@@ -524,7 +511,7 @@ static int method_release(sd_bus_message *m, void *userdata, sd_bus_error *error
 	r = get_caller(b, m, &c, error);
 	if (r < 0)
 		return r;
-	r = read_held_buffer(b, m, c, &buf, error);
+	r = read_buffer(b, m, c, ACCESS_HOLDER, &buf, error);
 	if (r < 0)
 		return r;
 	db_registry_detach(b->reg, c, buf);
@@ -542,7 +529,7 @@ static int method_reacquire(sd_bus_message *m, void *userdata, sd_bus_error *err
 	r = get_caller(b, m, &c, error);
 	if (r < 0)
 		return r;
-	r = read_held_buffer(b, m, c, &buf, error);
+	r = read_buffer(b, m, c, ACCESS_HOLDER, &buf, error);
 	if (r < 0)
 		return r;
 	r = sd_bus_message_new_method_return(m, &reply);
@@ -622,7 +609,7 @@ static int method_move(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	r = get_caller(b, m, &c, error);
 	if (r < 0)
 		return r;
-	r = read_owned_buffer(b, m, c, &buf, error);
+	r = read_buffer(b, m, c, ACCESS_OWNER, &buf, error);
 	if (r < 0)
 		return r;
 	if (buf->exporter_client_id)
@@ -693,7 +680,7 @@ static int method_revoke(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	r = get_caller(b, m, &c, error);
 	if (r < 0)
 		return r;
-	r = read_owned_buffer(b, m, c, &buf, error);
+	r = read_buffer(b, m, c, ACCESS_OWNER, &buf, error);
 	if (r < 0)
 		return r;
 	r = sd_bus_message_read_basic(m, 's', &reason);

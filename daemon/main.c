@@ -14,6 +14,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "broker.h"
+#include "bus-open.h"
 #include "bus-objects.h"
 #include "errors.h"
 #include "fdstore.h"
@@ -116,30 +117,11 @@ static int parse_args(int argc, char **argv, struct options *o)
 
 static int connect_bus(const struct options *o, sd_bus **ret)
 {
-	_cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-	int r;
-
 	if (o->bus == BUS_SYSTEM)
 		return sd_bus_open_system_with_description(ret, "dmabrokerd");
 	if (o->bus == BUS_USER)
 		return sd_bus_open_user_with_description(ret, "dmabrokerd");
-	r = sd_bus_new(&bus);
-	if (r < 0)
-		return r;
-	r = sd_bus_set_address(bus, o->address);
-	if (r < 0)
-		return r;
-	r = sd_bus_set_bus_client(bus, 1);
-	if (r >= 0)
-		r = sd_bus_negotiate_fds(bus, 1);
-	if (r >= 0)
-		r = sd_bus_negotiate_creds(bus, 1, SD_BUS_CREDS_EUID | SD_BUS_CREDS_PID);
-	if (r >= 0)
-		r = sd_bus_start(bus);
-	if (r < 0)
-		return r;
-	*ret = take_ptr(bus);
-	return 0;
+	return db_bus_open_address(o->address, ret);
 }
 
 /* A client that leaves the bus loses everything at once, even mid-call. */

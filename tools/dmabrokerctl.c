@@ -8,30 +8,17 @@
 #include <string.h>
 #include <systemd/sd-bus.h>
 
+#include "bus-open.h"
 #include "macros.h"
 #include "protocol.h"
 
 static int connect_bus(bool user, sd_bus **ret)
 {
 	const char *address = getenv(DB_ENV_BUS_ADDRESS);
-	sd_bus *bus = NULL;
-	int r;
 
-	if (!address)
-		return user ? sd_bus_open_user(ret) : sd_bus_open_system(ret);
-	r = sd_bus_new(&bus);
-	if (r >= 0)
-		r = sd_bus_set_address(bus, address);
-	if (r >= 0)
-		r = sd_bus_set_bus_client(bus, 1);
-	if (r >= 0)
-		r = sd_bus_start(bus);
-	if (r < 0) {
-		sd_bus_unref(bus);
-		return r;
-	}
-	*ret = bus;
-	return 0;
+	if (address)
+		return db_bus_open_address(address, ret);
+	return user ? sd_bus_open_user(ret) : sd_bus_open_system(ret);
 }
 
 static int get_prop(sd_bus *bus, const char *path, const char *iface, const char *prop,

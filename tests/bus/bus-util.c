@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bus-open.h"
 #include "fixture.h"
 #include "protocol.h"
 
@@ -88,13 +89,7 @@ sd_bus *inspect_bus(void)
 {
 	sd_bus *bus = NULL;
 
-	if (sd_bus_new(&bus) < 0)
-		return NULL;
-	sd_bus_set_address(bus, getenv(DB_ENV_BUS_ADDRESS));
-	sd_bus_set_bus_client(bus, 1);
-	if (sd_bus_start(bus) < 0)
-		return sd_bus_unref(bus);
-	return bus;
+	return db_bus_open_address(getenv(DB_ENV_BUS_ADDRESS), &bus) < 0 ? NULL : bus;
 }
 
 bool buffer_pinned(sd_bus *bus, const char *path)

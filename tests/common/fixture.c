@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <systemd/sd-bus.h>
 
+#include "bus-open.h"
 #include "fd-util.h"
 #include "protocol.h"
 
@@ -68,22 +69,7 @@ static void msleep(int ms)
 
 static int open_bus(struct fixture *f, sd_bus **ret)
 {
-	sd_bus *bus = NULL;
-	int r;
-
-	r = sd_bus_new(&bus);
-	if (r >= 0)
-		r = sd_bus_set_address(bus, f->address);
-	if (r >= 0)
-		r = sd_bus_set_bus_client(bus, 1);
-	if (r >= 0)
-		r = sd_bus_start(bus);
-	if (r < 0) {
-		sd_bus_unref(bus);
-		return r;
-	}
-	*ret = bus;
-	return 0;
+	return db_bus_open_address(f->address, ret);
 }
 
 static bool daemon_answers(struct fixture *f)
