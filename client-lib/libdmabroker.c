@@ -21,6 +21,7 @@
 #include "bus-open.h"
 #include "errors.h"
 #include "fd-util.h"
+#include "layout-bus.h"
 #include "macros.h"
 #include "protocol.h"
 #include "token.h"
@@ -369,85 +370,21 @@ static int append_spec(sd_bus_message *m, const struct dmabroker_alloc_spec *spe
 	return sd_bus_message_close_container(m);
 }
 
-static int read_u32_array(sd_bus_message *m, uint32_t *out, uint32_t max)
-{
-	const void *p;
-	size_t size;
-	int r;
-
-	r = sd_bus_message_read_array(m, 'u', &p, &size);
-	if (r < 0)
-		return r;
-	if (size / sizeof(uint32_t) > max)
-		return -EBADMSG;
-	memcpy(out, p, size);
-	return 0;
-}
-
-/* Reads a layout dictionary; keys this version does not know are skipped. */
+/* Reads a layout dictionary with the daemon's own encoding (common/layout-bus.c): keys this
+ * version does not know are skipped, a known key of another type is -EBADMSG. */
 static int read_layout(sd_bus_message *m, struct dmabroker_buffer *buf)
 {
-	struct dmabroker_layout *l = &buf->layout;
+	struct db_layout_dict d;
 	int r;
 
-	r = sd_bus_message_enter_container(m, 'a', "{sv}");
+	r = db_layout_dict_read(m, &d);
 	if (r < 0)
 		return r;
-	while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
-		const char *key, *contents;
-		char type;
-
-		r = sd_bus_message_read_basic(m, 's', &key);
-		if (r < 0)
-			return r;
-		r = sd_bus_message_peek_type(m, &type, &contents);
-		if (r < 0)
-			return r;
-		r = sd_bus_message_enter_container(m, 'v', contents);
-		if (r < 0)
-			return r;
-		if (strcmp(key, "size") == 0 && strcmp(contents, "t") == 0)
-			r = sd_bus_message_read_basic(m, 't', &l->size);
-		else if (strcmp(key, "width") == 0 && strcmp(contents, "u") == 0)
-			r = sd_bus_message_read_basic(m, 'u', &l->width);
-		else if (strcmp(key, "height") == 0 && strcmp(contents, "u") == 0)
-			r = sd_bus_message_read_basic(m, 'u', &l->height);
-		else if (strcmp(key, "fourcc") == 0 && strcmp(contents, "u") == 0)
-			r = sd_bus_message_read_basic(m, 'u', &l->fourcc);
-		else if (strcmp(key, "modifier") == 0 && strcmp(contents, "t") == 0)
-			r = sd_bus_message_read_basic(m, 't', &l->modifier);
-		else if (strcmp(key, "planes") == 0 && strcmp(contents, "u") == 0)
-			r = sd_bus_message_read_basic(m, 'u', &l->n_planes);
-		else if (strcmp(key, "offsets") == 0 && strcmp(contents, "au") == 0)
-			r = read_u32_array(m, l->offsets, DMABROKER_MAX_PLANES);
-		else if (strcmp(key, "strides") == 0 && strcmp(contents, "au") == 0)
-			r = read_u32_array(m, l->strides, DMABROKER_MAX_PLANES);
-		else if (strcmp(key, "backend") == 0 && strcmp(contents, "s") == 0) {
-			const char *s;
-
-			r = sd_bus_message_read_basic(m, 's', &s);
-			if (r >= 0)
-				snprintf(buf->backend, sizeof(buf->backend), "%s", s);
-		} else if (strcmp(key, "dmabuf") == 0 && strcmp(contents, "b") == 0) {
-			int v;
-
-			r = sd_bus_message_read_basic(m, 'b', &v);
-			buf->dmabuf = v;
-		} else
-			r = sd_bus_message_skip(m, contents);
-		if (r < 0)
-			return r;
-		r = sd_bus_message_exit_container(m);
-		if (r >= 0)
-			r = sd_bus_message_exit_container(m);
-		if (r < 0)
-			return r;
-	}
-	if (r < 0)
-		return r;
-	if (l->n_planes > DMABROKER_MAX_PLANES)
-		return -EBADMSG;
-	return sd_bus_message_exit_container(m);
+	db_layout_to_public(&d.layout, &buf->layout);
+	if (d.backend)
+		snprintf(buf->backend, sizeof(buf->backend), "%s", d.backend);
+	buf->dmabuf = d.is_dmabuf;
+	return 0;
 }
 
 static struct dmabroker_buffer *buffer_new(struct dmabroker *ctx, const char *path, int fd)

@@ -40,6 +40,33 @@ const char *db_fourcc_str(uint32_t fourcc, char buf[static 5])
 	return buf;
 }
 
+uint32_t db_format_plane_width(const struct db_format_info *fmt, unsigned p, uint32_t width)
+{
+	/* In 64 bits: width + hsub - 1 wraps at UINT32_MAX in 32. */
+	return p ? (uint32_t)(((uint64_t)width + fmt->hsub - 1) / fmt->hsub) : width;
+}
+
+uint32_t db_format_plane_height(const struct db_format_info *fmt, unsigned p, uint32_t height)
+{
+	return p ? (uint32_t)(((uint64_t)height + fmt->vsub - 1) / fmt->vsub) : height;
+}
+
+/*
+ * Zero sizes have no image, and sizes that split a subsampled block have no layout the
+ * kernel or a codec agrees on. hsub counts for YUYV too: its one plane holds a pixel pair
+ * per sample pair.
+ */
+static bool sizes_fit_format(const struct db_format_info *fmt, uint32_t width, uint32_t height)
+{
+	return width && height && width % fmt->hsub == 0 && height % fmt->vsub == 0;
+}
+
+/* Bytes a row of plane p needs: its columns times bytes per sample, at most 2^34. */
+static uint64_t plane_row_bytes(const struct db_format_info *fmt, unsigned p, uint32_t width)
+{
+	return (uint64_t)db_format_plane_width(fmt, p, width) * fmt->cpp[p];
+}
+
 int db_layout_compute(uint32_t width, uint32_t height, uint32_t fourcc, uint64_t modifier,
 		      uint32_t stride_align, struct db_layout *ret)
 {
@@ -47,8 +74,6 @@ int db_layout_compute(uint32_t width, uint32_t height, uint32_t fourcc, uint64_t
 	struct db_layout l = {0};
 	uint64_t offset = 0;
 
-	if (width == 0 || height == 0)
-		return -EINVAL;
 	if (!IS_POWER_OF_2(stride_align) || stride_align > 4096)
 		return -EINVAL;
 	fmt = db_format_lookup(fourcc);
@@ -56,9 +81,7 @@ int db_layout_compute(uint32_t width, uint32_t height, uint32_t fourcc, uint64_t
 		return -EOPNOTSUPP;
 	if (modifier != DRM_FORMAT_MOD_LINEAR && modifier != DRM_FORMAT_MOD_INVALID)
 		return -EOPNOTSUPP;
-	if (fmt->hsub > 1 && width % fmt->hsub)
-		return -EINVAL;
-	if (fmt->n_planes > 1 && fmt->vsub > 1 && height % fmt->vsub)
+	if (!sizes_fit_format(fmt, width, height))
 		return -EINVAL;
 
 	l.width = width;
@@ -67,19 +90,18 @@ int db_layout_compute(uint32_t width, uint32_t height, uint32_t fourcc, uint64_t
 	l.modifier = DRM_FORMAT_MOD_LINEAR;
 	l.n_planes = fmt->n_planes;
 	for (unsigned p = 0; p < fmt->n_planes; p++) {
-		uint64_t w = p ? width / fmt->hsub : width;
-		uint64_t h = p ? height / fmt->vsub : height;
+		uint64_t rows = db_format_plane_height(fmt, p, height);
 		uint64_t stride, plane_size;
 
-		/* 32-bit inputs in 64-bit arithmetic cannot wrap here; the 32-bit
-		 * stride and offset fields can, so check those. */
-		stride = ALIGN_UP(w * fmt->cpp[p], (uint64_t)stride_align);
-		plane_size = stride * h;
+		/* The row is at most 2^34 bytes, so aligning it cannot wrap 64 bits; the
+		 * 32-bit stride and offset fields can overflow, so check those first. */
+		stride = ALIGN_UP(plane_row_bytes(fmt, p, width), (uint64_t)stride_align);
 		if (stride > UINT32_MAX || offset > UINT32_MAX)
 			return -EOVERFLOW;
 		l.strides[p] = (uint32_t)stride;
 		l.offsets[p] = (uint32_t)offset;
-		if (__builtin_add_overflow(offset, plane_size, &offset))
+		if (__builtin_mul_overflow(stride, rows, &plane_size) ||
+		    __builtin_add_overflow(offset, plane_size, &offset))
 			return -EOVERFLOW;
 	}
 	if (offset > SIZE_MAX)
@@ -93,28 +115,57 @@ int db_layout_validate(const struct db_layout *l, size_t buffer_size)
 {
 	const struct db_format_info *fmt;
 
-	if (l->fourcc == 0)
-		return l->n_planes == 0 ? 0 : -EINVAL;
+	/* A plain buffer: any geometry on it would be a layout nobody checked. */
+	if (l->fourcc == 0) {
+		bool bare = l->n_planes == 0 && l->width == 0 && l->height == 0 &&
+			    l->modifier == DRM_FORMAT_MOD_LINEAR;
+
+		return bare ? 0 : -EINVAL;
+	}
 	fmt = db_format_lookup(l->fourcc);
 	if (!fmt)
 		return -EOPNOTSUPP;
 	if (l->modifier != DRM_FORMAT_MOD_LINEAR)
 		return -EOPNOTSUPP;
-	if (l->n_planes != fmt->n_planes || l->width == 0 || l->height == 0)
+	if (l->n_planes != fmt->n_planes || !sizes_fit_format(fmt, l->width, l->height))
 		return -EINVAL;
-	for (unsigned p = 0; p < l->n_planes; p++) {
-		uint64_t w = p ? l->width / fmt->hsub : l->width;
-		uint64_t h = p ? l->height / fmt->vsub : l->height;
+	for (unsigned p = 0; p < fmt->n_planes; p++) {
+		uint64_t row_bytes = plane_row_bytes(fmt, p, l->width);
+		/* At least 1: height is non-zero and rows round up. */
+		uint64_t rows = db_format_plane_height(fmt, p, l->height);
 		uint64_t end;
 
-		if ((uint64_t)l->strides[p] < w * fmt->cpp[p])
+		if (l->strides[p] < row_bytes)
 			return -EINVAL;
-		/* The last row needs only its pixels, not the whole stride. */
-		end = (uint64_t)l->offsets[p] + (uint64_t)l->strides[p] * (h - 1) + w * fmt->cpp[p];
-		if (end > buffer_size)
-			return -EINVAL;
+		/*
+		 * The plane is [offset, offset + stride * (rows - 1) + row_bytes): the last
+		 * row needs its pixels, not the stride's padding. With 32-bit fields this
+		 * stays under 2^64; the checks keep it so should a field ever widen.
+		 */
+		if (__builtin_mul_overflow((uint64_t)l->strides[p], rows - 1, &end) ||
+		    __builtin_add_overflow(end, (uint64_t)l->offsets[p], &end) ||
+		    __builtin_add_overflow(end, row_bytes, &end) || end > (uint64_t)buffer_size)
+			return -ERANGE;
 	}
 	return 0;
+}
+
+void db_layout_to_public(const struct db_layout *l, struct dmabroker_layout *ret)
+{
+	_Static_assert(sizeof(l->offsets) == sizeof(ret->offsets) &&
+			       sizeof(l->strides) == sizeof(ret->strides),
+		       "db_layout and dmabroker_layout hold the same planes");
+
+	*ret = (struct dmabroker_layout){
+		.size = l->size,
+		.width = l->width,
+		.height = l->height,
+		.fourcc = l->fourcc,
+		.modifier = l->modifier,
+		.n_planes = l->n_planes,
+	};
+	memcpy(ret->offsets, l->offsets, sizeof(ret->offsets));
+	memcpy(ret->strides, l->strides, sizeof(ret->strides));
 }
 
 int db_size_page_align(uint64_t size, size_t *ret)

@@ -5,11 +5,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DMABROKER_MAX_PLANES 4
+/* DMABROKER_MAX_PLANES and struct dmabroker_layout: the public ABI is the one definition. */
+#include "dmabroker.h"
 
 /*
  * Where the planes of an image lie in one buffer. A plain byte buffer has fourcc 0
- * and no planes.
+ * and no planes. The daemon's twin of struct dmabroker_layout (size is a size_t here, as
+ * the daemon maps and allocates it); db_layout_to_public() is the one conversion.
  */
 struct db_layout {
 	size_t size;
@@ -35,6 +37,14 @@ struct db_format_info {
 /* The formats the broker can lay out, or NULL. */
 const struct db_format_info *db_format_lookup(uint32_t fourcc);
 
+/*
+ * Columns (pixels across) and rows of plane p of a width x height image of fmt. Planes
+ * after the first are subsampled; a partial block still has its sample, so these round up
+ * (as DRM's drm_format_info_plane_width/height do).
+ */
+uint32_t db_format_plane_width(const struct db_format_info *fmt, unsigned p, uint32_t width);
+uint32_t db_format_plane_height(const struct db_format_info *fmt, unsigned p, uint32_t height);
+
 /* "XR24" style name of a fourcc into buf (at least 5 bytes). */
 const char *db_fourcc_str(uint32_t fourcc, char buf[static 5]);
 
@@ -49,10 +59,19 @@ int db_layout_compute(uint32_t width, uint32_t height, uint32_t fourcc, uint64_t
 		      uint32_t stride_align, struct db_layout *ret);
 
 /*
- * Checks a layout a client describes for a buffer of buffer_size bytes: every plane
- * (offset + stride * rows) lies inside the buffer and strides are wide enough.
+ * Checks a layout a client describes for a buffer of buffer_size bytes. A plain buffer
+ * (fourcc 0) has no planes, width, height or modifier. An image has a known fourcc, the LINEAR modifier,
+ * non-zero width and height divisible by the format's subsampling, exactly the format's
+ * planes, each stride at least its plane's bytes per row, and each plane's bytes
+ * [offset, offset + stride * (rows - 1) + bytes per row) inside the buffer. layout->size
+ * is not looked at.
+ * -EOPNOTSUPP: unknown fourcc or modifier; -EINVAL: no image has these sizes, planes or
+ * strides; -ERANGE: a plane lies (partly) outside the buffer.
  */
 int db_layout_validate(const struct db_layout *layout, size_t buffer_size);
+
+/* The public struct the library hands out, from the internal one. */
+void db_layout_to_public(const struct db_layout *l, struct dmabroker_layout *ret);
 
 /* Rounds size up to the page size; -EOVERFLOW if that wraps. */
 int db_size_page_align(uint64_t size, size_t *ret);

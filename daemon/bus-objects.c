@@ -14,6 +14,7 @@
 
 #include "devices.h"
 #include "kernel-view.h"
+#include "layout-bus.h"
 #include "log.h"
 #include "macros.h"
 #include "protocol.h"
@@ -63,45 +64,16 @@ struct db_client *db_bus_client_from_path(struct db_broker *b, const char *path)
 
 int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf)
 {
-	const struct db_layout *l = &buf->layout;
-	int r;
+	struct db_layout_dict d = {
+		.layout = buf->layout,
+		.backend = buf->backend,
+		.is_dmabuf = buf->is_dmabuf,
+		.name = buf->name,
+	};
 
-	r = sd_bus_message_open_container(m, 'a', "{sv}");
-	if (r >= 0)
-		r = sd_bus_message_append(m, "{sv}{sv}{sv}{sv}{sv}{sv}", "size", "t",
-					  (uint64_t)buf->size, "width", "u", l->width, "height",
-					  "u", l->height, "fourcc", "u", l->fourcc, "modifier", "t",
-					  l->modifier, "planes", "u", l->n_planes);
-	if (r >= 0)
-		r = sd_bus_message_open_container(m, 'e', "sv");
-	if (r >= 0)
-		r = sd_bus_message_append_basic(m, 's', "offsets");
-	if (r >= 0)
-		r = sd_bus_message_open_container(m, 'v', "au");
-	if (r >= 0)
-		r = sd_bus_message_append_array(m, 'u', l->offsets, l->n_planes * sizeof(uint32_t));
-	if (r >= 0)
-		r = sd_bus_message_close_container(m);
-	if (r >= 0)
-		r = sd_bus_message_close_container(m);
-	if (r >= 0)
-		r = sd_bus_message_open_container(m, 'e', "sv");
-	if (r >= 0)
-		r = sd_bus_message_append_basic(m, 's', "strides");
-	if (r >= 0)
-		r = sd_bus_message_open_container(m, 'v', "au");
-	if (r >= 0)
-		r = sd_bus_message_append_array(m, 'u', l->strides, l->n_planes * sizeof(uint32_t));
-	if (r >= 0)
-		r = sd_bus_message_close_container(m);
-	if (r >= 0)
-		r = sd_bus_message_close_container(m);
-	if (r >= 0)
-		r = sd_bus_message_append(m, "{sv}{sv}{sv}", "backend", "s", buf->backend, "dmabuf",
-					  "b", (int)buf->is_dmabuf, "name", "s", buf->name);
-	if (r < 0)
-		return r;
-	return sd_bus_message_close_container(m);
+	/* "size" is the buffer's (page-aligned) size, which is what a client maps. */
+	d.layout.size = buf->size;
+	return db_layout_dict_append(m, &d);
 }
 
 /* --- org.dmabroker.Buffer1 --- */

@@ -125,6 +125,7 @@ int db_spec_parse_export(sd_bus_message *m, const struct db_registry *reg, size_
 	struct db_layout l = {.modifier = DRM_FORMAT_MOD_LINEAR};
 	uint32_t n_offsets = 0, n_strides = 0;
 	const char *name = "";
+	char fcc[5];
 	struct db_dict_field f[] = {
 		{"name", DB_DICT_STRING, &name},
 		{"width", DB_DICT_U32, &l.width},
@@ -150,12 +151,19 @@ int db_spec_parse_export(sd_bus_message *m, const struct db_registry *reg, size_
 		r = db_layout_validate(&l, size);
 		if (r == -EOPNOTSUPP)
 			return layout_error(r, l.width, l.height, l.fourcc, l.modifier, error);
+		if (r == -ERANGE)
+			return sd_bus_error_setf(
+				error, DB_ERROR_INVALID_ARGUMENT,
+				"info: a plane of the %ux%u %s layout lies outside "
+				"the %zu-byte buffer (offsets or strides are wrong)",
+				l.width, l.height, db_fourcc_str(l.fourcc, fcc), size);
 		if (r < 0)
 			return sd_bus_error_setf(
 				error, DB_ERROR_INVALID_ARGUMENT,
-				"info: the layout does not fit the %zu-byte buffer "
-				"(planes, strides or offsets are wrong)",
-				size);
+				"info: %ux%u %s with %u planes is not a layout: sizes must be "
+				"non-zero and divisible where the format subsamples, planes as "
+				"many as the format has, each stride at least a row's bytes",
+				l.width, l.height, db_fourcc_str(l.fourcc, fcc), l.n_planes);
 	} else if (f[1].seen || f[2].seen || f[4].seen || f[5].seen || f[6].seen) {
 		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
 					 "info: a layout needs a fourcc");
