@@ -15,6 +15,7 @@ const sd_bus_error_map db_error_map[] = {
 	SD_BUS_ERROR_MAP(DB_ERROR_NO_DEVICE, ENODEV),
 	SD_BUS_ERROR_MAP(DB_ERROR_BUSY, EBUSY),
 	SD_BUS_ERROR_MAP(DB_ERROR_NO_MEMORY, ENOMEM),
+	SD_BUS_ERROR_MAP(DB_ERROR_FAILED, EIO),
 	SD_BUS_ERROR_MAP_END,
 };
 
@@ -38,9 +39,20 @@ const char *db_error_name_for_errno(int err)
 	case EBUSY:
 		return DB_ERROR_BUSY;
 	case ENOMEM:
+	case ENOBUFS:
+	case EMFILE:
+	case ENFILE:
 		return DB_ERROR_NO_MEMORY;
-	default:
+	case EINVAL:
+	case EBADMSG: /* sd-bus: an argument of the wrong type or shape */
+	case E2BIG:
+	case ERANGE:
+	case EOVERFLOW:
+	case ENAMETOOLONG:
 		return DB_ERROR_INVALID_ARGUMENT;
+	default:
+		/* Not the client's fault, and not one of the named conditions. */
+		return DB_ERROR_FAILED;
 	}
 }
 

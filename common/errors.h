@@ -7,7 +7,8 @@
  * named error becomes a meaningful negative errno in the library. */
 extern const sd_bus_error_map db_error_map[];
 
-/* The error name for an errno the registry or a backend returned. */
+/* The contract's error name for an errno the registry, a backend or sd-bus returned;
+ * Failed for what is none of the named conditions. */
 const char *db_error_name_for_errno(int err);
 
 /* Registers db_error_map once per process. */

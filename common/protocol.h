@@ -21,6 +21,7 @@
 #define DB_ERROR_NO_DEVICE "org.dmabroker.Error.NoDevice"
 #define DB_ERROR_BUSY "org.dmabroker.Error.Busy"
 #define DB_ERROR_NO_MEMORY "org.dmabroker.Error.NoMemory"
+#define DB_ERROR_FAILED "org.dmabroker.Error.Failed"
 
 /* dbus-daemon refuses a message carrying more than 16 descriptors. */
 #define DB_ALLOCATE_MANY_MAX 16

@@ -2,6 +2,7 @@
 #include "broker.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -11,10 +12,31 @@
 #include "kernel-view.h"
 #include "log.h"
 #include "macros.h"
+#include "move.h"
+#include "peer.h"
 
-static void on_buffer_freed(struct db_buffer *buf, void *userdata)
+/*
+ * References to a buffer's memory outside the daemon, as the kernel counts them: the
+ * dma-buf's file count less the daemon's own fd and the fd store's copy. A memfd's count is
+ * not visible from userspace (the degraded mode: its charge ends with the last release).
+ */
+static int on_outside_refs(struct db_buffer *buf, void *userdata)
 {
-	db_fdstore_buffer_freed(buf, userdata);
+	struct db_broker *b = userdata;
+	long count, own = b->fdstore ? 2 : 1;
+
+	if (!buf->is_dmabuf)
+		return -1;
+	/* Unreadable: keep charging, a later quota check asks again. */
+	if (db_kernel_view_read_file_count(buf->fd, &count) < 0)
+		return 1;
+	return count > own ? (int)MIN(count - own, (long)INT_MAX) : 0;
+}
+
+/* A client that goes loses its peer connection with it. */
+static void on_client_freed(struct db_client *c, void *userdata)
+{
+	db_peer_close(c->bus_data);
 }
 
 static void on_devices_changed(void *userdata)
@@ -43,10 +65,13 @@ int db_broker_new(struct db_broker **ret, sd_event *event, sd_bus *bus, const ch
 		return r;
 	}
 	b->reg = db_registry_new(&b->config.limits);
-	b->reg->buffer_freed = on_buffer_freed;
-	b->reg->client_freed = db_broker_client_freed;
+	/* Every change is journaled into the fd store (with --fd-store, once restored). */
+	b->reg->changed = db_fdstore_changed;
+	b->reg->client_freed = on_client_freed;
+	b->reg->outside_refs = on_outside_refs;
 	b->reg->hook_userdata = b;
 	b->peers = g_hash_table_new(g_direct_hash, g_direct_equal);
+	b->moves = g_hash_table_new(g_int64_hash, g_int64_equal);
 	r = db_devices_new(&b->devices, on_devices_changed, b);
 	if (r < 0)
 		log_warning("Failed to enumerate devices, continuing without: %s", strerror(-r));
@@ -58,6 +83,10 @@ struct db_broker *db_broker_free(struct db_broker *b)
 {
 	if (!b)
 		return NULL;
+	/* Tearing down is no change to keep: the store stays as the journal left it. */
+	db_fdstore_stop(b);
+	/* Copies under way hold their own fds; wait for them before the buffers go. */
+	db_moves_free(b);
 	/* Clients go first: that closes their peer connections and frees every buffer. */
 	if (b->reg)
 		db_registry_free(b->reg);

@@ -10,13 +10,6 @@
 #include "devices.h"
 #include "registry.h"
 
-/* A private peer-to-peer connection handed to one client by OpenPeer. */
-struct db_peer {
-	struct db_broker *broker;
-	sd_bus *bus;
-	uint64_t client_id;
-};
-
 struct db_broker {
 	sd_event *event;
 	sd_bus *bus; /* the system, session or given bus */
@@ -26,8 +19,11 @@ struct db_broker {
 	struct db_devices *devices;
 	sd_event_source *udev_source;
 	GHashTable *peers; /* sd_bus * -> struct db_peer *, owned */
+	GHashTable *moves; /* &buffer id -> struct db_move *, owned (move.c) */
+	unsigned n_moves_running; /* copies on worker threads now */
 	const char *kernel_report; /* "unknown", "available", "unavailable" */
 	bool fdstore; /* keep buffers in systemd's fd store across restarts */
+	struct db_fdstore *fdstore_state; /* the journal and what the store holds (fdstore.c) */
 };
 
 int db_broker_new(struct db_broker **ret, sd_event *event, sd_bus *bus, const char *config_path);

@@ -7,11 +7,9 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <systemd/sd-id128.h>
 
 #include "backend.h"
 #include "broker.h"
@@ -22,6 +20,8 @@
 #include "fdstore.h"
 #include "log.h"
 #include "macros.h"
+#include "move.h"
+#include "peer.h"
 #include "protocol.h"
 #include "spec.h"
 
@@ -40,20 +40,15 @@ static int quota_error(struct db_broker *b, sd_bus_error *error)
 				 b->reg->exceeded_value);
 }
 
-static struct db_peer *peer_of(struct db_broker *b, sd_bus_message *m)
-{
-	return g_hash_table_lookup(b->peers, sd_bus_message_get_bus(m));
-}
-
 /* The registered client a call comes from: by its peer connection, or its unique name. */
 static int get_caller(struct db_broker *b, sd_bus_message *m, struct db_client **ret,
 		      sd_bus_error *error)
 {
-	struct db_peer *peer = peer_of(b, m);
+	struct db_peer *peer = db_peer_of_message(b, m);
 	struct db_client *c = NULL;
 
 	if (peer)
-		c = db_registry_find_client(b->reg, peer->client_id);
+		c = db_peer_client(peer);
 	else if (sd_bus_message_get_sender(m))
 		c = db_registry_find_client_by_name(b->reg, sd_bus_message_get_sender(m));
 	if (!c)
@@ -80,7 +75,7 @@ static int read_buffer(struct db_broker *b, sd_bus_message *m, struct db_client 
 	if (r < 0)
 		return r;
 	buf = db_bus_buffer_from_path(b, path);
-	if (!buf)
+	if (!buf || buf->lingering)
 		return sd_bus_error_setf(error, DB_ERROR_NOT_FOUND, "no buffer %s", path);
 	if (access == ACCESS_HOLDER && !db_buffer_find_attachment(buf, c))
 		return sd_bus_error_setf(error, DB_ERROR_PERMISSION_DENIED, "you do not hold %s",
@@ -111,7 +106,7 @@ static int method_register(sd_bus_message *m, void *userdata, sd_bus_error *erro
 	pid_t pid;
 	int r;
 
-	if (peer_of(b, m))
+	if (db_peer_of_message(b, m))
 		return sd_bus_error_setf(
 			error, DB_ERROR_INVALID_ARGUMENT,
 			"a peer connection belongs to a registered client already");
@@ -207,6 +202,7 @@ static int allocate_one(struct db_broker *b, struct db_client *c, const struct d
 			const struct db_backend *be, struct db_buffer **ret, sd_bus_error *error)
 {
 	_cleanup_(closep) int fd = -1;
+	size_t size;
 	int r;
 
 	r = be->allocate(plan->size, plan->contiguous, &fd);
@@ -232,17 +228,20 @@ static int allocate_one(struct db_broker *b, struct db_client *c, const struct d
 	if (r < 0)
 		return sd_bus_error_setf(error, DB_ERROR_NO_DEVICE, "%s refused %zu bytes: %s",
 					 be->name, plan->size, strerror(-r));
+	/* A contiguous buffer may take a whole huge page: charge what it takes. */
+	if (fd_get_size(fd, &size) < 0 || size < plan->size)
+		size = plan->size;
 	if (be->is_dmabuf)
 		/* Best effort: a name only helps /proc and debugfs readers. */
 		(void)db_dmabuf_set_name(fd, plan->name[0] ? plan->name : "dmabroker");
-	r = db_registry_add_buffer(b->reg, c, fd, plan->size, &plan->layout, be->name,
-				   be->is_dmabuf, plan->name, NULL, ret);
+	r = db_registry_add_buffer(b->reg, c, fd, size, &plan->layout, be->name, be->is_dmabuf,
+				   plan->name, NULL, ret);
 	if (r == -EDQUOT)
 		return quota_error(b, error);
 	if (r < 0)
 		return r;
 	fd = -1; /* the registry owns it now */
-	db_fdstore_add_buffer(b, *ret);
+	(*ret)->contiguous = plan->contiguous;
 	return 0;
 }
 
@@ -263,7 +262,8 @@ static int method_allocate(sd_bus_message *m, void *userdata, sd_bus_error *erro
 	r = db_spec_parse_alloc(m, b->reg, &plan, error);
 	if (r < 0)
 		return r;
-	if (db_registry_check_allocation(b->reg, c, plan.size, 1) < 0)
+	if (db_registry_check_allocation(b->reg, c, plan.size, 1) < 0 ||
+	    db_fdstore_reserve(b, 1) < 0)
 		return quota_error(b, error);
 	r = choose_backend(b, &plan, &be, error);
 	if (r < 0)
@@ -310,7 +310,8 @@ static int method_allocate_many(sd_bus_message *m, void *userdata, sd_bus_error 
 	r = db_spec_parse_alloc(m, b->reg, &plan, error);
 	if (r < 0)
 		return r;
-	if (db_registry_check_allocation(b->reg, c, plan.size, count) < 0)
+	if (db_registry_check_allocation(b->reg, c, plan.size, count) < 0 ||
+	    db_fdstore_reserve(b, count) < 0)
 		return quota_error(b, error);
 	r = choose_backend(b, &plan, &be, error);
 	if (r < 0)
@@ -409,6 +410,8 @@ static int method_export(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	r = db_spec_parse_export(m, b->reg, size, &layout, &name, error);
 	if (r < 0)
 		return r;
+	if (db_fdstore_reserve(b, 1) < 0)
+		return quota_error(b, error);
 	if (name[0])
 		(void)db_dmabuf_set_name(fd, name);
 	r = db_registry_add_buffer(b->reg, c, fd, size, &layout, "export", true, name, c, &buf);
@@ -417,7 +420,6 @@ static int method_export(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	if (r < 0)
 		return r;
 	fd = -1;
-	db_fdstore_add_buffer(b, buf);
 	return sd_bus_reply_method_return(m, "o", db_bus_buffer_path(buf, path, sizeof(path)));
 }
 
@@ -545,12 +547,12 @@ static int method_reacquire(sd_bus_message *m, void *userdata, sd_bus_error *err
 }
 
 /* Sends a signal to one client: over its peer connection if it has one, else unicast. */
-static int emit_to_client(struct db_broker *b, struct db_client *c, const char *member,
+int db_bus_emit_to_client(struct db_broker *b, struct db_client *c, const char *member,
 			  const char *buffer_path, const char *reason)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *s = NULL;
 	struct db_peer *peer = c->bus_data;
-	sd_bus *bus = peer ? peer->bus : b->bus;
+	sd_bus *bus = peer ? db_peer_get_bus(peer) : b->bus;
 	int r;
 
 	r = sd_bus_message_new_signal(bus, &s, DB_OBJECT_PATH, DB_IFACE_BROKER, member);
@@ -565,45 +567,16 @@ static int emit_to_client(struct db_broker *b, struct db_client *c, const char *
 		   : sd_bus_message_append(s, "o", buffer_path);
 	if (r < 0)
 		return r;
-	return sd_bus_send(bus, s, NULL);
-}
-
-struct move_deadline {
-	struct db_broker *broker;
-	uint64_t buffer_id;
-};
-
-static int on_move_deadline(sd_event_source *s, uint64_t usec, void *userdata)
-{
-	struct move_deadline *d = userdata;
-	struct db_broker *b = d->broker;
-	uint64_t id = d->buffer_id;
-	struct db_buffer *buf = db_registry_find_buffer(b->reg, id);
-
-	(void)usec;
-	/* The buffer may be gone already; ids are never reused, so this is safe. */
-	if (buf && buf->old_fd >= 0) {
-		log_info("Buffer %" PRIu64 ": %u holder(s) did not reacquire in time; dropping "
-			 "the old backing",
-			 id, buf->n_pending_reacquire);
-		db_registry_finish_move(b->reg, buf);
-	}
-	/* Take the reference back from the loop and drop the one-shot timer. */
-	sd_event_source_set_floating(s, 0);
-	sd_event_source_disable_unref(s);
-	return 0;
+	/* Never waits for the client: a peer that reads nothing is cut off, and the bus
+	 * daemon applies its own limits to a client on the bus. */
+	return peer ? db_peer_send(peer, s) : sd_bus_send(bus, s, NULL);
 }
 
 static int method_move(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
 	struct db_broker *b = userdata;
-	_cleanup_(closep) int fd = -1;
-	const struct db_backend *be;
-	struct move_deadline *deadline;
-	sd_event_source *timer;
 	struct db_client *c;
 	struct db_buffer *buf;
-	char path[128];
 	int r;
 
 	r = get_caller(b, m, &c, error);
@@ -612,59 +585,10 @@ static int method_move(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	r = read_buffer(b, m, c, ACCESS_OWNER, &buf, error);
 	if (r < 0)
 		return r;
-	if (buf->exporter_client_id)
-		return sd_bus_error_setf(error, DB_ERROR_UNSUPPORTED,
-					 "an exported buffer's memory belongs to its exporter");
-	if (db_buffer_is_pinned(buf))
-		return sd_bus_error_setf(error, DB_ERROR_BUSY,
-					 "the buffer is pinned by %u cached attachment(s)",
-					 buf->n_cached);
-	if (buf->old_fd >= 0)
-		return sd_bus_error_setf(error, DB_ERROR_BUSY,
-					 "a move is waiting for %u holder(s) to reacquire",
-					 buf->n_pending_reacquire);
-	be = db_backend_find(buf->backend);
-	if (!be || !db_backend_available(be))
-		return sd_bus_error_setf(error, DB_ERROR_NO_DEVICE, "backend %s is gone",
-					 buf->backend);
-	r = be->allocate(buf->size, false, &fd);
-	if (r < 0)
-		return sd_bus_error_setf(error, DB_ERROR_NO_MEMORY,
-					 "%s could not allocate the new backing: %s", be->name,
-					 strerror(-r));
-	r = db_buffer_copy(fd, buf->fd, buf->size);
-	if (r < 0)
-		return r;
-	if (be->is_dmabuf)
-		(void)db_dmabuf_set_name(fd, buf->name[0] ? buf->name : "dmabroker");
-	r = db_registry_begin_move(b->reg, buf, fd);
-	if (r < 0)
-		return r;
-	fd = -1;
-	db_fdstore_add_buffer(b, buf);
-	deadline = g_new0(struct move_deadline, 1);
-	deadline->broker = b;
-	deadline->buffer_id = buf->id;
-	/* Holds only the buffer's id: ids are never reused, so a freed buffer is just gone. */
-	r = sd_event_add_time_relative(b->event, &timer, CLOCK_MONOTONIC,
-				       (uint64_t)b->config.move_deadline_ms * 1000, 0,
-				       on_move_deadline, deadline);
-	if (r < 0) {
-		g_free(deadline);
-		log_warning("Failed to arm the move deadline: %s", strerror(-r));
-	} else {
-		/* The loop owns the timer (and frees it at exit if it never fires). */
-		sd_event_source_set_destroy_callback(timer, g_free);
-		sd_event_source_set_floating(timer, 1);
-		sd_event_source_unref(timer);
-	}
-	db_bus_buffer_path(buf, path, sizeof(path));
-	for (guint i = 0; i < buf->attachments->len; i++) {
-		struct db_attachment *a = g_ptr_array_index(buf->attachments, i);
-
-		emit_to_client(b, a->client, "Moved", path, NULL);
-	}
-	return sd_bus_reply_method_return(m, NULL);
+	/* The new backing takes a second entry in the fd store until the move settles. */
+	if (db_fdstore_reserve(b, 1) < 0)
+		return quota_error(b, error);
+	return db_move_start(b, m, buf, error);
 }
 
 static int method_revoke(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -689,6 +613,11 @@ static int method_revoke(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	if (strlen(reason) > 256)
 		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
 					 "reason is longer than 256 bytes");
+	/* It reaches the holders and the daemon's log: no line breaks or other controls that
+	 * could forge lines there. */
+	if (!db_string_is_printable(reason))
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "reason may not hold control characters");
 	db_bus_buffer_path(buf, path, sizeof(path));
 	for (guint i = 0; i < buf->attachments->len; i++) {
 		struct db_attachment *a = g_ptr_array_index(buf->attachments, i);
@@ -702,93 +631,9 @@ static int method_revoke(sd_bus_message *m, void *userdata, sd_bus_error *error)
 			db_registry_find_client(b->reg, g_array_index(holders, uint64_t, i));
 
 		if (h)
-			emit_to_client(b, h, "Revoked", path, reason);
+			db_bus_emit_to_client(b, h, "Revoked", path, reason);
 	}
 	return sd_bus_reply_method_return(m, NULL);
-}
-
-static void peer_free(struct db_peer *peer)
-{
-	sd_bus_detach_event(peer->bus);
-	sd_bus_flush_close_unref(peer->bus);
-	g_free(peer);
-}
-
-static int on_peer_disconnected(sd_bus_message *m, void *userdata, sd_bus_error *error)
-{
-	struct db_peer *peer = userdata;
-	struct db_broker *b = peer->broker;
-	struct db_client *c = db_registry_find_client(b->reg, peer->client_id);
-
-	(void)m;
-	(void)error;
-	if (c && c->bus_data == peer)
-		c->bus_data = NULL;
-	/* sd-bus holds a reference while it dispatches, so the bus may go here. */
-	g_hash_table_remove(b->peers, peer->bus);
-	peer_free(peer);
-	return 0;
-}
-
-void db_broker_client_freed(struct db_client *c, void *userdata)
-{
-	struct db_broker *b = userdata;
-	struct db_peer *peer = c->bus_data;
-
-	if (!peer)
-		return;
-	c->bus_data = NULL;
-	g_hash_table_remove(b->peers, peer->bus);
-	peer_free(peer);
-}
-
-static int peer_new(struct db_broker *b, struct db_client *c, int fd)
-{
-	struct db_peer *peer = g_new0(struct db_peer, 1);
-	sd_id128_t id;
-	int r;
-
-	peer->broker = b;
-	peer->client_id = c->id;
-	r = sd_bus_new(&peer->bus);
-	if (r < 0)
-		goto fail_free;
-	r = sd_id128_randomize(&id);
-	if (r < 0)
-		goto fail_bus;
-	/*
-	 * The socket pair is ours, so SO_PEERCRED would name the daemon, not the client:
-	 * the client was authenticated by the bus when it asked, so the peer is anonymous.
-	 */
-	r = sd_bus_set_fd(peer->bus, fd, fd);
-	if (r < 0)
-		goto fail_bus;
-	r = sd_bus_set_server(peer->bus, 1, id);
-	if (r >= 0)
-		r = sd_bus_set_anonymous(peer->bus, 1);
-	if (r >= 0)
-		r = sd_bus_negotiate_fds(peer->bus, 1);
-	if (r >= 0)
-		r = db_broker_add_objects(b, peer->bus);
-	if (r >= 0)
-		r = sd_bus_match_signal(peer->bus, NULL, "org.freedesktop.DBus.Local",
-					"/org/freedesktop/DBus/Local", "org.freedesktop.DBus.Local",
-					"Disconnected", on_peer_disconnected, peer);
-	if (r >= 0)
-		r = sd_bus_attach_event(peer->bus, b->event, SD_EVENT_PRIORITY_NORMAL);
-	if (r >= 0)
-		r = sd_bus_start(peer->bus);
-	if (r < 0)
-		goto fail_bus;
-	g_hash_table_insert(b->peers, peer->bus, peer);
-	c->bus_data = peer;
-	return 0;
-fail_bus:
-	sd_bus_detach_event(peer->bus);
-	sd_bus_unref(peer->bus);
-fail_free:
-	g_free(peer);
-	return r;
 }
 
 static int method_open_peer(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -796,27 +641,55 @@ static int method_open_peer(sd_bus_message *m, void *userdata, sd_bus_error *err
 	struct db_broker *b = userdata;
 	_cleanup_(closep) int theirs = -1;
 	struct db_client *c;
-	int sv[2], r;
+	int r;
 
-	if (peer_of(b, m))
+	if (db_peer_of_message(b, m))
 		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
 					 "this is a peer connection already");
 	r = get_caller(b, m, &c, error);
 	if (r < 0)
 		return r;
-	if (c->bus_data)
+	r = db_peer_open(b, c, &theirs);
+	if (r == -EBUSY)
 		return sd_bus_error_setf(error, DB_ERROR_BUSY,
 					 "the client has a peer connection already");
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-		return -errno;
-	theirs = sv[1];
-	r = peer_new(b, c, sv[0]);
-	if (r < 0) {
-		close(sv[0]);
+	if (r < 0)
 		return r;
-	}
 	return sd_bus_reply_method_return(m, "h", theirs);
 }
+
+/*
+ * One path from any failure to a contract error: a handler that set a named error keeps it;
+ * one that returned a bare errno (a failed read of its arguments, a syscall) gets the name
+ * that errno maps to and a message naming the call, never a System.Error.* name.
+ */
+static int reply_failure(sd_bus_message *m, int r, sd_bus_error *error)
+{
+	if (r >= 0 || (sd_bus_error_is_set(error) &&
+		       strncmp(error->name, "org.dmabroker.Error.", 20) == 0))
+		return r;
+	sd_bus_error_free(error);
+	return sd_bus_error_setf(error, db_error_name_for_errno(r), "%s failed: %s",
+				 sd_bus_message_get_member(m), strerror(-r));
+}
+
+#define DB_CHECKED_METHOD(fn)                                                          \
+	static int fn##_checked(sd_bus_message *m, void *userdata, sd_bus_error *error) \
+	{                                                                              \
+		return reply_failure(m, fn(m, userdata, error), error);                \
+	}
+
+DB_CHECKED_METHOD(method_register)
+DB_CHECKED_METHOD(method_allocate)
+DB_CHECKED_METHOD(method_allocate_many)
+DB_CHECKED_METHOD(method_export)
+DB_CHECKED_METHOD(method_share)
+DB_CHECKED_METHOD(method_import)
+DB_CHECKED_METHOD(method_release)
+DB_CHECKED_METHOD(method_reacquire)
+DB_CHECKED_METHOD(method_move)
+DB_CHECKED_METHOD(method_revoke)
+DB_CHECKED_METHOD(method_open_peer)
 
 /* --- properties --- */
 
@@ -905,33 +778,33 @@ static int prop_kernel_report(sd_bus *bus, const char *path, const char *interfa
 static const sd_bus_vtable broker_vtable[] = {
 	SD_BUS_VTABLE_START(0),
 	SD_BUS_METHOD_WITH_ARGS("Register", SD_BUS_ARGS("a{sv}", info), SD_BUS_RESULT("o", client),
-				method_register, SD_BUS_VTABLE_UNPRIVILEGED),
+				method_register_checked, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("Allocate", SD_BUS_ARGS("a{sv}", spec),
 				SD_BUS_RESULT("o", buffer, "h", fd, "a{sv}", layout),
-				method_allocate, SD_BUS_VTABLE_UNPRIVILEGED),
+				method_allocate_checked, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("AllocateMany", SD_BUS_ARGS("u", count, "a{sv}", spec),
 				SD_BUS_RESULT("ao", buffers, "ah", fds, "a{sv}", layout),
-				method_allocate_many, SD_BUS_VTABLE_UNPRIVILEGED),
+				method_allocate_many_checked, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("Export", SD_BUS_ARGS("h", fd, "a{sv}", info),
-				SD_BUS_RESULT("o", buffer), method_export,
+				SD_BUS_RESULT("o", buffer), method_export_checked,
 				SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("Share", SD_BUS_ARGS("o", buffer, "a{sv}", options),
-				SD_BUS_RESULT("ay", token), method_share,
+				SD_BUS_RESULT("ay", token), method_share_checked,
 				SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("Import", SD_BUS_ARGS("ay", token),
 				SD_BUS_RESULT("o", buffer, "h", fd, "s", path, "a{sv}", layout),
-				method_import, SD_BUS_VTABLE_UNPRIVILEGED),
+				method_import_checked, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("Release", SD_BUS_ARGS("o", buffer), SD_BUS_NO_RESULT,
-				method_release, SD_BUS_VTABLE_UNPRIVILEGED),
+				method_release_checked, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("Reacquire", SD_BUS_ARGS("o", buffer),
-				SD_BUS_RESULT("h", fd, "a{sv}", layout), method_reacquire,
+				SD_BUS_RESULT("h", fd, "a{sv}", layout), method_reacquire_checked,
 				SD_BUS_VTABLE_UNPRIVILEGED),
-	SD_BUS_METHOD_WITH_ARGS("Move", SD_BUS_ARGS("o", buffer), SD_BUS_NO_RESULT, method_move,
+	SD_BUS_METHOD_WITH_ARGS("Move", SD_BUS_ARGS("o", buffer), SD_BUS_NO_RESULT, method_move_checked,
 				SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("Revoke", SD_BUS_ARGS("o", buffer, "s", reason), SD_BUS_NO_RESULT,
-				method_revoke, SD_BUS_VTABLE_UNPRIVILEGED),
+				method_revoke_checked, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("OpenPeer", SD_BUS_NO_ARGS, SD_BUS_RESULT("h", socket),
-				method_open_peer, SD_BUS_VTABLE_UNPRIVILEGED),
+				method_open_peer_checked, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_SIGNAL_WITH_ARGS("Moved", SD_BUS_ARGS("o", buffer), 0),
 	SD_BUS_SIGNAL_WITH_ARGS("Revoked", SD_BUS_ARGS("o", buffer, "s", reason), 0),
 	SD_BUS_PROPERTY("Version", "s", prop_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),

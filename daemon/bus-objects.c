@@ -17,7 +17,83 @@
 #include "layout-bus.h"
 #include "log.h"
 #include "macros.h"
+#include "peer.h"
 #include "protocol.h"
+
+static struct db_broker *broker_of(sd_bus *bus);
+
+/*
+ * Who is looking, for the visibility rule every listing follows: root sees every client and
+ * buffer; anyone else sees the clients of its own uid and the buffers its uid owns or holds.
+ * A registered caller's uid is known; another (a tool) is asked of the bus once per call.
+ */
+static int caller_uid(struct db_broker *b, sd_bus *bus, uid_t *ret)
+{
+	/* One call may look up many objects: remember its sender's uid for the call. */
+	static sd_bus_message *cached_message;
+	static uint64_t cached_cookie;
+	static char cached_sender[256];
+	static uid_t cached_uid;
+	_cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+	sd_bus_message *m = sd_bus_get_current_message(bus);
+	struct db_peer *peer;
+	struct db_client *c;
+	uint64_t cookie = 0;
+	int r;
+
+	if (!m)
+		return -ENXIO;
+	peer = db_peer_of_message(b, m);
+	if (peer) {
+		c = db_peer_client(peer);
+		if (!c)
+			return -ENOTCONN;
+		*ret = c->uid;
+		return 0;
+	}
+	c = sd_bus_message_get_sender(m)
+		    ? db_registry_find_client_by_name(b->reg, sd_bus_message_get_sender(m))
+		    : NULL;
+	if (c) {
+		*ret = c->uid;
+		return 0;
+	}
+	(void)sd_bus_message_get_cookie(m, &cookie);
+	if (m == cached_message && cookie == cached_cookie &&
+	    streq_ptr(sd_bus_message_get_sender(m), cached_sender)) {
+		*ret = cached_uid;
+		return 0;
+	}
+	r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID, &creds);
+	if (r >= 0)
+		r = sd_bus_creds_get_euid(creds, ret);
+	if (r < 0)
+		return r;
+	cached_message = m;
+	cached_cookie = cookie;
+	snprintf(cached_sender, sizeof(cached_sender), "%s",
+		 sd_bus_message_get_sender(m) ? sd_bus_message_get_sender(m) : "");
+	cached_uid = *ret;
+	return 0;
+}
+
+static bool client_visible(const struct db_client *c, uid_t uid)
+{
+	return uid == 0 || c->uid == uid;
+}
+
+static bool buffer_visible(const struct db_buffer *buf, uid_t uid)
+{
+	if (uid == 0 || buf->owner_uid == uid)
+		return true;
+	for (guint i = 0; i < buf->attachments->len; i++) {
+		const struct db_attachment *a = g_ptr_array_index(buf->attachments, i);
+
+		if (a->client->uid == uid)
+			return true;
+	}
+	return false;
+}
 
 const char *db_bus_buffer_path(const struct db_buffer *buf, char *out, size_t len)
 {
@@ -82,8 +158,9 @@ static int buffer_find(sd_bus *bus, const char *path, const char *interface, voi
 		       void **found, sd_bus_error *error)
 {
 	struct db_buffer *buf = db_bus_buffer_from_path(userdata, path);
+	uid_t uid;
 
-	if (!buf)
+	if (!buf || caller_uid(userdata, bus, &uid) < 0 || !buffer_visible(buf, uid))
 		return 0;
 	*found = buf;
 	return 1;
@@ -116,15 +193,16 @@ BUFFER_PROP(buffer_prop_basic)
 	return -EINVAL;
 }
 
-static struct db_broker *broker_of(sd_bus *bus);
-
 BUFFER_PROP(buffer_prop_owner)
 {
 	struct db_buffer *buf = userdata;
-	struct db_client *owner =
-		db_registry_find_client(broker_of(bus)->reg, buf->owner_client_id);
+	struct db_broker *b = broker_of(bus);
+	struct db_client *owner = db_registry_find_client(b->reg, buf->owner_client_id);
 	char p[128];
+	uid_t uid;
 
+	if (owner && (caller_uid(b, bus, &uid) < 0 || !client_visible(owner, uid)))
+		owner = NULL;
 	return sd_bus_message_append(reply, "o",
 				     owner ? db_bus_client_path(owner, p, sizeof(p)) : "/");
 }
@@ -149,12 +227,19 @@ BUFFER_PROP(buffer_prop_attachments)
 {
 	struct db_buffer *buf = userdata;
 	char p[128];
+	uid_t uid;
 	int r;
 
+	r = caller_uid(broker_of(bus), bus, &uid);
+	if (r < 0)
+		return r;
 	r = sd_bus_message_open_container(reply, 'a', "(osb)");
 	for (guint i = 0; r >= 0 && i < buf->attachments->len; i++) {
 		struct db_attachment *a = g_ptr_array_index(buf->attachments, i);
 
+		/* Holders of other uids are not the caller's to see. */
+		if (!client_visible(a->client, uid))
+			continue;
 		r = sd_bus_message_append(reply, "(osb)",
 					  db_bus_client_path(a->client, p, sizeof(p)),
 					  db_attach_path_name(a->path), (int)a->client->dynamic);
@@ -200,7 +285,10 @@ BUFFER_PROP(buffer_prop_kernel_attachments)
 	char p[128];
 	int r;
 
-	if (buf->is_dmabuf && db_kernel_view_read(buf->fd, &view) < 0)
+	/* Without the kernel's report (probed at start with a buffer only the daemon named),
+	 * report lines could only have been forged through a holder's DMA_BUF_SET_NAME. */
+	if (!buf->is_dmabuf || strcmp(b->kernel_report, "available") != 0 ||
+	    db_kernel_view_read(buf->fd, &view) < 0)
 		view.available = false;
 	r = sd_bus_message_open_container(reply, 'a', "(sbbsb)");
 	for (unsigned i = 0; r >= 0 && view.available && i < view.n_attachments; i++) {
@@ -209,12 +297,15 @@ BUFFER_PROP(buffer_prop_kernel_attachments)
 		bool agrees;
 
 		predict(b, buf, ka, &predicted, &agrees);
-		if (!agrees)
+		/* Any reader can ask: say it once per buffer, not once per read. */
+		if (!agrees && !buf->kernel_mismatch_logged) {
+			buf->kernel_mismatch_logged = true;
 			log_warning("Buffer %s: the kernel attached %s %s (importer %s), the "
 				    "daemon's record says %s",
 				    db_bus_buffer_path(buf, p, sizeof(p)), ka->dev,
 				    ka->cached ? "cached" : "direct",
 				    ka->importer_dynamic ? "dynamic" : "static", predicted);
+		}
 		r = sd_bus_message_append(reply, "(sbbsb)", ka->dev, (int)ka->importer_dynamic,
 					  (int)ka->cached, predicted, (int)agrees);
 	}
@@ -247,8 +338,9 @@ static int client_find(sd_bus *bus, const char *path, const char *interface, voi
 		       void **found, sd_bus_error *error)
 {
 	struct db_client *c = db_bus_client_from_path(userdata, path);
+	uid_t uid;
 
-	if (!c)
+	if (!c || caller_uid(userdata, bus, &uid) < 0 || !client_visible(c, uid))
 		return 0;
 	*found = c;
 	return 1;
@@ -315,17 +407,27 @@ static const sd_bus_vtable client_vtable[] = {
 	SD_BUS_VTABLE_END,
 };
 
-static int enumerate(GHashTable *table, const char *prefix, char ***nodes)
+static int enumerate(struct db_broker *b, sd_bus *bus, GHashTable *table, const char *prefix,
+		     bool (*visible)(const void *object, uid_t uid), char ***nodes)
 {
 	char **list = calloc(g_hash_table_size(table) + 1, sizeof(char *));
 	GHashTableIter it;
-	gpointer key;
+	gpointer key, value;
 	size_t n = 0;
+	uid_t uid;
+	int r;
 
 	if (!list)
 		return -ENOMEM;
+	r = caller_uid(b, bus, &uid);
+	if (r < 0) {
+		free(list);
+		return r;
+	}
 	g_hash_table_iter_init(&it, table);
-	while (g_hash_table_iter_next(&it, &key, NULL)) {
+	while (g_hash_table_iter_next(&it, &key, &value)) {
+		if (!visible(value, uid))
+			continue;
 		if (asprintf(&list[n], "%s/%" PRIu64, prefix, *(uint64_t *)key) < 0) {
 			for (size_t i = 0; i < n; i++)
 				free(list[i]);
@@ -338,12 +440,22 @@ static int enumerate(GHashTable *table, const char *prefix, char ***nodes)
 	return 1;
 }
 
+static bool buffer_visible_cb(const void *object, uid_t uid)
+{
+	return buffer_visible(object, uid);
+}
+
+static bool client_visible_cb(const void *object, uid_t uid)
+{
+	return client_visible(object, uid);
+}
+
 static int enumerate_buffers(sd_bus *bus, const char *path, void *userdata, char ***nodes,
 			     sd_bus_error *error)
 {
 	struct db_broker *b = userdata;
 
-	return enumerate(b->reg->buffers, DB_BUFFER_PATH_PREFIX, nodes);
+	return enumerate(b, bus, b->reg->buffers, DB_BUFFER_PATH_PREFIX, buffer_visible_cb, nodes);
 }
 
 static int enumerate_clients(sd_bus *bus, const char *path, void *userdata, char ***nodes,
@@ -351,7 +463,7 @@ static int enumerate_clients(sd_bus *bus, const char *path, void *userdata, char
 {
 	struct db_broker *b = userdata;
 
-	return enumerate(b->reg->clients, DB_CLIENT_PATH_PREFIX, nodes);
+	return enumerate(b, bus, b->reg->clients, DB_CLIENT_PATH_PREFIX, client_visible_cb, nodes);
 }
 
 /* Property getters get the object, not the broker; one broker per process. */

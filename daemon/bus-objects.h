@@ -12,11 +12,14 @@ const char *db_bus_client_path(const struct db_client *c, char *out, size_t len)
 struct db_buffer *db_bus_buffer_from_path(struct db_broker *b, const char *path);
 struct db_client *db_bus_client_from_path(struct db_broker *b, const char *path);
 
+/* Sends a signal (Moved, Revoked) to one client: over its peer connection if it has one,
+ * else unicast on the bus. Never waits for the client. */
+int db_bus_emit_to_client(struct db_broker *b, struct db_client *c, const char *member,
+			  const char *buffer_path, const char *reason);
+
 /* Appends the buffer's layout dictionary (a{sv}). */
 int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf);
 
 /* The org.dmabroker.Buffer1 and Client1 objects, looked up by path on demand. */
 int db_bus_add_inspection_objects(struct db_broker *b, sd_bus *bus);
 
-/* Called by the registry when a client goes: closes its peer connection. */
-void db_broker_client_freed(struct db_client *c, void *userdata);

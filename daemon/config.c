@@ -14,6 +14,9 @@ void db_config_init_default(struct db_config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 	db_limits_init_default(&cfg->limits);
 	cfg->move_deadline_ms = 5000;
+	cfg->peer_auth_timeout_ms = 5000;
+	/* The unit's FileDescriptorStoreMax=. */
+	cfg->fd_store_max = 16384;
 }
 
 int db_config_parse_size(const char *s, uint64_t *ret)
@@ -80,8 +83,23 @@ static const struct limit_key limit_keys[] = {
 	LIMIT("MaxTokensPerUid", max_tokens_per_uid, 0, 1u << 22),
 	LIMIT("MaxClients", max_clients, 1, 1u << 20),
 	LIMIT("MaxClientsPerUid", max_clients_per_uid, 1, 1u << 20),
+	LIMIT("MaxBytesTotal", max_bytes_total, 4096, 1ull << 46),
+	LIMIT("MaxBuffersTotal", max_buffers_total, 1, 1u << 24),
+	LIMIT("MaxPeerQueuedMessages", max_peer_queued_messages, 4, 1u << 16),
 	/* The kernel keeps 31 bytes of a dma-buf's name. */
 	LIMIT("MaxNameLength", max_name_length, 1, 255),
+};
+
+/* [Daemon] durations, given in seconds and kept in milliseconds. */
+struct seconds_key {
+	const char *key;
+	size_t offset;
+	uint32_t max;
+};
+
+static const struct seconds_key seconds_keys[] = {
+	{"MoveDeadlineSec", offsetof(struct db_config, move_deadline_ms), 3600},
+	{"PeerAuthTimeoutSec", offsetof(struct db_config, peer_auth_timeout_ms), 60},
 };
 
 size_t db_config_limit_count(void)
@@ -116,6 +134,7 @@ static int apply_keyfile(struct db_config *cfg, GKeyFile *kf, char *errbuf, size
 			g_autofree char *value =
 				g_key_file_get_string(kf, groups[g], keys[k], NULL);
 			const struct limit_key *lk = NULL;
+			bool handled = false;
 			uint64_t v;
 
 			if (!value)
@@ -132,16 +151,31 @@ static int apply_keyfile(struct db_config *cfg, GKeyFile *kf, char *errbuf, size
 					 value);
 				continue;
 			}
-			if (!is_limits && strcmp(keys[k], "MoveDeadlineSec") == 0) {
-				if (db_config_parse_size(value, &v) < 0 || v == 0 || v > 3600) {
+			if (!is_limits && strcmp(keys[k], "FdStoreMax") == 0) {
+				/* The journal and a spare entry for its compaction need two. */
+				if (db_config_parse_size(value, &v) < 0 || v < 3 || v > 1u << 20) {
 					snprintf(errbuf, errlen,
-						 "MoveDeadlineSec=%s: want 1 to 3600 seconds",
-						 value);
+						 "FdStoreMax=%s: want 3 to 1048576 entries", value);
 					return -EINVAL;
 				}
-				next.move_deadline_ms = (uint32_t)(v * 1000);
+				next.fd_store_max = (uint32_t)v;
 				continue;
 			}
+			for (size_t i = 0; !is_limits && i < ARRAY_SIZE(seconds_keys); i++) {
+				const struct seconds_key *sk = &seconds_keys[i];
+
+				if (strcmp(keys[k], sk->key) != 0)
+					continue;
+				if (db_config_parse_size(value, &v) < 0 || v == 0 || v > sk->max) {
+					snprintf(errbuf, errlen, "%s=%s: want 1 to %u seconds",
+						 sk->key, value, sk->max);
+					return -EINVAL;
+				}
+				*(uint32_t *)((char *)&next + sk->offset) = (uint32_t)(v * 1000);
+				handled = true;
+			}
+			if (handled)
+				continue;
 			for (size_t i = 0; is_limits && i < ARRAY_SIZE(limit_keys); i++)
 				if (strcmp(keys[k], limit_keys[i].key) == 0)
 					lk = &limit_keys[i];

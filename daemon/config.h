@@ -13,6 +13,10 @@ struct db_config {
 	struct db_limits limits;
 	char default_backend[16]; /* "" = the first available */
 	uint32_t move_deadline_ms; /* how long a move waits for holders to reacquire */
+	uint32_t peer_auth_timeout_ms; /* how long a new peer connection may take to authenticate */
+	/* Entries the fd store holds (the unit's FileDescriptorStoreMax=): the buffers' backings,
+	 * the journal and one spare. Requests that would need more are refused. */
+	uint32_t fd_store_max;
 };
 
 void db_config_init_default(struct db_config *cfg);

@@ -6,22 +6,34 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 #include <systemd/sd-daemon.h>
 
-#include "backend.h"
-#include "fd-util.h"
+#include "journal.h"
 #include "log.h"
 #include "macros.h"
-#include "protocol.h"
+#include "move.h"
 
-#define REGISTRY_FDNAME "registry"
-#define REGISTRY_MAX (64u << 20)
+struct db_fdstore {
+	struct db_journal *journal;
+	unsigned n_fds; /* entries the store holds for us: the journal, backings */
+	unsigned env_max; /* systemd's $FDSTORE (FileDescriptorStoreMax=, v254+), or 0 */
+	sd_event_source *compaction; /* a compaction waiting for the loop to be idle */
+	bool failed_logged;
+};
 
-static void buffer_fdname(uint64_t id, char *out, size_t len)
+static uint64_t now_usec(void)
 {
-	snprintf(out, len, "buf-%" PRIu64, id);
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void journal_fdname(uint64_t generation, char *out, size_t len)
+{
+	snprintf(out, len, DB_JOURNAL_FDNAME_PREFIX "%" PRIu64, generation);
 }
 
 static void store_remove(const char *name)
@@ -29,320 +41,434 @@ static void store_remove(const char *name)
 	char msg[128];
 
 	snprintf(msg, sizeof(msg), "FDSTOREREMOVE=1\nFDNAME=%s", name);
-	sd_notify(0, msg);
+	(void)sd_notify(0, msg);
 }
 
-void db_fdstore_add_buffer(struct db_broker *b, struct db_buffer *buf)
+/* 0 when the notification left; -ENOTCONN when there is nobody to send it to. */
+static int store_add(int fd, const char *name)
 {
-	char name[64], msg[128];
+	char msg[128];
 	int r;
 
-	if (!b->fdstore)
-		return;
-	buffer_fdname(buf->id, name, sizeof(name));
-	/* A moved buffer has a new fd under the same name: drop the old entry first. */
-	store_remove(name);
 	snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=%s", name);
-	r = sd_pid_notify_with_fds(0, 0, msg, &buf->fd, 1);
-	if (r <= 0)
-		log_warning("Failed to keep buffer %" PRIu64 " in the fd store: %s", buf->id,
-			    r < 0 ? strerror(-r) : "no notify socket");
-}
-
-void db_fdstore_buffer_freed(struct db_buffer *buf, void *userdata)
-{
-	struct db_broker *b = userdata;
-	char name[64];
-
-	if (!b->fdstore)
-		return;
-	buffer_fdname(buf->id, name, sizeof(name));
-	store_remove(name);
-}
-
-static void set_u32_list(GKeyFile *kf, const char *group, const char *key, const uint32_t *v,
-			 size_t n)
-{
-	gint list[DMABROKER_MAX_PLANES];
-
-	for (size_t i = 0; i < n; i++)
-		list[i] = (gint)v[i];
-	g_key_file_set_integer_list(kf, group, key, list, n);
-}
-
-static char *serialize(struct db_broker *b, gsize *len)
-{
-	g_autoptr(GKeyFile) kf = g_key_file_new();
-	GHashTableIter it;
-	gpointer value;
-	char group[96];
-
-	g_key_file_set_uint64(kf, "Registry", "NextClientId", b->reg->next_client_id);
-	g_key_file_set_uint64(kf, "Registry", "NextBufferId", b->reg->next_buffer_id);
-	g_hash_table_iter_init(&it, b->reg->clients);
-	while (g_hash_table_iter_next(&it, NULL, &value)) {
-		struct db_client *c = value;
-
-		snprintf(group, sizeof(group), "Client %" PRIu64, c->id);
-		g_key_file_set_string(kf, group, "BusName", c->bus_name);
-		g_key_file_set_uint64(kf, group, "Uid", c->uid);
-		g_key_file_set_uint64(kf, group, "Pid", (uint64_t)c->pid);
-		g_key_file_set_string(kf, group, "Role", c->role);
-		g_key_file_set_boolean(kf, group, "Dynamic", c->dynamic);
-		g_key_file_set_string(kf, group, "Name", c->name);
-		g_key_file_set_string_list(kf, group, "Devices", (const char *const *)c->devices,
-					   g_strv_length(c->devices));
-	}
-	g_hash_table_iter_init(&it, b->reg->buffers);
-	while (g_hash_table_iter_next(&it, NULL, &value)) {
-		struct db_buffer *buf = value;
-		g_autofree gint *holders = g_new0(gint, buf->attachments->len + 1);
-
-		snprintf(group, sizeof(group), "Buffer %" PRIu64, buf->id);
-		g_key_file_set_uint64(kf, group, "Size", buf->size);
-		g_key_file_set_string(kf, group, "Backend", buf->backend);
-		g_key_file_set_boolean(kf, group, "IsDmaBuf", buf->is_dmabuf);
-		g_key_file_set_string(kf, group, "Name", buf->name);
-		g_key_file_set_uint64(kf, group, "OwnerUid", buf->owner_uid);
-		g_key_file_set_uint64(kf, group, "OwnerClient", buf->owner_client_id);
-		g_key_file_set_uint64(kf, group, "ExporterClient", buf->exporter_client_id);
-		g_key_file_set_boolean(kf, group, "ExporterDynamic", buf->exporter_dynamic);
-		g_key_file_set_uint64(kf, group, "Width", buf->layout.width);
-		g_key_file_set_uint64(kf, group, "Height", buf->layout.height);
-		g_key_file_set_uint64(kf, group, "Fourcc", buf->layout.fourcc);
-		g_key_file_set_uint64(kf, group, "Modifier", buf->layout.modifier);
-		set_u32_list(kf, group, "Offsets", buf->layout.offsets, buf->layout.n_planes);
-		set_u32_list(kf, group, "Strides", buf->layout.strides, buf->layout.n_planes);
-		for (guint i = 0; i < buf->attachments->len; i++) {
-			struct db_attachment *a = g_ptr_array_index(buf->attachments, i);
-
-			holders[i] = (gint)a->client->id;
-		}
-		g_key_file_set_integer_list(kf, group, "Holders", holders, buf->attachments->len);
-	}
-	g_hash_table_iter_init(&it, b->reg->tokens);
-	while (g_hash_table_iter_next(&it, NULL, &value)) {
-		struct db_token *t = value;
-		char hex[DB_TOKEN_HEX_LEN + 1];
-
-		db_token_to_hex(&t->bytes, hex);
-		snprintf(group, sizeof(group), "Token %s", hex);
-		g_key_file_set_uint64(kf, group, "Buffer", t->buffer->id);
-		g_key_file_set_uint64(kf, group, "Issuer", t->issuer->id);
-		g_key_file_set_boolean(kf, group, "SingleUse", t->single_use);
-		/* CLOCK_MONOTONIC runs on across a restart of the daemon (not of the machine). */
-		g_key_file_set_uint64(kf, group, "ExpiresUsec", t->expires_usec);
-		g_key_file_set_boolean(kf, group, "UidBound", t->uid_bound);
-		g_key_file_set_uint64(kf, group, "Uid", t->uid);
-	}
-	return g_key_file_to_data(kf, len, NULL);
-}
-
-int db_fdstore_save(struct db_broker *b)
-{
-	g_autofree char *data = NULL;
-	_cleanup_(closep) int fd = -1;
-	gsize len;
-	int r;
-
-	if (!b->fdstore)
-		return 0;
-	data = serialize(b, &len);
-	fd = memfd_create("dmabroker-registry", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (fd < 0)
-		return -errno;
-	for (gsize done = 0; done < len;) {
-		ssize_t n = write(fd, data + done, len - done);
-
-		if (n < 0)
-			return -errno;
-		done += (gsize)n;
-	}
-	store_remove(REGISTRY_FDNAME);
-	r = sd_pid_notify_with_fds(0, 0, "FDSTORE=1\nFDNAME=" REGISTRY_FDNAME, &fd, 1);
+	r = sd_pid_notify_with_fds(0, 0, msg, &fd, 1);
 	if (r <= 0)
 		return r < 0 ? r : -ENOTCONN;
-	log_info("Saved %u buffer(s), %u client(s) and %u token(s) for the restart",
-		 g_hash_table_size(b->reg->buffers), g_hash_table_size(b->reg->clients),
-		 g_hash_table_size(b->reg->tokens));
 	return 0;
 }
 
-static bool name_has_owner(sd_bus *bus, const char *name)
+static void store_add_logged(struct db_fdstore *s, int fd, const char *name)
 {
+	int r = store_add(fd, name);
+
+	if (r < 0 && !s->failed_logged) {
+		log_warning("Failed to keep %s in the fd store: %s", name, strerror(-r));
+		s->failed_logged = true;
+	}
+}
+
+static void buffer_fdname(const struct db_buffer *buf, uint32_t n_moves, char *out, size_t len)
+{
+	db_journal_buffer_fdname(buf->id, n_moves, out, len);
+}
+
+/*
+ * Writes a new journal from the live registry, stores it, and only then removes the old one.
+ * Killed before the new one is stored: the old one is whole. Killed after: the next start
+ * finds both and takes the higher generation (its snapshot is whole: it was written first).
+ */
+static int compact(struct db_broker *b)
+{
+	struct db_fdstore *s = b->fdstore_state;
+	struct db_journal *j;
+	char name[64];
+	int r;
+
+	r = db_journal_new(b->reg, s->journal->generation + 1, now_usec(), &j);
+	if (r < 0)
+		return r;
+	journal_fdname(j->generation, name, sizeof(name));
+	r = store_add(j->fd, name);
+	if (r < 0) {
+		db_journal_free(j);
+		return r;
+	}
+	journal_fdname(s->journal->generation, name, sizeof(name));
+	store_remove(name);
+	log_debug("Compacted the journal: %" PRIu64 " bytes to %" PRIu64 " (generation %" PRIu64
+		  ")",
+		  s->journal->size, j->size, j->generation);
+	db_journal_free(s->journal);
+	s->journal = j;
+	return 0;
+}
+
+static int on_compaction(sd_event_source *source, void *userdata)
+{
+	struct db_broker *b = userdata;
+	struct db_fdstore *s = b->fdstore_state;
+	int r;
+
+	s->compaction = sd_event_source_disable_unref(source);
+	if (!s->journal)
+		return 0;
+	r = compact(b);
+	if (r < 0) {
+		log_warning("Failed to compact the journal, keeping the old one: %s", strerror(-r));
+		/* Not again at every change: the next try comes after as much again. */
+		s->journal->snapshot_size = s->journal->size;
+		s->journal->last_error = 0;
+	}
+	return 0;
+}
+
+/* Compaction waits for the loop: mid-call the registry may be between two changes of one
+ * operation (a client leaving drops its attachments one by one). */
+static void schedule_compaction(struct db_broker *b)
+{
+	struct db_fdstore *s = b->fdstore_state;
+
+	if (s->compaction)
+		return;
+	if (!b->event || sd_event_add_defer(b->event, &s->compaction, on_compaction, b) < 0) {
+		s->compaction = NULL;
+		(void)compact(b);
+	}
+}
+
+void db_fdstore_changed(const struct db_change *ch, void *userdata)
+{
+	struct db_broker *b = userdata;
+	struct db_fdstore *s = b->fdstore_state;
+	char name[64];
+	int r;
+
+	if (!s || !s->journal)
+		return;
+	/* A new backing goes to the store before the record that names it, a freed one leaves
+	 * after the record that drops it: killed in between, the store holds an fd no record
+	 * names, and the next start drops it. */
+	if (ch->type == DB_CHANGE_BUFFER_ADDED || ch->type == DB_CHANGE_MOVE_BEGUN) {
+		buffer_fdname(ch->buffer, ch->buffer->n_moves, name, sizeof(name));
+		store_add_logged(s, ch->buffer->fd, name);
+		s->n_fds++;
+	}
+	r = db_journal_append(s->journal, ch, now_usec());
+	if (r < 0)
+		log_error("Failed to journal a change (a restart would not see it): %s",
+			  strerror(-r));
+	if (ch->type == DB_CHANGE_BUFFER_FREED) {
+		buffer_fdname(ch->buffer, ch->buffer->n_moves, name, sizeof(name));
+		store_remove(name);
+		s->n_fds--;
+	}
+	if ((ch->type == DB_CHANGE_BUFFER_FREED || ch->type == DB_CHANGE_MOVE_FINISHED) &&
+	    ch->buffer->old_fd >= 0 && ch->buffer->n_moves > 0) {
+		buffer_fdname(ch->buffer, ch->buffer->n_moves - 1, name, sizeof(name));
+		store_remove(name);
+		s->n_fds--;
+	}
+	if (db_journal_wants_compaction(s->journal))
+		schedule_compaction(b);
+}
+
+static unsigned store_max(struct db_broker *b)
+{
+	struct db_fdstore *s = b->fdstore_state;
+	unsigned max = b->config.fd_store_max;
+
+	/* systemd says its own limit where it can: the lower one wins. */
+	if (s && s->env_max && s->env_max < max)
+		max = s->env_max;
+	return max;
+}
+
+int db_fdstore_reserve(struct db_broker *b, unsigned n_fds)
+{
+	struct db_fdstore *s = b->fdstore_state;
+	unsigned max = store_max(b);
+
+	if (!b->fdstore || !s || !s->journal)
+		return 0;
+	/* One entry stays free: compaction stores the new journal before removing the old. */
+	if ((uint64_t)s->n_fds + n_fds + 1 > max) {
+		b->reg->exceeded_limit = "FdStoreMax";
+		b->reg->exceeded_value = max;
+		return -EDQUOT;
+	}
+	return 0;
+}
+
+/* --- restoring --- */
+
+struct restore_ctx {
+	struct db_broker *broker;
+	GHashTable *fds; /* name -> fd (as pointer), owned names */
+	GPtrArray *taken; /* names handed to the registry, owned */
+};
+
+/*
+ * A client comes back only if its unique name is still on the bus and still belongs to the
+ * uid it registered with. A bus never hands a unique name out twice, so this is the client
+ * that registered; an error (the name has no owner) means it left during the restart.
+ */
+static bool client_alive(const struct db_jclient *c, void *userdata)
+{
+	struct restore_ctx *ctx = userdata;
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-	int has = 0;
+	uint32_t uid;
 
-	if (sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-			       "org.freedesktop.DBus", "NameHasOwner", NULL, &reply, "s", name) < 0)
+	if (!ctx->broker->bus ||
+	    sd_bus_call_method(ctx->broker->bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+			       "org.freedesktop.DBus", "GetConnectionUnixUser", NULL, &reply, "s",
+			       c->bus_name) < 0 ||
+	    sd_bus_message_read(reply, "u", &uid) < 0) {
+		log_info("Client %" PRIu64 " (%s) left during the restart", c->id, c->bus_name);
 		return false;
-	return sd_bus_message_read(reply, "b", &has) >= 0 && has;
+	}
+	if (uid != c->uid) {
+		log_warning("Client %" PRIu64 " (%s) is now uid %u, not %u: dropping it", c->id,
+			    c->bus_name, uid, (unsigned)c->uid);
+		return false;
+	}
+	return true;
 }
 
-static void get_u32_list(GKeyFile *kf, const char *group, const char *key, uint32_t *out,
-			 uint32_t *n)
+static int take_stored_fd(const char *name, void *userdata)
 {
-	gsize len = 0;
-	g_autofree gint *list = g_key_file_get_integer_list(kf, group, key, &len, NULL);
+	struct restore_ctx *ctx = userdata;
+	gpointer value;
+	int fd;
 
-	*n = 0;
-	for (gsize i = 0; list && i < len && i < DMABROKER_MAX_PLANES; i++)
-		out[(*n)++] = (uint32_t)list[i];
+	if (!g_hash_table_lookup_extended(ctx->fds, name, NULL, &value))
+		return -1;
+	fd = GPOINTER_TO_INT(value);
+	g_hash_table_remove(ctx->fds, name);
+	g_ptr_array_add(ctx->taken, g_strdup(name));
+	return fd;
 }
 
-static int restore_from(struct db_broker *b, GKeyFile *kf, GHashTable *fds)
+/* The journal with the highest generation whose snapshot is whole, decoded. */
+static struct db_jstate *load_journal(GHashTable *fds, uint64_t *ret_max_generation)
 {
-	g_auto(GStrv) groups = g_key_file_get_groups(kf, NULL);
-	unsigned n_buffers = 0;
+	struct db_jstate *best = NULL;
+	GHashTableIter it;
+	gpointer key, value;
 
-	/* Clients first: only those still on the bus come back. */
-	for (size_t g = 0; groups[g]; g++) {
-		g_autofree char *bus_name = NULL, *role = NULL, *name = NULL;
-		g_auto(GStrv) devices = NULL;
-		struct db_client *c;
-		uint64_t id;
+	*ret_max_generation = 0;
+	g_hash_table_iter_init(&it, fds);
+	while (g_hash_table_iter_next(&it, &key, &value)) {
+		const char *name = key;
+		struct db_jstate *s;
+		uint64_t gen;
+		char *end;
+		int r;
 
-		if (sscanf(groups[g], "Client %" SCNu64, &id) != 1)
+		if (!g_str_has_prefix(name, DB_JOURNAL_FDNAME_PREFIX))
 			continue;
-		bus_name = g_key_file_get_string(kf, groups[g], "BusName", NULL);
-		role = g_key_file_get_string(kf, groups[g], "Role", NULL);
-		name = g_key_file_get_string(kf, groups[g], "Name", NULL);
-		devices = g_key_file_get_string_list(kf, groups[g], "Devices", NULL, NULL);
-		if (!bus_name || !role || !name)
+		errno = 0;
+		gen = strtoull(name + strlen(DB_JOURNAL_FDNAME_PREFIX), &end, 10);
+		if (errno || *end)
 			continue;
-		if (!b->bus || !name_has_owner(b->bus, bus_name)) {
-			log_info("Client %s left during the restart", bus_name);
+		*ret_max_generation = MAX(*ret_max_generation, gen);
+		if (best && best->generation >= gen)
+			continue;
+		s = db_jstate_new();
+		r = db_jstate_load_fd(s, GPOINTER_TO_INT(value));
+		if (r < 0 || s->generation != gen) {
+			log_warning("The journal %s in the fd store is unreadable: %s", name,
+				    r < 0 ? strerror(-r) : "wrong generation");
+			db_jstate_free(s);
 			continue;
 		}
-		db_registry_restore_client(b->reg, id, bus_name,
-					   (uid_t)g_key_file_get_uint64(kf, groups[g], "Uid", NULL),
-					   (pid_t)g_key_file_get_uint64(kf, groups[g], "Pid", NULL),
-					   role,
-					   g_key_file_get_boolean(kf, groups[g], "Dynamic", NULL),
-					   name, (const char *const *)devices, &c);
+		if (s->torn)
+			log_notice(
+				"The journal %s ends in an incomplete record (%zu of its bytes "
+				"are whole): a change the daemon was killed while writing, which "
+				"was never answered",
+				name, s->bytes_used);
+		db_jstate_free(best);
+		best = s;
 	}
-	for (size_t g = 0; groups[g]; g++) {
-		struct db_buffer tmpl = {0}, *buf;
-		g_autofree char *backend = NULL, *name = NULL;
-		g_autofree gint *holders = NULL;
-		const struct db_backend *be;
-		char fdname[64];
-		gsize n_holders = 0;
-		uint32_t n_strides;
-		gpointer fdp;
-		int fd;
+	return best;
+}
 
-		if (sscanf(groups[g], "Buffer %" SCNu64, &tmpl.id) != 1)
-			continue;
-		buffer_fdname(tmpl.id, fdname, sizeof(fdname));
-		if (!g_hash_table_lookup_extended(fds, fdname, NULL, &fdp))
-			continue;
-		backend = g_key_file_get_string(kf, groups[g], "Backend", NULL);
-		name = g_key_file_get_string(kf, groups[g], "Name", NULL);
-		be = backend ? db_backend_find(backend) : NULL;
-		tmpl.backend = be ? be->name : "export";
-		tmpl.size = g_key_file_get_uint64(kf, groups[g], "Size", NULL);
-		tmpl.is_dmabuf = g_key_file_get_boolean(kf, groups[g], "IsDmaBuf", NULL);
-		tmpl.name = name;
-		tmpl.owner_uid = (uid_t)g_key_file_get_uint64(kf, groups[g], "OwnerUid", NULL);
-		tmpl.owner_client_id = g_key_file_get_uint64(kf, groups[g], "OwnerClient", NULL);
-		tmpl.exporter_client_id =
-			g_key_file_get_uint64(kf, groups[g], "ExporterClient", NULL);
-		tmpl.exporter_dynamic =
-			g_key_file_get_boolean(kf, groups[g], "ExporterDynamic", NULL);
-		tmpl.layout.size = tmpl.size;
-		tmpl.layout.width = (uint32_t)g_key_file_get_uint64(kf, groups[g], "Width", NULL);
-		tmpl.layout.height = (uint32_t)g_key_file_get_uint64(kf, groups[g], "Height", NULL);
-		tmpl.layout.fourcc = (uint32_t)g_key_file_get_uint64(kf, groups[g], "Fourcc", NULL);
-		tmpl.layout.modifier = g_key_file_get_uint64(kf, groups[g], "Modifier", NULL);
-		get_u32_list(kf, groups[g], "Offsets", tmpl.layout.offsets, &tmpl.layout.n_planes);
-		get_u32_list(kf, groups[g], "Strides", tmpl.layout.strides, &n_strides);
-		fd = GPOINTER_TO_INT(fdp);
-		if (db_registry_restore_buffer(b->reg, &tmpl, fd, &buf) < 0)
-			continue;
-		g_hash_table_remove(fds, fdname); /* the registry owns the fd now */
-		holders = g_key_file_get_integer_list(kf, groups[g], "Holders", &n_holders, NULL);
-		for (gsize i = 0; i < n_holders; i++) {
-			struct db_client *c = db_registry_find_client(b->reg, (uint64_t)holders[i]);
+/* Pending moves come back with a fresh deadline: the holders may never have been told. */
+static void rearm_moves(struct db_broker *b)
+{
+	GHashTableIter it;
+	gpointer value;
 
-			if (c)
-				db_registry_restore_attachment(b->reg, c, buf);
+	g_hash_table_iter_init(&it, b->reg->buffers);
+	while (g_hash_table_iter_next(&it, NULL, &value)) {
+		struct db_buffer *buf = value;
+		int r;
+
+		if (buf->old_fd < 0)
+			continue;
+		r = db_move_arm_deadline(b, buf);
+		if (r < 0) {
+			log_warning("Buffer %" PRIu64
+				    ": failed to arm the restored move's deadline, "
+				    "finishing it now: %s",
+				    buf->id, strerror(-r));
+			db_registry_finish_move(b->reg, buf);
 		}
-		n_buffers++;
 	}
-	for (size_t g = 0; groups[g]; g++) {
-		struct db_token t = {0};
+}
 
-		if (strncmp(groups[g], "Token ", 6) != 0 ||
-		    db_token_from_hex(groups[g] + 6, &t.bytes) < 0)
-			continue;
-		t.buffer = db_registry_find_buffer(
-			b->reg, g_key_file_get_uint64(kf, groups[g], "Buffer", NULL));
-		t.issuer = db_registry_find_client(
-			b->reg, g_key_file_get_uint64(kf, groups[g], "Issuer", NULL));
-		if (!t.buffer || !t.issuer)
-			continue;
-		t.single_use = g_key_file_get_boolean(kf, groups[g], "SingleUse", NULL);
-		t.expires_usec = g_key_file_get_uint64(kf, groups[g], "ExpiresUsec", NULL);
-		t.uid_bound = g_key_file_get_boolean(kf, groups[g], "UidBound", NULL);
-		t.uid = (uid_t)g_key_file_get_uint64(kf, groups[g], "Uid", NULL);
-		db_registry_restore_token(b->reg, &t);
+/* The store names of every backing reg holds. */
+static GHashTable *kept_names(struct db_registry *reg)
+{
+	GHashTable *kept = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	GHashTableIter it;
+	gpointer value;
+	char name[64];
+
+	g_hash_table_iter_init(&it, reg->buffers);
+	while (g_hash_table_iter_next(&it, NULL, &value)) {
+		struct db_buffer *buf = value;
+
+		db_journal_buffer_fdname(buf->id, buf->n_moves, name, sizeof(name));
+		g_hash_table_add(kept, g_strdup(name));
+		if (buf->old_fd >= 0 && buf->n_moves > 0) {
+			db_journal_buffer_fdname(buf->id, buf->n_moves - 1, name, sizeof(name));
+			g_hash_table_add(kept, g_strdup(name));
+		}
 	}
-	/* Ids are never reused, not even across a restart. */
-	b->reg->next_client_id = MAX(b->reg->next_client_id,
-				     g_key_file_get_uint64(kf, "Registry", "NextClientId", NULL));
-	b->reg->next_buffer_id = MAX(b->reg->next_buffer_id,
-				     g_key_file_get_uint64(kf, "Registry", "NextBufferId", NULL));
-	db_registry_drop_orphans(b->reg);
-	return (int)n_buffers;
+	return kept;
+}
+
+static unsigned count_backings(struct db_registry *reg)
+{
+	GHashTableIter it;
+	gpointer value;
+	unsigned n = 0;
+
+	g_hash_table_iter_init(&it, reg->buffers);
+	while (g_hash_table_iter_next(&it, NULL, &value))
+		n += ((struct db_buffer *)value)->old_fd >= 0 ? 2 : 1;
+	return n;
+}
+
+/* Starts journaling: a new journal (one generation up) from the restored registry. */
+static int start_journal(struct db_broker *b, uint64_t generation)
+{
+	struct db_fdstore *s = b->fdstore_state;
+	const char *env = getenv("FDSTORE");
+	struct db_journal *j;
+	char name[64];
+	int r;
+
+	if (env)
+		s->env_max = (unsigned)MIN(strtoul(env, NULL, 10), (unsigned long)UINT32_MAX);
+	r = db_journal_new(b->reg, generation, now_usec(), &j);
+	if (r < 0)
+		return r;
+	journal_fdname(generation, name, sizeof(name));
+	r = store_add(j->fd, name);
+	if (r < 0) {
+		db_journal_free(j);
+		return r;
+	}
+	s->journal = j;
+	s->n_fds = 1 + count_backings(b->reg);
+	return 0;
 }
 
 int db_fdstore_restore(struct db_broker *b)
 {
 	g_autoptr(GHashTable) fds = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-	g_autoptr(GKeyFile) kf = NULL;
+	_cleanup_(db_jstate_freep) struct db_jstate *state = NULL;
+	g_autoptr(GPtrArray) taken = g_ptr_array_new_with_free_func(g_free);
+	g_autoptr(GHashTable) kept = NULL;
+	struct restore_ctx ctx = {.broker = b, .fds = fds, .taken = taken};
+	struct db_jrestore_ops ops = {
+		.client_alive = client_alive,
+		.take_fd = take_stored_fd,
+		.userdata = &ctx,
+		.now_usec = now_usec(),
+	};
+	struct db_jrestore_stats st = {0};
+	uint64_t max_generation = 0;
 	char **names = NULL;
 	GHashTableIter it;
 	gpointer key, value;
-	int n, r = 0;
+	int n, r, n_restored = 0;
 
+	if (!b->fdstore_state)
+		b->fdstore_state = g_new0(struct db_fdstore, 1);
 	n = sd_listen_fds_with_names(1, &names);
-	if (n <= 0)
-		return n;
+	if (n < 0)
+		log_warning("Failed to read the fds passed at start: %s", strerror(-n));
 	for (int i = 0; i < n; i++) {
-		g_hash_table_insert(fds, names[i], GINT_TO_POINTER(SD_LISTEN_FDS_START + i));
-		names[i] = NULL;
+		int fd = SD_LISTEN_FDS_START + i;
+
+		if (g_hash_table_contains(fds, names[i])) {
+			/* Two fds under one name: only the first is ours to use. */
+			log_warning("The fd store holds %s twice: dropping one", names[i]);
+			close(fd);
+			free(names[i]);
+			continue;
+		}
+		g_hash_table_insert(fds, names[i], GINT_TO_POINTER(fd));
 	}
 	free(names);
 
-	if (g_hash_table_lookup_extended(fds, REGISTRY_FDNAME, NULL, &value)) {
-		int fd = GPOINTER_TO_INT(value);
-		g_autofree char *data = NULL;
-		size_t size = 0;
-
-		kf = g_key_file_new();
-		if (fd_get_size(fd, &size) == 0 && size > 0 && size <= REGISTRY_MAX) {
-			data = g_malloc(size + 1);
-			if (pread(fd, data, size, 0) == (ssize_t)size &&
-			    g_key_file_load_from_data(kf, data, size, G_KEY_FILE_NONE, NULL))
-				r = restore_from(b, kf, fds);
+	if (n > 0) {
+		state = load_journal(fds, &max_generation);
+		if (state) {
+			db_jstate_restore(state, b->reg, &ops, &st);
+			n_restored = (int)st.buffers;
+			log_info("Restored %u buffer(s), %u client(s), %u token(s) and %u pending "
+				 "move(s) from the journal (generation %" PRIu64 ", %zu records); "
+				 "%u client(s) left meanwhile, %u buffer(s) had no fd",
+				 st.buffers, st.clients, st.tokens, st.moves, state->generation,
+				 state->n_records, st.clients_gone, st.buffers_missing);
+			rearm_moves(b);
+		} else {
+			log_warning("The fd store holds %d fd(s) but no readable journal: dropping "
+				    "them",
+				    n);
 		}
-		close(fd);
-		g_hash_table_remove(fds, REGISTRY_FDNAME);
-		store_remove(REGISTRY_FDNAME);
-	} else {
-		log_warning("The fd store holds %d buffer(s) but no registry (the daemon did not "
-			    "stop cleanly): dropping them",
-			    n);
 	}
-	/* Whatever no restored buffer took is gone for good. */
+	if (b->fdstore) {
+		r = start_journal(b, max_generation + 1);
+		if (r < 0) {
+			/* Without a journal nothing survives a restart: keep what the store has
+			 * (the old journal describes a superset) and say so. */
+			log_error("Failed to start the journal in the fd store, buffers will not "
+				  "survive a restart: %s",
+				  strerror(-r));
+			b->fdstore = false;
+		}
+	}
+	/* Whatever no restored buffer took is gone for good, the old journal with it (after
+	 * the new one is stored). */
 	g_hash_table_iter_init(&it, fds);
 	while (g_hash_table_iter_next(&it, &key, &value)) {
-		store_remove(key);
+		if (b->fdstore || !g_str_has_prefix(key, DB_JOURNAL_FDNAME_PREFIX))
+			store_remove(key);
 		close(GPOINTER_TO_INT(value));
 	}
-	if (r > 0)
-		log_info("Restored %d buffer(s) and %u client(s) from the fd store", r,
-			 g_hash_table_size(b->reg->clients));
-	return r;
+	/* Restored, then dropped (nobody holds them any more): their entries go too. */
+	kept = kept_names(b->reg);
+	for (guint i = 0; i < taken->len; i++)
+		if (!g_hash_table_contains(kept, taken->pdata[i]))
+			store_remove(taken->pdata[i]);
+	return n_restored;
+}
+
+void db_fdstore_stop(struct db_broker *b)
+{
+	struct db_fdstore *s = b->fdstore_state;
+
+	if (b->reg)
+		b->reg->changed = NULL;
+	if (!s)
+		return;
+	s->compaction = sd_event_source_disable_unref(s->compaction);
+	db_journal_free(s->journal);
+	g_free(s);
+	b->fdstore_state = NULL;
 }

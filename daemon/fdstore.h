@@ -4,19 +4,33 @@
 #include "broker.h"
 
 /*
- * Restart without loss: with --fd-store, every buffer's fd is handed to systemd's fd store
- * (FDSTORE=1, FDNAME=buf-ID) as it is made and removed as it is freed; on a clean stop the
- * registry (clients, buffers, attachments, tokens) is serialized into a memfd stored as
- * FDNAME=registry. A restarted daemon gets them back with sd_listen_fds_with_names() and
- * restores the registry for clients still on the bus.
+ * Restart without loss, whatever ends the daemon: with --fd-store, every buffer's fd is
+ * handed to systemd's fd store (FDSTORE=1, FDNAME=buf-ID, buf-ID.N after N moves) as it is
+ * made and removed as it is freed, and every change of the registry is appended to a journal
+ * (journal.h) kept in the store as FDNAME=journal-GENERATION, before the call that made the
+ * change is answered. A restarted daemon gets them back with sd_listen_fds_with_names() and
+ * replays the journal: clients still on the bus (same unique name, same uid), their buffers,
+ * attachments, live tokens and pending moves come back; ids continue where they stopped.
  */
 
-void db_fdstore_add_buffer(struct db_broker *b, struct db_buffer *buf);
-void db_fdstore_buffer_freed(struct db_buffer *buf, void *userdata);
+/* The registry's observer (set by the broker): journals the change and keeps the store in
+ * step with it. Does nothing until db_fdstore_restore() has opened the journal. */
+void db_fdstore_changed(const struct db_change *change, void *userdata);
 
-/* Serializes the registry into the store; called once on a clean stop. */
-int db_fdstore_save(struct db_broker *b);
+/*
+ * Would n_fds more entries fit in the store (FdStoreMax=, one entry kept free for the
+ * journal's compaction)? -EDQUOT, with reg->exceeded_limit set to "FdStoreMax", when they
+ * would not; 0 when they would or the store is not in use. Called before anything is made,
+ * so a full store refuses the request instead of losing the buffer at the next restart.
+ */
+int db_fdstore_reserve(struct db_broker *b, unsigned n_fds);
 
-/* Restores from the fds systemd passed at start (none: nothing to do). Returns the number
- * of buffers restored. */
+/*
+ * At start: restores the registry from the fds systemd passed (none: nothing to do), then,
+ * with --fd-store, starts the journal. Returns the number of buffers restored.
+ */
 int db_fdstore_restore(struct db_broker *b);
+
+/* At exit: stops journaling, so tearing the registry down keeps the store as it is (the
+ * journal is complete already: a clean stop is no different from a crash). */
+void db_fdstore_stop(struct db_broker *b);

@@ -9,105 +9,186 @@
 #include "fd-util.h"
 #include "macros.h"
 
-static int parse_bool_field(const char *s, const char *name, bool *ret)
+/* "0" or "1" exactly. */
+static int parse_flag(const char *s, size_t len, bool *ret)
 {
-	size_t n = strlen(name);
-
-	/* s is NUL-terminated: each check stops at the terminator. */
-	if (strncmp(s, name, n) != 0 || s[n] != '=' || (s[n + 1] != '0' && s[n + 1] != '1') ||
-	    s[n + 2] != ' ')
+	if (len != 1 || (s[0] != '0' && s[0] != '1'))
 		return -EINVAL;
-	*ret = s[n + 1] == '1';
-	return (int)n + 3;
+	*ret = s[0] == '1';
+	return 0;
 }
 
-/* One "importer_dynamic=<0|1> cached=<0|1> dev=<name>" value, len bytes, not terminated. */
+/* A decimal number of up to 9 digits, nothing else. */
+static int parse_count(const char *s, size_t len, long *ret)
+{
+	long v = 0;
+
+	if (len == 0 || len > 9)
+		return -EINVAL;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -EINVAL;
+		v = v * 10 + (s[i] - '0');
+	}
+	*ret = v;
+	return 0;
+}
+
+/*
+ * One attachment line's value, len bytes, not terminated: space-separated key=value pairs,
+ * dev= last, taking the rest of the line (a device name may hold spaces). Unknown keys are
+ * skipped; importer_dynamic, cached and dev are required.
+ */
 static int parse_attachment(const char *value, size_t len, struct db_kernel_attachment *a)
 {
-	char line[256];
-	size_t pos = 0;
-	int r;
+	const char *p = value, *end = value + len;
+	bool have_dynamic = false, have_cached = false;
 
-	if (len >= sizeof(line))
-		return -EINVAL;
-	memcpy(line, value, len);
-	line[len] = '\0';
-	r = parse_bool_field(line, "importer_dynamic", &a->importer_dynamic);
-	if (r < 0)
-		return r;
-	pos += (size_t)r;
-	r = parse_bool_field(line + pos, "cached", &a->cached);
-	if (r < 0)
-		return r;
-	pos += (size_t)r;
-	if (strncmp(line + pos, "dev=", 4) != 0)
-		return -EINVAL;
-	pos += 4;
-	if (len - pos == 0 || len - pos >= sizeof(a->dev) || memchr(line + pos, '\0', len - pos))
-		return -EINVAL;
-	memcpy(a->dev, line + pos, len - pos + 1);
-	return 0;
+	while (p < end) {
+		const char *eq = memchr(p, '=', (size_t)(end - p));
+		const char *sp;
+		size_t key_len;
+
+		if (!eq)
+			return -EINVAL;
+		key_len = (size_t)(eq - p);
+		if (key_len == 3 && memcmp(p, "dev", 3) == 0) {
+			size_t n = (size_t)(end - eq - 1);
+
+			if (n == 0 || n >= sizeof(a->dev) || memchr(eq + 1, '\0', n))
+				return -EINVAL;
+			memcpy(a->dev, eq + 1, n);
+			a->dev[n] = '\0';
+			return have_dynamic && have_cached ? 0 : -EINVAL;
+		}
+		sp = memchr(eq, ' ', (size_t)(end - eq));
+		if (!sp)
+			return -EINVAL; /* dev= must come last */
+		if (key_len == 16 && memcmp(p, "importer_dynamic", 16) == 0) {
+			if (have_dynamic || parse_flag(eq + 1, (size_t)(sp - eq - 1),
+						       &a->importer_dynamic) < 0)
+				return -EINVAL;
+			have_dynamic = true;
+		} else if (key_len == 6 && memcmp(p, "cached", 6) == 0) {
+			if (have_cached ||
+			    parse_flag(eq + 1, (size_t)(sp - eq - 1), &a->cached) < 0)
+				return -EINVAL;
+			have_cached = true;
+		}
+		p = sp + 1;
+	}
+	return -EINVAL;
+}
+
+static bool line_has_key(const char *line, size_t len, const char *key, const char **value,
+			 size_t *value_len)
+{
+	size_t n = strlen(key);
+
+	if (len < n + 2 || memcmp(line, key, n) != 0 || line[n] != ':' || line[n + 1] != '\t')
+		return false;
+	*value = line + n + 2;
+	*value_len = len - n - 2;
+	return true;
 }
 
 int db_kernel_view_parse(const char *text, size_t len, struct db_kernel_view *ret)
 {
-	struct db_kernel_view v = {0};
+	struct db_kernel_view v = {.file_count = -1};
 	const char *p = text, *end = text + len;
 	bool have_count = false;
+	unsigned n_lines = 0;
+	int r;
+
+	(void)db_kernel_view_parse_file_count(text, len, &v.file_count);
 
 	while (p < end) {
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
 		size_t line_len = nl ? (size_t)(nl - p) : (size_t)(end - p);
 		const char *value;
-		char number[16];
-		char *num_end;
+		size_t value_len;
 
-		if (line_len > 12 && strncmp(p, "exp_dynamic:\t", 13) == 0) {
-			value = p + 13;
-			if (line_len != 14 || (*value != '0' && *value != '1'))
+		if (line_has_key(p, line_len, "exp_dynamic", &value, &value_len)) {
+			if (v.available)
+				return -EBADMSG;
+			if (parse_flag(value, value_len, &v.exp_dynamic) < 0)
 				return -EINVAL;
 			v.available = true;
-			v.exp_dynamic = *value == '1';
-		} else if (line_len > 13 && strncmp(p, "attachments:\t", 13) == 0) {
-			size_t n = line_len - 13;
+		} else if (line_has_key(p, line_len, "attachments", &value, &value_len)) {
+			long n;
 
-			if (n == 0 || n >= sizeof(number))
+			if (have_count)
+				return -EBADMSG;
+			if (parse_count(value, value_len, &n) < 0)
 				return -EINVAL;
-			memcpy(number, p + 13, n);
-			number[n] = '\0';
-			v.n_reported = (unsigned)strtoul(number, &num_end, 10);
-			if (*num_end)
-				return -EINVAL;
+			v.n_reported = (unsigned)n;
 			have_count = true;
-		} else if (line_len > 12 && strncmp(p, "attachment:\t", 12) == 0) {
-			if (v.n_attachments < DB_KERNEL_VIEW_MAX_ATTACHMENTS) {
-				int r = parse_attachment(p + 12, line_len - 12,
-							 &v.attachments[v.n_attachments]);
+		} else if (line_has_key(p, line_len, "attachment", &value, &value_len)) {
+			struct db_kernel_attachment a = {0};
 
-				if (r < 0)
-					return r;
-				v.n_attachments++;
-			}
+			r = parse_attachment(value, value_len, &a);
+			if (r < 0)
+				return r;
+			if (v.n_attachments < DB_KERNEL_VIEW_MAX_ATTACHMENTS)
+				v.attachments[v.n_attachments++] = a;
+			n_lines++;
 		}
 		p += line_len + 1;
 	}
-	if (v.available && !have_count)
+	if (v.available != have_count)
 		return -EINVAL;
-	if (!v.available && (have_count || v.n_attachments))
+	if (!v.available && n_lines)
 		return -EINVAL;
+	if (v.available && n_lines != v.n_reported)
+		return -EBADMSG;
 	*ret = v;
 	return 0;
+}
+
+int db_kernel_view_parse_file_count(const char *text, size_t len, long *ret)
+{
+	const char *p = text, *end = text + len;
+
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t line_len = nl ? (size_t)(nl - p) : (size_t)(end - p);
+		const char *value;
+		size_t value_len;
+
+		/* Whatever follows the name may have been written by a holder. */
+		if (line_has_key(p, line_len, "name", &value, &value_len))
+			break;
+		if (line_has_key(p, line_len, "count", &value, &value_len))
+			return parse_count(value, value_len, ret);
+		p += line_len + 1;
+	}
+	return -ENODATA;
+}
+
+static int read_fdinfo(int fd, char **ret)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	return read_small_file(path, ret, 16384);
 }
 
 int db_kernel_view_read(int fd, struct db_kernel_view *ret)
 {
 	_cleanup_(freep) char *text = NULL;
-	char path[64];
-	int r;
+	int r = read_fdinfo(fd, &text);
 
-	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
-	r = read_small_file(path, &text, 16384);
 	if (r < 0)
 		return r;
 	return db_kernel_view_parse(text, (size_t)r, ret);
+}
+
+int db_kernel_view_read_file_count(int fd, long *ret)
+{
+	_cleanup_(freep) char *text = NULL;
+	int r = read_fdinfo(fd, &text);
+
+	if (r < 0)
+		return r;
+	return db_kernel_view_parse_file_count(text, (size_t)r, ret);
 }

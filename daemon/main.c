@@ -132,6 +132,13 @@ static int on_name_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error
 	struct db_client *c;
 
 	(void)error;
+	/*
+	 * Only the bus itself may say a name left. Anyone can send a signal that looks like
+	 * this one (as a unicast to us, which no match rule filters): believed, it would evict
+	 * any client.
+	 */
+	if (!streq_ptr(sd_bus_message_get_sender(m), "org.freedesktop.DBus"))
+		return 0;
 	if (sd_bus_message_read(m, "sss", &name, &old_owner, &new_owner) < 0)
 		return 0;
 	if (new_owner[0] || name[0] != ':')
@@ -265,10 +272,8 @@ static int run(const struct options *o)
 	if (r < 0)
 		goto fail;
 	sd_notify(0, "STOPPING=1\nSTATUS=Stopping");
-	r = db_fdstore_save(b);
-	if (r < 0)
-		log_warning("Failed to save the registry for a restart: %s", strerror(-r));
-	/* What is freed below stays in the store for the next instance. */
+	/* The journal is complete already: what is freed below stays in the store. */
+	db_fdstore_stop(b);
 	b->fdstore = false;
 	r = 0;
 	goto out;

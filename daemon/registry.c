@@ -10,6 +10,8 @@
 #define MIB (1024ull * 1024ull)
 #define GIB (1024ull * MIB)
 #define MAX_DEVICES 16
+/* fdinfo reads one quota check may spend on lingering buffers. */
+#define DB_LINGER_CHECKS 32
 
 void db_limits_init_default(struct db_limits *l)
 {
@@ -24,6 +26,9 @@ void db_limits_init_default(struct db_limits *l)
 		.max_clients = 4096,
 		.max_clients_per_uid = 256,
 		.max_name_length = 31, /* the kernel keeps DMA_BUF_NAME_LEN - 1 bytes */
+		.max_bytes_total = 16 * GIB,
+		.max_buffers_total = 16384,
+		.max_peer_queued_messages = 32,
 	};
 }
 
@@ -67,6 +72,8 @@ struct db_registry *db_registry_new(const struct db_limits *limits)
 	return reg;
 }
 
+static void buffer_free(struct db_registry *reg, struct db_buffer *buf);
+
 struct db_registry *db_registry_free(struct db_registry *reg)
 {
 	GHashTableIter it;
@@ -80,11 +87,12 @@ struct db_registry *db_registry_free(struct db_registry *reg)
 		g_hash_table_iter_next(&it, NULL, &value);
 		db_registry_remove_client(reg, value);
 	}
-	/* Buffers whose every holder left through a path that kept them (none today). */
+	/* What is left lingers (or was restored and never claimed): the daemon's own reference
+	 * goes with it. */
 	while (g_hash_table_size(reg->buffers) > 0) {
 		g_hash_table_iter_init(&it, reg->buffers);
 		g_hash_table_iter_next(&it, NULL, &value);
-		db_registry_revoke(reg, value);
+		buffer_free(reg, value);
 	}
 	g_hash_table_unref(reg->clients);
 	g_hash_table_unref(reg->clients_by_name);
@@ -121,8 +129,45 @@ static struct db_uid_usage *uid_usage_get(struct db_registry *reg, uid_t uid)
 
 static void uid_usage_put(struct db_registry *reg, struct db_uid_usage *u)
 {
-	if (u->bytes == 0 && u->buffers == 0 && u->tokens == 0 && u->clients == 0)
+	if (u->bytes == 0 && u->buffers == 0 && u->tokens == 0 && u->clients == 0 &&
+	    u->lingering == 0)
 		g_hash_table_remove(reg->uids, GUINT_TO_POINTER(u->uid));
+}
+
+static void charge(struct db_registry *reg, struct db_uid_usage *usage, uint64_t bytes)
+{
+	usage->bytes += bytes;
+	reg->bytes_in_use += bytes;
+}
+
+static void uncharge(struct db_registry *reg, struct db_uid_usage *usage, uint64_t bytes)
+{
+	usage->bytes -= bytes;
+	reg->bytes_in_use -= bytes;
+}
+
+/* Tells the observer (the journal) about one change: see enum db_change_type. */
+static void emit(struct db_registry *reg, enum db_change_type type, struct db_client *c,
+		 struct db_buffer *buf, struct db_attachment *a, struct db_token *t)
+{
+	if (reg->changed)
+		reg->changed(&(struct db_change){.type = type,
+						 .client = c,
+						 .buffer = buf,
+						 .attachment = a,
+						 .token = t},
+			     reg->hook_userdata);
+}
+
+static void emit_attachment(struct db_registry *reg, enum db_change_type type,
+			    struct db_attachment *a)
+{
+	emit(reg, type, a->client, a->buffer, a, NULL);
+}
+
+static void emit_token(struct db_registry *reg, enum db_change_type type, struct db_token *t)
+{
+	emit(reg, type, t->issuer, t->buffer, NULL, t);
 }
 
 bool db_role_is_valid(const char *role)
@@ -133,6 +178,14 @@ bool db_role_is_valid(const char *role)
 		if (strcmp(role, roles[i]) == 0)
 			return true;
 	return false;
+}
+
+bool db_string_is_printable(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return false;
+	return true;
 }
 
 int db_registry_check_name(const struct db_registry *reg, const char *name)
@@ -194,6 +247,7 @@ static int add_client(struct db_registry *reg, uint64_t id, const char *bus_name
 	usage->clients++;
 	g_hash_table_insert(reg->clients, &c->id, c);
 	g_hash_table_insert(reg->clients_by_name, c->bus_name, c);
+	emit(reg, DB_CHANGE_CLIENT_ADDED, c, NULL, NULL, NULL);
 	*ret = c;
 	return 0;
 }
@@ -232,6 +286,7 @@ struct db_buffer *db_registry_find_buffer(struct db_registry *reg, uint64_t id)
 
 static void token_remove(struct db_registry *reg, struct db_token *t)
 {
+	emit_token(reg, DB_CHANGE_TOKEN_REMOVED, t);
 	t->issuer->n_tokens--;
 	t->issuer->usage->tokens--;
 	t->buffer->n_tokens--;
@@ -254,6 +309,7 @@ static void tokens_remove_matching(struct db_registry *reg, struct db_buffer *bu
 
 		if ((buf && t->buffer != buf) || (issuer && t->issuer != issuer))
 			continue;
+		emit_token(reg, DB_CHANGE_TOKEN_REMOVED, t);
 		t->issuer->n_tokens--;
 		t->issuer->usage->tokens--;
 		t->buffer->n_tokens--;
@@ -263,12 +319,17 @@ static void tokens_remove_matching(struct db_registry *reg, struct db_buffer *bu
 
 static void buffer_free(struct db_registry *reg, struct db_buffer *buf)
 {
+	emit(reg, DB_CHANGE_BUFFER_FREED, NULL, buf, NULL, NULL);
 	if (reg->buffer_freed)
 		reg->buffer_freed(buf, reg->hook_userdata);
 	tokens_remove_matching(reg, buf, NULL);
 	g_hash_table_remove(reg->buffers, &buf->id);
-	reg->bytes_in_use -= buf->size;
-	buf->usage->bytes -= buf->size;
+	if (buf->lingering) {
+		g_queue_delete_link(&reg->lingering, buf->linger_link);
+		buf->usage->lingering--;
+	}
+	/* A second backing is charged while a move makes it or waits for holders. */
+	uncharge(reg, buf->usage, buf->moving || buf->old_fd >= 0 ? 2 * buf->size : buf->size);
 	buf->usage->buffers--;
 	uid_usage_put(reg, buf->usage);
 	if (buf->fd >= 0)
@@ -291,17 +352,107 @@ static void attachment_unlink(struct db_attachment *a)
 	if (a->needs_reacquire)
 		buf->n_pending_reacquire--;
 	c->bytes_held -= buf->size;
+	/* Keep the last few, newest at the end. */
+	if (buf->n_recent_holders == ARRAY_SIZE(buf->recent_holders))
+		memmove(buf->recent_holders, buf->recent_holders + 1,
+			--buf->n_recent_holders * sizeof(buf->recent_holders[0]));
+	buf->recent_holders[buf->n_recent_holders++] = c->id;
 	g_ptr_array_remove_fast(c->attachments, a);
 	g_ptr_array_remove_fast(buf->attachments, a);
 	g_free(a);
 }
 
-static void move_settle(struct db_buffer *buf)
+static void move_settle(struct db_registry *reg, struct db_buffer *buf)
 {
 	if (buf->old_fd >= 0 && buf->n_pending_reacquire == 0) {
+		emit(reg, DB_CHANGE_MOVE_FINISHED, NULL, buf, NULL, NULL);
 		close(buf->old_fd);
 		buf->old_fd = -1;
+		uncharge(reg, buf->usage, buf->size);
 	}
+}
+
+/*
+ * The last attachment of buf went (released, revoked, or its holder left). Its memory is
+ * freed with it, unless the kernel says someone outside still reaches the pages: then it
+ * lingers, charged to its owner, and no client can name it any more.
+ */
+static void buffer_released(struct db_registry *reg, struct db_buffer *buf)
+{
+	if (buf->attachments->len > 0) {
+		move_settle(reg, buf);
+		return;
+	}
+	if (!reg->outside_refs || reg->outside_refs(buf, reg->hook_userdata) <= 0) {
+		buffer_free(reg, buf);
+		return;
+	}
+	tokens_remove_matching(reg, buf, NULL);
+	/* Nobody is left to reacquire: the old backing of a move goes now. */
+	buf->n_pending_reacquire = 0;
+	move_settle(reg, buf);
+	buf->lingering = true;
+	buf->usage->lingering++;
+	g_queue_push_tail(&reg->lingering, buf);
+	buf->linger_link = reg->lingering.tail;
+}
+
+/*
+ * Frees the lingering buffers (of one uid, or all with NULL) whose pages nothing outside
+ * reaches any more. Called only when a quota would otherwise refuse a request.
+ */
+static void sweep_lingering(struct db_registry *reg, struct db_uid_usage *usage)
+{
+	guint n = reg->lingering.length, checked = 0;
+	GList *l = reg->lingering.head;
+
+	if (!reg->outside_refs || (usage && usage->lingering == 0))
+		return;
+	/*
+	 * Each check reads the kernel's count: a refused request (which costs its sender
+	 * nothing) pays for at most DB_LINGER_CHECKS of them; the queue's rotation makes the
+	 * next refusal look at others.
+	 */
+	for (guint i = 0; l && i < n && checked < DB_LINGER_CHECKS; i++) {
+		struct db_buffer *buf = l->data;
+		GList *next = l->next;
+
+		if (!usage || buf->usage == usage) {
+			checked++;
+			if (reg->outside_refs(buf, reg->hook_userdata) <= 0) {
+				buffer_free(reg, buf);
+			} else {
+				g_queue_unlink(&reg->lingering, l);
+				g_queue_push_tail_link(&reg->lingering, l);
+			}
+		}
+		l = next;
+	}
+}
+
+/* The lingering buffers c let go of last: it leaving may have closed what kept them. */
+static void sweep_lingering_of(struct db_registry *reg, const struct db_client *c)
+{
+	g_autoptr(GPtrArray) gone = g_ptr_array_new();
+
+	if (!reg->outside_refs)
+		return;
+	for (GList *l = reg->lingering.head; l; l = l->next) {
+		struct db_buffer *buf = l->data;
+		bool held = buf->owner_client_id == c->id;
+
+		for (unsigned i = 0; i < buf->n_recent_holders; i++)
+			held |= buf->recent_holders[i] == c->id;
+		if (held && reg->outside_refs(buf, reg->hook_userdata) <= 0)
+			g_ptr_array_add(gone, buf);
+	}
+	for (guint i = 0; i < gone->len; i++)
+		buffer_free(reg, g_ptr_array_index(gone, i));
+}
+
+unsigned db_registry_count_lingering(const struct db_registry *reg)
+{
+	return reg->lingering.length;
 }
 
 void db_registry_remove_client(struct db_registry *reg, struct db_client *c)
@@ -312,14 +463,18 @@ void db_registry_remove_client(struct db_registry *reg, struct db_client *c)
 			g_ptr_array_index(c->attachments, c->attachments->len - 1);
 		struct db_buffer *buf = a->buffer;
 
+		emit_attachment(reg, DB_CHANGE_DETACHED, a);
 		attachment_unlink(a);
-		if (buf->attachments->len == 0)
-			buffer_free(reg, buf);
-		else
-			move_settle(buf);
+		buffer_released(reg, buf);
 	}
+	/*
+	 * A client that leaves has usually closed what it held just before: look again at the
+	 * buffers it let go of, so their memory goes without waiting for a quota check.
+	 */
+	sweep_lingering_of(reg, c);
 	/* Buffers it owned or exported but no longer holds live on for their holders; they
 	 * name it by id, which is never reused. */
+	emit(reg, DB_CHANGE_CLIENT_REMOVED, c, NULL, NULL, NULL);
 	if (reg->client_freed)
 		reg->client_freed(c, reg->hook_userdata);
 	g_hash_table_remove(reg->clients_by_name, c->bus_name);
@@ -348,10 +503,46 @@ static int check_holder_limits(struct db_registry *reg, struct db_client *c, siz
 	return 0;
 }
 
+/* The owner's uid and the daemon as a whole could take bytes more in count more buffers. */
+static int check_charge_once(struct db_registry *reg, struct db_uid_usage *usage, uint64_t bytes,
+			     unsigned count)
+{
+	if (usage->buffers + count > reg->limits.max_buffers_per_uid)
+		return exceeded(reg, "MaxBuffersPerUid", reg->limits.max_buffers_per_uid);
+	if (usage->bytes + bytes > reg->limits.max_bytes_per_uid || usage->bytes + bytes < bytes)
+		return exceeded(reg, "MaxBytesPerUid", reg->limits.max_bytes_per_uid);
+	if (g_hash_table_size(reg->buffers) + (uint64_t)count > reg->limits.max_buffers_total)
+		return exceeded(reg, "MaxBuffersTotal", reg->limits.max_buffers_total);
+	if (reg->bytes_in_use + bytes > reg->limits.max_bytes_total ||
+	    reg->bytes_in_use + bytes < bytes)
+		return exceeded(reg, "MaxBytesTotal", reg->limits.max_bytes_total);
+	return 0;
+}
+
+/*
+ * Lingering buffers count until the kernel says their pages are unreachable; that is asked
+ * only here, when a limit would refuse: first for the owner's own, then for everyone's
+ * (a daemon-wide limit).
+ */
+static int check_charge(struct db_registry *reg, struct db_uid_usage *usage, uint64_t bytes,
+			unsigned count)
+{
+	int r = check_charge_once(reg, usage, bytes, count);
+
+	if (r == 0 || reg->lingering.length == 0)
+		return r;
+	sweep_lingering(reg, usage);
+	r = check_charge_once(reg, usage, bytes, count);
+	if (r == 0 || (strcmp(reg->exceeded_limit, "MaxBuffersTotal") != 0 &&
+		       strcmp(reg->exceeded_limit, "MaxBytesTotal") != 0))
+		return r;
+	sweep_lingering(reg, NULL);
+	return check_charge_once(reg, usage, bytes, count);
+}
+
 int db_registry_check_allocation(struct db_registry *reg, struct db_client *owner, size_t size,
 				 unsigned count)
 {
-	uint64_t bytes;
 	int r;
 
 	if (size > reg->limits.max_buffer_size)
@@ -359,12 +550,8 @@ int db_registry_check_allocation(struct db_registry *reg, struct db_client *owne
 	r = check_holder_limits(reg, owner, size, count);
 	if (r < 0)
 		return r;
-	if (owner->usage->buffers + count > reg->limits.max_buffers_per_uid)
-		return exceeded(reg, "MaxBuffersPerUid", reg->limits.max_buffers_per_uid);
-	bytes = (uint64_t)size * count; /* no overflow: checked above */
-	if (owner->usage->bytes + bytes > reg->limits.max_bytes_per_uid)
-		return exceeded(reg, "MaxBytesPerUid", reg->limits.max_bytes_per_uid);
-	return 0;
+	/* No overflow: checked with the holder's limits. */
+	return check_charge(reg, owner->usage, (uint64_t)size * count, count);
 }
 
 static struct db_attachment *attachment_new(struct db_client *c, struct db_buffer *buf)
@@ -411,11 +598,11 @@ int db_registry_add_buffer(struct db_registry *reg, struct db_client *owner, int
 	buf->exporter_dynamic = exporter ? exporter->dynamic : true;
 	buf->attachments = g_ptr_array_new();
 	buf->usage = owner->usage;
-	buf->usage->bytes += size;
+	charge(reg, buf->usage, size);
 	buf->usage->buffers++;
-	reg->bytes_in_use += size;
 	g_hash_table_insert(reg->buffers, &buf->id, buf);
-	attachment_new(owner, buf);
+	emit(reg, DB_CHANGE_BUFFER_ADDED, owner, buf, NULL, NULL);
+	emit_attachment(reg, DB_CHANGE_ATTACHED, attachment_new(owner, buf));
 	*ret = buf;
 	return 0;
 }
@@ -446,6 +633,7 @@ int db_registry_attach(struct db_registry *reg, struct db_client *c, struct db_b
 		if (r < 0)
 			return r;
 		a = attachment_new(c, buf);
+		emit_attachment(reg, DB_CHANGE_ATTACHED, a);
 	}
 	if (ret)
 		*ret = a;
@@ -458,11 +646,9 @@ int db_registry_detach(struct db_registry *reg, struct db_client *c, struct db_b
 
 	if (!a)
 		return -ENOENT;
+	emit_attachment(reg, DB_CHANGE_DETACHED, a);
 	attachment_unlink(a);
-	if (buf->attachments->len == 0)
-		buffer_free(reg, buf);
-	else
-		move_settle(buf);
+	buffer_released(reg, buf);
 	return 0;
 }
 
@@ -478,6 +664,7 @@ static void tokens_sweep_expired(struct db_registry *reg, struct db_client *issu
 
 		if (t->issuer != issuer || t->expires_usec == 0 || t->expires_usec > now_usec)
 			continue;
+		emit_token(reg, DB_CHANGE_TOKEN_REMOVED, t);
 		t->issuer->n_tokens--;
 		t->issuer->usage->tokens--;
 		t->buffer->n_tokens--;
@@ -521,6 +708,7 @@ int db_registry_share(struct db_registry *reg, struct db_client *c, struct db_bu
 	c->usage->tokens++;
 	buf->n_tokens++;
 	g_hash_table_insert(reg->tokens, &t->bytes, t);
+	emit_token(reg, DB_CHANGE_TOKEN_ADDED, t);
 	*ret = t;
 	return 0;
 }
@@ -551,16 +739,48 @@ int db_registry_redeem(struct db_registry *reg, struct db_client *c,
 void db_registry_revoke(struct db_registry *reg, struct db_buffer *buf)
 {
 	tokens_remove_matching(reg, buf, NULL);
-	while (buf->attachments->len > 0)
-		attachment_unlink(g_ptr_array_index(buf->attachments, buf->attachments->len - 1));
-	buffer_free(reg, buf);
+	while (buf->attachments->len > 0) {
+		struct db_attachment *a =
+			g_ptr_array_index(buf->attachments, buf->attachments->len - 1);
+
+		emit_attachment(reg, DB_CHANGE_DETACHED, a);
+		attachment_unlink(a);
+	}
+	/* Revocation is cooperative: what holders still map stays charged until they let go. */
+	buffer_released(reg, buf);
+}
+
+int db_registry_reserve_move(struct db_registry *reg, struct db_buffer *buf)
+{
+	int r;
+
+	if (db_buffer_is_pinned(buf) || buf->old_fd >= 0 || buf->moving || buf->lingering)
+		return -EBUSY;
+	r = check_charge(reg, buf->usage, buf->size, 0);
+	if (r < 0)
+		return r;
+	charge(reg, buf->usage, buf->size);
+	buf->moving = true;
+	return 0;
+}
+
+void db_registry_cancel_move(struct db_registry *reg, struct db_buffer *buf)
+{
+	if (!buf->moving)
+		return;
+	buf->moving = false;
+	uncharge(reg, buf->usage, buf->size);
 }
 
 int db_registry_begin_move(struct db_registry *reg, struct db_buffer *buf, int new_fd)
 {
-	(void)reg;
-	if (db_buffer_is_pinned(buf) || buf->old_fd >= 0)
+	if (!buf->moving)
+		return -EINVAL;
+	if (db_buffer_is_pinned(buf) || buf->old_fd >= 0) {
+		db_registry_cancel_move(reg, buf);
 		return -EBUSY;
+	}
+	buf->moving = false;
 	buf->old_fd = buf->fd;
 	buf->fd = new_fd;
 	for (guint i = 0; i < buf->attachments->len; i++) {
@@ -569,7 +789,9 @@ int db_registry_begin_move(struct db_registry *reg, struct db_buffer *buf, int n
 		a->needs_reacquire = true;
 	}
 	buf->n_pending_reacquire = buf->attachments->len;
-	move_settle(buf);
+	buf->n_moves++;
+	emit(reg, DB_CHANGE_MOVE_BEGUN, NULL, buf, NULL, NULL);
+	move_settle(reg, buf);
 	return 0;
 }
 
@@ -583,7 +805,8 @@ int db_registry_reacquire(struct db_registry *reg, struct db_client *c, struct d
 	if (a->needs_reacquire) {
 		a->needs_reacquire = false;
 		buf->n_pending_reacquire--;
-		move_settle(buf);
+		emit_attachment(reg, DB_CHANGE_REACQUIRED, a);
+		move_settle(reg, buf);
 	}
 	return 0;
 }
@@ -597,7 +820,7 @@ void db_registry_finish_move(struct db_registry *reg, struct db_buffer *buf)
 		a->needs_reacquire = false;
 	}
 	buf->n_pending_reacquire = 0;
-	move_settle(buf);
+	move_settle(reg, buf);
 }
 
 int db_registry_restore_buffer(struct db_registry *reg, const struct db_buffer *tmpl, int fd,
@@ -624,10 +847,11 @@ int db_registry_restore_buffer(struct db_registry *reg, const struct db_buffer *
 	buf->exporter_dynamic = tmpl->exporter_dynamic;
 	buf->attachments = g_ptr_array_new();
 	buf->usage = uid_usage_get(reg, buf->owner_uid);
-	buf->usage->bytes += buf->size;
+	charge(reg, buf->usage, buf->size);
 	buf->usage->buffers++;
-	reg->bytes_in_use += buf->size;
+	buf->n_moves = tmpl->n_moves;
 	g_hash_table_insert(reg->buffers, &buf->id, buf);
+	emit(reg, DB_CHANGE_BUFFER_ADDED, NULL, buf, NULL, NULL);
 	*ret = buf;
 	return 0;
 }
@@ -638,7 +862,7 @@ void db_registry_restore_attachment(struct db_registry *reg, struct db_client *c
 	(void)reg;
 	/* What was held before the restart stays held, whatever the limits say now. */
 	if (!db_buffer_find_attachment(buf, c))
-		attachment_new(c, buf);
+		emit_attachment(reg, DB_CHANGE_ATTACHED, attachment_new(c, buf));
 }
 
 int db_registry_restore_token(struct db_registry *reg, const struct db_token *tmpl)
@@ -653,6 +877,7 @@ int db_registry_restore_token(struct db_registry *reg, const struct db_token *tm
 	t->issuer->usage->tokens++;
 	t->buffer->n_tokens++;
 	g_hash_table_insert(reg->tokens, &t->bytes, t);
+	emit_token(reg, DB_CHANGE_TOKEN_ADDED, t);
 	return 0;
 }
 
@@ -669,4 +894,30 @@ void db_registry_drop_orphans(struct db_registry *reg)
 	for (guint i = 0; i < orphans->len; i++)
 		buffer_free(reg, g_ptr_array_index(orphans, i));
 	g_ptr_array_unref(orphans);
+}
+
+void db_registry_restore_move(struct db_registry *reg, struct db_buffer *buf, int old_fd,
+			      const uint64_t *pending, size_t n_pending)
+{
+	if (buf->old_fd >= 0 || buf->moving) {
+		if (old_fd >= 0)
+			close(old_fd);
+		return;
+	}
+	buf->old_fd = old_fd;
+	/* The old backing stays charged until the move settles, as after begin_move. */
+	charge(reg, buf->usage, buf->size);
+	for (guint i = 0; i < buf->attachments->len; i++) {
+		struct db_attachment *a = g_ptr_array_index(buf->attachments, i);
+
+		for (size_t k = 0; k < n_pending; k++) {
+			if (a->client->id == pending[k]) {
+				a->needs_reacquire = true;
+				buf->n_pending_reacquire++;
+				break;
+			}
+		}
+	}
+	emit(reg, DB_CHANGE_MOVE_BEGUN, NULL, buf, NULL, NULL);
+	move_settle(reg, buf);
 }

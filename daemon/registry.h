@@ -27,6 +27,11 @@ struct db_limits {
 	uint64_t max_clients;
 	uint64_t max_clients_per_uid;
 	uint64_t max_name_length;
+	uint64_t max_bytes_total; /* every buffer the daemon keeps alive, whoever owns it */
+	uint64_t max_buffers_total;
+	/* Replies and signals waiting to be written to one peer connection (each carries at
+	 * most DB_ALLOCATE_MANY_MAX fds); a peer that lets more pile up is disconnected. */
+	uint64_t max_peer_queued_messages;
 };
 
 /* The defaults: generous for a desktop, small enough that one client cannot exhaust the
@@ -39,6 +44,7 @@ struct db_uid_usage {
 	uint64_t buffers;
 	uint64_t tokens;
 	uint64_t clients;
+	uint64_t lingering; /* of its buffers, those that linger */
 };
 
 struct db_client {
@@ -61,10 +67,21 @@ struct db_buffer {
 	uint64_t id;
 	int fd; /* owned: the daemon's reference to the memory */
 	int old_fd; /* owned: the old backing while a move waits for holders, else -1 */
-	size_t size;
+	uint32_t n_moves; /* moves put in place: names the backing's fd-store entry */
+	size_t size; /* what the memory takes, and what its owner is charged */
 	struct db_layout layout;
 	const char *backend; /* static string */
 	bool is_dmabuf;
+	bool contiguous; /* physically contiguous: a move must keep it so */
+	bool moving; /* new backing being made (its size is charged already) */
+	/* No attachment is left, but the pages are still reachable outside the daemon (a
+	 * client kept its fd or a mapping): it stays charged to its owner until they are not. */
+	bool lingering;
+	GList *linger_link; /* in the registry's lingering queue */
+	/* The last clients that let go of it: when one of them leaves, its pages may have
+	 * become unreachable. */
+	uint64_t recent_holders[4];
+	unsigned n_recent_holders;
 	char *name;
 	uid_t owner_uid;
 	uint64_t owner_client_id; /* resolve with db_registry_find_client(): it may have left */
@@ -76,6 +93,7 @@ struct db_buffer {
 	uint64_t n_tokens; /* live tokens naming this buffer */
 	struct db_uid_usage *usage;
 	void *kernel_view; /* the kernel-view layer's cache, freed with the buffer */
+	bool kernel_mismatch_logged; /* a disagreement with the kernel is logged once */
 };
 
 struct db_attachment {
@@ -95,6 +113,29 @@ struct db_token {
 	uid_t uid;
 };
 
+/* What changed, for the registry's observer (the journal that a restart replays). */
+enum db_change_type {
+	DB_CHANGE_CLIENT_ADDED, /* client */
+	DB_CHANGE_CLIENT_REMOVED, /* client, after its attachments and tokens went */
+	DB_CHANGE_BUFFER_ADDED, /* buffer, before its first attachment */
+	DB_CHANGE_BUFFER_FREED, /* buffer, before its tokens go and it is freed */
+	DB_CHANGE_ATTACHED, /* attachment */
+	DB_CHANGE_DETACHED, /* attachment, before it is freed */
+	DB_CHANGE_TOKEN_ADDED, /* token */
+	DB_CHANGE_TOKEN_REMOVED, /* token (used up, expired, revoked), before it is freed */
+	DB_CHANGE_MOVE_BEGUN, /* buffer: fd is the new backing, old_fd the old one */
+	DB_CHANGE_REACQUIRED, /* attachment: its holder has fetched the new backing */
+	DB_CHANGE_MOVE_FINISHED, /* buffer, before its old backing is closed */
+};
+
+struct db_change {
+	enum db_change_type type;
+	struct db_client *client;
+	struct db_buffer *buffer;
+	struct db_attachment *attachment;
+	struct db_token *token;
+};
+
 struct db_registry {
 	struct db_limits limits;
 	uint64_t next_client_id;
@@ -104,13 +145,28 @@ struct db_registry {
 	GHashTable *buffers; /* &id -> struct db_buffer *, owned */
 	GHashTable *tokens; /* &bytes -> struct db_token *, owned */
 	GHashTable *uids; /* uid -> struct db_uid_usage *, owned */
-	uint64_t bytes_in_use;
+	/* Released but still reachable: struct db_buffer *, checked from the head, moved to the
+	 * tail when still held, so repeated quota checks look at different buffers. */
+	GQueue lingering;
+	uint64_t bytes_in_use; /* every byte charged, lingering and moves included */
 	/* The limit the last -EDQUOT hit, for the error message. */
 	const char *exceeded_limit;
 	uint64_t exceeded_value;
 	/* Called before a buffer is freed (e.g. to drop its fd-store entry). */
 	void (*buffer_freed)(struct db_buffer *buf, void *userdata);
 	void (*client_freed)(struct db_client *c, void *userdata);
+	/*
+	 * How many references to buf's memory exist outside the daemon (held fds, mappings,
+	 * fds in flight), as the kernel counts them; negative when it cannot tell. Asked when
+	 * the last attachment goes, and again for lingering buffers only when a quota check
+	 * would otherwise fail: never by polling.
+	 */
+	int (*outside_refs)(struct db_buffer *buf, void *userdata);
+	/*
+	 * Called at every change, in order and before the call that made it is answered: what
+	 * it records is what a restart gets back. It must not change the registry.
+	 */
+	void (*changed)(const struct db_change *change, void *userdata);
 	void *hook_userdata;
 };
 
@@ -119,6 +175,9 @@ struct db_registry *db_registry_free(struct db_registry *reg);
 
 /* Roles a client may declare. */
 bool db_role_is_valid(const char *role);
+
+/* No control characters (line breaks, escapes, DEL): safe to log and to pass on. */
+bool db_string_is_printable(const char *s);
 
 /* Checks a client-supplied name: length within max_name_length, printable ASCII only. */
 int db_registry_check_name(const struct db_registry *reg, const char *name);
@@ -183,12 +242,27 @@ int db_registry_redeem(struct db_registry *reg, struct db_client *c,
 		       const struct db_token_bytes *token, uint64_t now_usec,
 		       struct db_attachment **ret);
 
-/* Drops every attachment and token of buf and frees it. */
+/* Drops every attachment and token of buf and frees it (or lets it linger, charged, while
+ * its pages are reachable outside). */
 void db_registry_revoke(struct db_registry *reg, struct db_buffer *buf);
 
+/* Buffers released by every holder whose pages are still reachable outside the daemon. */
+unsigned db_registry_count_lingering(const struct db_registry *reg);
+
 /*
- * Starts moving buf to new_fd (taken on success): -EBUSY if it is pinned or a move is
- * pending. Every holder must then reacquire; the old backing is kept until they have.
+ * Reserves a move of buf: -EBUSY if it is pinned, lingering, or a move is under way or
+ * pending; -EDQUOT if the owner (or the daemon) cannot be charged for a second backing for
+ * the time of the move. On success the new backing is charged and buf->moving is set.
+ */
+int db_registry_reserve_move(struct db_registry *reg, struct db_buffer *buf);
+
+/* Gives back a reservation whose new backing could not be made. */
+void db_registry_cancel_move(struct db_registry *reg, struct db_buffer *buf);
+
+/*
+ * Puts a reserved move in place: buf's memory is new_fd (taken) from now on. Every holder
+ * must then reacquire; the old backing (and its charge) is kept until they have. -EBUSY if
+ * a cached attachment came while the backing was made (the reservation is given back).
  */
 int db_registry_begin_move(struct db_registry *reg, struct db_buffer *buf, int new_fd);
 
@@ -220,6 +294,11 @@ void db_registry_restore_attachment(struct db_registry *reg, struct db_client *c
 
 /* A token like tmpl (issuer and buffer already restored). */
 int db_registry_restore_token(struct db_registry *reg, const struct db_token *tmpl);
+
+/* A move a restart interrupted: old_fd (taken) stays the old backing until the holders in
+ * pending (client ids) reacquire or the move is finished. */
+void db_registry_restore_move(struct db_registry *reg, struct db_buffer *buf, int old_fd,
+			      const uint64_t *pending, size_t n_pending);
 
 /* Frees restored buffers nobody holds any more (their holders left during the restart). */
 void db_registry_drop_orphans(struct db_registry *reg);

@@ -36,6 +36,10 @@ static const char bus_config[] =
 	"</busconfig>\n";
 
 const char *fixture_bus_limits;
+const char *const *fixture_daemon_args;
+void (*fixture_daemon_setup)(void);
+/* Set only while the daemon is spawned. */
+static void (*spawn_setup)(void);
 
 const char *fixture_build_path(const char *relative, char *out, size_t len)
 {
@@ -115,6 +119,8 @@ static pid_t spawn(char *const argv[], int stdout_fd)
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (stdout_fd >= 0)
 			dup2(stdout_fd, STDOUT_FILENO);
+		if (spawn_setup)
+			spawn_setup();
 		execvp(argv[0], argv);
 		fprintf(stderr, "exec %s: %m\n", argv[0]);
 		_exit(127);
@@ -133,13 +139,70 @@ static void kill_leftovers(void)
 		kill(running->bus_pid, SIGKILL);
 }
 
-int fixture_start(struct fixture *f, const char *config_text)
+/* Starts the daemon on f's bus and waits until it answers. */
+static int start_daemon(struct fixture *f)
 {
-	char conf_path[300], daemon_path[512], address_arg[600], config_arg[320];
-	char text[2048], *wrapper_argv[32];
+	char daemon_path[512], address_arg[600], config_arg[320], *wrapper_argv[32];
 	const char *wrapper = getenv("DMABROKER_TEST_WRAPPER");
 	char *wrapper_copy = NULL, *saveptr = NULL, *tok;
-	int pipefd[2], n = 0;
+	int n = 0;
+
+	fixture_build_path("daemon/dmabrokerd", daemon_path, sizeof(daemon_path));
+	snprintf(address_arg, sizeof(address_arg), "--address=%s", f->address);
+	snprintf(config_arg, sizeof(config_arg), "--config=%s", f->config);
+	if (wrapper && *wrapper) {
+		wrapper_copy = strdup(wrapper);
+		for (tok = strtok_r(wrapper_copy, " ", &saveptr); tok && n < 24;
+		     tok = strtok_r(NULL, " ", &saveptr))
+			wrapper_argv[n++] = tok;
+	}
+	wrapper_argv[n++] = daemon_path;
+	wrapper_argv[n++] = address_arg;
+	wrapper_argv[n++] = config_arg;
+	if (getenv("DMABROKER_TEST_VERBOSE"))
+		wrapper_argv[n++] = "--verbose";
+	for (size_t i = 0; fixture_daemon_args && fixture_daemon_args[i] && n < 30; i++)
+		wrapper_argv[n++] = (char *)fixture_daemon_args[i];
+	wrapper_argv[n] = NULL;
+	spawn_setup = fixture_daemon_setup;
+	f->daemon_pid = spawn(wrapper_argv, -1);
+	spawn_setup = NULL;
+	free(wrapper_copy);
+	/* Valgrind takes seconds to start the daemon. */
+	for (int waited = 0; waited < 60000; waited += 20) {
+		if (daemon_answers(f))
+			return 0;
+		if (waitpid(f->daemon_pid, NULL, WNOHANG) == f->daemon_pid) {
+			f->daemon_pid = 0;
+			return -ECHILD;
+		}
+		msleep(20);
+	}
+	return -ETIMEDOUT;
+}
+
+int fixture_restart_daemon(struct fixture *f)
+{
+	return start_daemon(f);
+}
+
+int fixture_kill_daemon(struct fixture *f, int sig)
+{
+	int status = 0;
+
+	if (f->daemon_pid <= 0)
+		return -1;
+	kill(f->daemon_pid, sig);
+	if (waitpid(f->daemon_pid, &status, 0) != f->daemon_pid)
+		return -1;
+	f->daemon_pid = 0;
+	return status;
+}
+
+int fixture_start(struct fixture *f, const char *config_text)
+{
+	char conf_path[300], text[2048];
+	int pipefd[2];
 	ssize_t len;
 
 	memset(f, 0, sizeof(*f));
@@ -180,34 +243,7 @@ int fixture_start(struct fixture *f, const char *config_text)
 	f->address[strcspn(f->address, "\n")] = '\0';
 	setenv(DB_ENV_BUS_ADDRESS, f->address, 1);
 
-	fixture_build_path("daemon/dmabrokerd", daemon_path, sizeof(daemon_path));
-	snprintf(address_arg, sizeof(address_arg), "--address=%s", f->address);
-	snprintf(config_arg, sizeof(config_arg), "--config=%s", f->config);
-	if (wrapper && *wrapper) {
-		wrapper_copy = strdup(wrapper);
-		for (tok = strtok_r(wrapper_copy, " ", &saveptr); tok && n < 24;
-		     tok = strtok_r(NULL, " ", &saveptr))
-			wrapper_argv[n++] = tok;
-	}
-	wrapper_argv[n++] = daemon_path;
-	wrapper_argv[n++] = address_arg;
-	wrapper_argv[n++] = config_arg;
-	if (getenv("DMABROKER_TEST_VERBOSE"))
-		wrapper_argv[n++] = "--verbose";
-	wrapper_argv[n] = NULL;
-	f->daemon_pid = spawn(wrapper_argv, -1);
-	free(wrapper_copy);
-	/* Valgrind takes seconds to start the daemon. */
-	for (int waited = 0; waited < 60000; waited += 20) {
-		if (daemon_answers(f))
-			return 0;
-		if (waitpid(f->daemon_pid, NULL, WNOHANG) == f->daemon_pid) {
-			f->daemon_pid = 0;
-			return -ECHILD;
-		}
-		msleep(20);
-	}
-	return -ETIMEDOUT;
+	return start_daemon(f);
 }
 
 int fixture_stop_daemon(struct fixture *f)

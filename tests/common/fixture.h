@@ -21,11 +21,22 @@ struct fixture {
 /* Extra <limit> elements for the bus configuration (benchmarks with many clients), or NULL. */
 extern const char *fixture_bus_limits;
 
+/* Extra daemon arguments (e.g. "--fd-store"), NULL-terminated, or NULL. */
+extern const char *const *fixture_daemon_args;
+/* Run in the daemon's process just before exec (to pass fds or environment), or NULL. */
+extern void (*fixture_daemon_setup)(void);
+
 /* Writes config_text (may be NULL) as the daemon's config and starts bus and daemon. */
 int fixture_start(struct fixture *f, const char *config_text);
 
 /* Replaces the config file (for reload tests). */
 int fixture_write_config(struct fixture *f, const char *config_text);
+
+/* Starts the daemon again on the same bus (after fixture_kill_daemon) and waits for it. */
+int fixture_restart_daemon(struct fixture *f);
+
+/* Sends sig to the daemon and reaps it; returns its wait status, or -1. */
+int fixture_kill_daemon(struct fixture *f, int sig);
 
 /* Stops the daemon with SIGTERM; returns its exit status (0 when clean), or -1. */
 int fixture_stop_daemon(struct fixture *f);

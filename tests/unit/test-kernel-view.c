@@ -36,5 +36,34 @@ int main(void)
 	tap_is(parse("exp_dynamic:\t7\nattachments:\t0\n", &v), -EINVAL, "flag out of range");
 	tap_is(parse("attachment:\timporter_dynamic=0 cached=0 dev=x\n", &v), -EINVAL,
 	       "attachments without a report header");
+
+	/* A holder names the buffer with DMA_BUF_SET_NAME; newlines are allowed there. */
+	tap_is(parse("size:\t4096\ncount:\t3\nexp_name:\tudmabuf\nname:\tx\nexp_dynamic:\t1\n"
+		     "exp_dynamic:\t1\nattachments:\t0\n",
+		     &v),
+	       -EBADMSG, "a report line repeated through the name is refused");
+	tap_is(parse("exp_dynamic:\t1\nattachments:\t1\n"
+		     "attachment:\timporter_dynamic=0 cached=1 dev=vgem\nname:\tx\n"
+		     "attachment:\timporter_dynamic=1 cached=0 dev=fake\n",
+		     &v),
+	       -EBADMSG, "an attachment line added through the name is refused");
+	tap_is(parse("size:\t4096\ncount:\t2\nname:\tx\ncount:\t1\n", &v), 0,
+	       "a count added after the name");
+	tap_is(v.file_count, 2, "is ignored: the kernel's count comes before the name");
+	tap_is(parse("exp_dynamic:\t0\nattachments:\t1\nattachment:\timporter_dynamic=1 "
+		     "pinned=1 cached=0 future=x dev=my dev 0\n",
+		     &v),
+	       0, "keys the parser does not know are skipped");
+	tap_ok(v.attachments[0].importer_dynamic && !v.attachments[0].cached &&
+		       strcmp(v.attachments[0].dev, "my dev 0") == 0,
+	       "and the known ones read, the device name with its spaces");
+	{
+		long count = 0;
+		const char *t = "pos:\t0\nsize:\t4096\ncount:\t5\nname:\tq\nexp_dynamic:\t9\n";
+
+		tap_is(db_kernel_view_parse_file_count(t, strlen(t), &count), 0,
+		       "the file count reads even where the report is broken");
+		tap_is(count, 5, "file count");
+	}
 	return tap_done();
 }

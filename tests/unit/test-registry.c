@@ -70,8 +70,8 @@ static void test_path_rule(void)
 	{
 		int fd = some_fd();
 
-		tap_is(db_registry_begin_move(reg, buf, fd), -EBUSY, "a pinned buffer cannot move");
-		close(fd); /* not taken on failure */
+		tap_is(db_registry_reserve_move(reg, buf), -EBUSY, "a pinned buffer cannot move");
+		close(fd);
 	}
 	db_registry_detach(reg, stat_a, buf);
 	tap_ok(!db_buffer_is_pinned(buf), "the pin goes with the cached attachment");
@@ -227,18 +227,94 @@ static void test_move(void)
 	buf = buffer(reg, a, 4096);
 	db_registry_attach(reg, b, buf, &att);
 	old_fd = buf->fd;
-	tap_is(db_registry_begin_move(reg, buf, some_fd()), 0, "an unpinned buffer moves");
+	tap_is(db_registry_begin_move(reg, buf, -1), -EINVAL, "a move must be reserved first");
+	tap_is(db_registry_reserve_move(reg, buf), 0, "an unpinned buffer may move");
+	tap_is(reg->bytes_in_use, 8192, "the new backing is charged while it is made");
+	tap_is(db_registry_reserve_move(reg, buf), -EBUSY, "one move at a time (copying)");
+	tap_is(db_registry_begin_move(reg, buf, some_fd()), 0, "the new backing goes in");
 	tap_is(buf->old_fd, old_fd, "the old backing is kept for the holders");
 	tap_is(buf->n_pending_reacquire, 2, "both holders must reacquire");
-	tap_is(db_registry_begin_move(reg, buf, -1), -EBUSY, "one move at a time");
+	tap_is(reg->bytes_in_use, 8192, "both backings are charged while holders reacquire");
+	tap_is(db_registry_reserve_move(reg, buf), -EBUSY, "one move at a time (waiting)");
 	db_registry_reacquire(reg, a, buf);
 	tap_ok(buf->old_fd >= 0, "one holder left: still kept");
 	db_registry_reacquire(reg, b, buf);
 	tap_is(buf->old_fd, -1, "every holder reacquired: the old backing is gone");
+	tap_is(reg->bytes_in_use, 4096, "and so is its charge");
+	db_registry_reserve_move(reg, buf);
+	db_registry_cancel_move(reg, buf);
+	tap_is(reg->bytes_in_use, 4096, "a move that could not be made gives its charge back");
+	db_registry_reserve_move(reg, buf);
 	db_registry_begin_move(reg, buf, some_fd());
 	db_registry_remove_client(reg, b);
 	db_registry_finish_move(reg, buf);
 	tap_is(buf->old_fd, -1, "a deadline ends the wait");
+	tap_is(reg->bytes_in_use, 4096, "and the charge of the old backing");
+	db_registry_reserve_move(reg, buf);
+	db_registry_begin_move(reg, buf, some_fd());
+	db_registry_remove_client(reg, a);
+	tap_is(reg->bytes_in_use, 0, "a buffer freed mid-move gives back both charges");
+	db_registry_free(reg);
+
+	/* A move needs room for a second backing. */
+	l.max_bytes_per_uid = 6144;
+	reg = db_registry_new(&l);
+	a = client(reg, ":1.1", 1000, true);
+	buf = buffer(reg, a, 4096);
+	tap_is(db_registry_reserve_move(reg, buf), -EDQUOT,
+	       "a move over the uid's byte limit is refused");
+	tap_ok(!buf->moving && reg->bytes_in_use == 4096, "and charges nothing");
+	db_registry_free(reg);
+}
+
+/* What the kernel says of each buffer's references outside the daemon, by buffer id. */
+static int outside[16];
+
+static int fake_outside_refs(struct db_buffer *buf, void *userdata)
+{
+	(void)userdata;
+	return outside[buf->id];
+}
+
+static void test_lingering(void)
+{
+	struct db_limits l;
+	struct db_registry *reg;
+	struct db_client *a, *b, *c;
+	struct db_buffer *buf, *buf2;
+
+	db_limits_init_default(&l);
+	l.max_bytes_per_uid = 8192;
+	l.max_bytes_total = 12288;
+	reg = db_registry_new(&l);
+	reg->outside_refs = fake_outside_refs;
+	a = client(reg, ":1.1", 1000, true);
+	b = client(reg, ":1.2", 1000, true);
+	c = client(reg, ":1.3", 2000, true);
+
+	buf = buffer(reg, a, 4096);
+	outside[buf->id] = 1; /* a kept its fd after releasing */
+	db_registry_detach(reg, a, buf);
+	tap_ok(buf->lingering, "released while its fd is held outside: it lingers");
+	tap_is(reg->bytes_in_use, 4096, "and stays charged");
+	tap_is(db_registry_count_lingering(reg), 1, "one lingering buffer");
+	tap_ok(buffer(reg, a, 4096) != NULL, "the uid may use the rest of its limit");
+	tap_ok(buffer(reg, b, 4096) == NULL, "but not more: Release did not give the charge back");
+	outside[buf->id] = 0; /* now the fd is closed */
+	buf2 = buffer(reg, b, 4096);
+	tap_ok(buf2 != NULL, "once the kernel says nothing holds it, a quota check frees it");
+	tap_is(db_registry_count_lingering(reg), 0, "nothing lingers");
+
+	/* Revoked while a holder maps it: the owner keeps paying. */
+	outside[buf2->id] = 2;
+	db_registry_revoke(reg, buf2);
+	tap_is(db_registry_count_lingering(reg), 1, "a revoked buffer lingers while mapped");
+	tap_ok(buffer(reg, c, 8192) == NULL,
+	       "the daemon-wide limit counts lingering memory (MaxBytesTotal)");
+	outside[buf2->id] = 0;
+	db_registry_remove_client(reg, b);
+	tap_is(db_registry_count_lingering(reg), 0, "a client leaving looks again");
+	tap_ok(buffer(reg, c, 4096) != NULL, "and the memory is free for others");
 	db_registry_free(reg);
 }
 
@@ -250,6 +326,7 @@ int main(void)
 	test_tokens();
 	test_limits();
 	test_move();
+	test_lingering();
 	tap_is(proc_count_fds(getpid()), fds_before, "every buffer fd was closed");
 	return tap_done();
 }
