@@ -22,6 +22,7 @@
 #include "errors.h"
 #include "fd-util.h"
 #include "layout-bus.h"
+#include "layout.h"
 #include "macros.h"
 #include "protocol.h"
 #include "token.h"
@@ -32,6 +33,7 @@ struct dmabroker {
 	int epoll_fd; /* owned; watches bus and peer for dmabroker_get_fd() */
 	uint32_t flags;
 	char *client_path;
+	char default_backend[16]; /* the daemon's, read at dmabroker_register() */
 	char last_error[256];
 	struct dmabroker_event_handlers handlers;
 	void *userdata;
@@ -288,6 +290,21 @@ static int open_peer(struct dmabroker *ctx)
 	return 0;
 }
 
+/* The daemon's default backend: the first of its Backends property. */
+static void read_default_backend(struct dmabroker *ctx)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	const char *name;
+
+	ctx->default_backend[0] = '\0';
+	if (sd_bus_get_property(call_bus(ctx), DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER,
+				"Backends", NULL, &reply, "as") < 0 ||
+	    sd_bus_message_enter_container(reply, 'a', "s") <= 0 ||
+	    sd_bus_message_read_basic(reply, 's', &name) <= 0)
+		return;
+	snprintf(ctx->default_backend, sizeof(ctx->default_backend), "%s", name);
+}
+
 int dmabroker_register(struct dmabroker *ctx, const char *role, bool dynamic, const char *name,
 		       const char *const *devices)
 {
@@ -333,6 +350,7 @@ int dmabroker_register(struct dmabroker *ctx, const char *role, bool dynamic, co
 	ctx->client_path = strdup(path);
 	if (!ctx->client_path)
 		return -ENOMEM;
+	read_default_backend(ctx);
 	if (!(ctx->flags & DMABROKER_CONNECT_NO_PEER)) {
 		r = open_peer(ctx);
 		if (r < 0)
@@ -434,16 +452,80 @@ static int buffer_from_reply(struct dmabroker *ctx, const char *path, int borrow
 	return 0;
 }
 
+/*
+ * Whether this allocation's memory is made here: a plain (not contiguous) buffer of the
+ * daemon's default backend, when that is udmabuf or memfd.
+ */
+static bool memory_is_ours(const struct dmabroker *ctx, const struct dmabroker_alloc_spec *spec)
+{
+	const char *def = ctx->default_backend;
+
+	if ((ctx->flags & DMABROKER_CONNECT_DAEMON_MEMORY) || spec->contiguous)
+		return false;
+	if (strcmp(def, "udmabuf") != 0 && strcmp(def, "memfd") != 0)
+		return false;
+	return !spec->backend || strcmp(spec->backend, def) == 0;
+}
+
+/*
+ * A sealed memfd of the spec's size with its pages allocated now, by this process, so that
+ * its memory cgroup is charged (and its memory.max can refuse: -ENOMEM, before the daemon
+ * is asked). The size is the daemon's own computation (common/layout.c).
+ */
+static int make_memfd(struct dmabroker *ctx, const struct dmabroker_alloc_spec *spec, int *ret_fd)
+{
+	_cleanup_(closep) int fd = -1;
+	struct db_layout layout;
+	uint64_t size = spec->size;
+	size_t aligned;
+	int r;
+
+	if (!size) {
+		r = db_layout_compute(spec->width, spec->height, spec->fourcc, spec->modifier,
+				      spec->stride_align ? spec->stride_align : 64, &layout);
+		if (r < 0)
+			return r; /* the daemon would refuse it too; let it say why */
+		size = layout.size;
+	}
+	if (db_size_page_align(size, &aligned) < 0)
+		return -EOVERFLOW;
+	fd = memfd_create("dmabroker", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)aligned) < 0)
+		return -errno;
+	if (fallocate(fd, 0, 0, (off_t)aligned) < 0) {
+		r = -errno;
+		snprintf(ctx->last_error, sizeof(ctx->last_error),
+			 "could not allocate %zu bytes in this process: %s", aligned, strerror(-r));
+		return r == -ENOSPC ? -ENOMEM : r;
+	}
+	/* It can neither shrink under the holders' mappings nor be sealed read-only. */
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+		return -errno;
+	*ret_fd = take_fd(&fd);
+	return 0;
+}
+
 int dmabroker_allocate(struct dmabroker *ctx, const struct dmabroker_alloc_spec *spec,
 		       struct dmabroker_buffer **ret)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+	_cleanup_(closep) int memfd = -1;
 	const char *path;
 	int fd, r;
 
 	if (!ctx || !spec || !ret)
 		return -EINVAL;
-	r = new_call(ctx, "Allocate", &m);
+	if (memory_is_ours(ctx, spec)) {
+		r = make_memfd(ctx, spec, &memfd);
+		if (r == -ENOMEM || r == -EFBIG)
+			return r;
+		/* Anything else: let the daemon judge the spec and say what is wrong. */
+	}
+	r = new_call(ctx, memfd >= 0 ? "AllocateWithMemfd" : "Allocate", &m);
+	if (r >= 0 && memfd >= 0)
+		r = sd_bus_message_append_basic(m, 'h', &memfd);
 	if (r >= 0)
 		r = append_spec(m, spec);
 	if (r < 0)

@@ -91,11 +91,9 @@ static bool udmabuf_probe(void)
 static int udmabuf_allocate(size_t size, bool contiguous, int *ret_fd)
 {
 	_cleanup_(closep) int memfd = -1;
-	_cleanup_(closep) int dev = -1;
 	unsigned int mfd_flags = 0;
 	size_t alloc_size = size;
-	struct udmabuf_create create;
-	int fd, r;
+	int r;
 
 	if (contiguous) {
 		/*
@@ -113,19 +111,26 @@ static int udmabuf_allocate(size_t size, bool contiguous, int *ret_fd)
 	r = memfd_new(alloc_size, mfd_flags, F_SEAL_SHRINK, &memfd);
 	if (r < 0)
 		return r == -EINVAL && contiguous ? -ENOMEM : r;
-	dev = open(DB_UDMABUF_DEV, O_RDWR | O_CLOEXEC);
-	if (dev < 0)
-		return -errno == -ENOENT ? -ENODEV : -errno;
-	create = (struct udmabuf_create){
+	/* The udmabuf holds the memfd's pages; our memfd reference can go. */
+	return db_udmabuf_create(memfd, alloc_size, ret_fd);
+}
+
+int db_udmabuf_create(int memfd, size_t size, int *ret_fd)
+{
+	_cleanup_(closep) int dev = open(DB_UDMABUF_DEV, O_RDWR | O_CLOEXEC);
+	struct udmabuf_create create = {
 		.memfd = (__u32)memfd,
 		.flags = UDMABUF_FLAGS_CLOEXEC,
 		.offset = 0,
-		.size = alloc_size,
+		.size = size,
 	};
+	int fd;
+
+	if (dev < 0)
+		return errno == ENOENT ? -ENODEV : -errno;
 	fd = ioctl(dev, UDMABUF_CREATE, &create);
 	if (fd < 0)
 		return -errno;
-	/* The udmabuf holds the memfd's pages; our memfd reference can go. */
 	*ret_fd = fd;
 	return 0;
 }

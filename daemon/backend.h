@@ -50,6 +50,9 @@ void db_backend_set_hugetlb_vmap_safe(bool safe);
  * unlimited; as of the last refresh. */
 size_t db_udmabuf_size_limit(void);
 
+/* Turns size bytes of a sealed memfd (borrowed) into a udmabuf (*ret_fd, owned). */
+int db_udmabuf_create(int memfd, size_t size, int *ret_fd);
+
 /* Directory of the dma-heap devices; tests may point it elsewhere. */
 #define DB_DMA_HEAP_DIR "/dev/dma_heap"
 #define DB_UDMABUF_DEV "/dev/udmabuf"

@@ -8,6 +8,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <stdint.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -234,26 +238,146 @@ static int allocate_one(struct db_broker *b, struct db_client *c, const struct d
 	if (be->is_dmabuf)
 		/* Best effort: a name only helps /proc and debugfs readers. */
 		(void)db_dmabuf_set_name(fd, plan->name[0] ? plan->name : "dmabroker");
-	r = db_registry_add_buffer(b->reg, c, fd, size, &plan->layout, be->name, be->is_dmabuf,
+	r = db_registry_add_buffer(b->reg, c, fd, size, &plan->layout, be->name,
+				   (be->is_dmabuf ? DB_BUFFER_DMABUF : 0) |
+					   (plan->contiguous ? DB_BUFFER_CONTIGUOUS : 0),
 				   plan->name, NULL, ret);
 	if (r == -EDQUOT)
 		return quota_error(b, error);
 	if (r < 0)
 		return r;
 	fd = -1; /* the registry owns it now */
-	(*ret)->contiguous = plan->contiguous;
 	return 0;
+}
+
+/* Answers an allocation: the buffer's path, its fd and layout. A reply that cannot be made
+ * gives the buffer back. */
+static int reply_allocated(struct db_broker *b, sd_bus_message *m, struct db_client *c,
+			   struct db_buffer *buf)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	char path[128];
+	int r;
+
+	r = sd_bus_message_new_method_return(m, &reply);
+	if (r >= 0)
+		r = sd_bus_message_append(reply, "oh", db_bus_buffer_path(buf, path, sizeof(path)),
+					  buf->fd);
+	if (r >= 0)
+		r = db_bus_append_layout(reply, buf);
+	if (r < 0) {
+		db_registry_detach(b->reg, c, buf);
+		return r;
+	}
+	return sd_bus_send(NULL, reply, NULL);
+}
+
+/*
+ * Checks the memfd a client brings: a sealed shmem memfd (hugetlbfs is refused: 6.12's
+ * udmabuf corrupts its vmap) of exactly size bytes that cannot shrink under the holders'
+ * mappings, and that udmabuf will take (no write seal).
+ */
+static int check_client_memfd(int fd, size_t size, sd_bus_error *error)
+{
+	struct statfs sfs;
+	struct stat st;
+	int seals;
+
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || fstatfs(fd, &sfs) < 0 ||
+	    sfs.f_type != TMPFS_MAGIC)
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "memfd: not a memfd (memfd_create without MFD_HUGETLB)");
+	seals = fcntl(fd, F_GET_SEALS);
+	if (seals < 0)
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "memfd: not created with MFD_ALLOW_SEALING");
+	if (!(seals & F_SEAL_SHRINK))
+		return sd_bus_error_setf(
+			error, DB_ERROR_INVALID_ARGUMENT,
+			"memfd: needs F_SEAL_SHRINK, so that it cannot shrink under "
+			"the holders' mappings");
+	if (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE))
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "memfd: a write seal would make it read-only for every "
+					 "holder (udmabuf refuses it)");
+	if ((uint64_t)st.st_size != size)
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "memfd: %jd bytes, the spec needs exactly %zu (its size "
+					 "rounded up to the page size)",
+					 (intmax_t)st.st_size, size);
+	return 0;
+}
+
+/*
+ * AllocateWithMemfd: the memory is the client's own memfd, whose pages were allocated (and
+ * charged to the client's memory cgroup) by the client; the daemon turns it into a udmabuf,
+ * or keeps it as the buffer where udmabuf is missing (memfd mode). So the client's
+ * memory.max bounds what it holds, as it would with /dev/udmabuf of its own.
+ */
+static int method_allocate_with_memfd(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct db_broker *b = userdata;
+	const struct db_backend *be = db_backend_default();
+	_cleanup_(closep) int fd = -1;
+	struct db_alloc_plan plan;
+	struct db_client *c;
+	struct db_buffer *buf;
+	int memfd, r;
+
+	r = get_caller(b, m, &c, error);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_read_basic(m, 'h', &memfd);
+	if (r < 0)
+		return r;
+	r = db_spec_parse_alloc(m, b->reg, &plan, error);
+	if (r < 0)
+		return r;
+	if (plan.contiguous || (plan.backend && strcmp(plan.backend, be->name) != 0) ||
+	    be == &db_backend_dma_heap)
+		return sd_bus_error_setf(
+			error, DB_ERROR_UNSUPPORTED,
+			"%s: call Allocate for contiguous memory, a dma-heap, or "
+			"a backend other than the default (%s)",
+			plan.contiguous		     ? "contiguous memory cannot come from a memfd"
+			: be == &db_backend_dma_heap ? "the default backend here is a dma-heap"
+						     : "another backend was asked for",
+			be->name);
+	r = check_client_memfd(memfd, plan.size, error);
+	if (r < 0)
+		return r;
+	if (db_registry_check_allocation(b->reg, c, plan.size, 1) < 0 ||
+	    db_fdstore_reserve(b, 1) < 0)
+		return quota_error(b, error);
+	r = be == &db_backend_udmabuf	       ? db_udmabuf_create(memfd, plan.size, &fd)
+	    : (fd = fd_dup_cloexec(memfd)) < 0 ? fd
+					       : 0;
+	if (r == -ENOMEM)
+		return sd_bus_error_setf(error, DB_ERROR_NO_MEMORY,
+					 "udmabuf could not pin the memfd's %zu bytes", plan.size);
+	if (r < 0)
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "%s refused the memfd: %s", be->name, strerror(-r));
+	if (be->is_dmabuf)
+		(void)db_dmabuf_set_name(fd, plan.name[0] ? plan.name : "dmabroker");
+	r = db_registry_add_buffer(b->reg, c, fd, plan.size, &plan.layout, be->name,
+				   (be->is_dmabuf ? DB_BUFFER_DMABUF : 0) | DB_BUFFER_CLIENT_MEMORY,
+				   plan.name, NULL, &buf);
+	if (r == -EDQUOT)
+		return quota_error(b, error);
+	if (r < 0)
+		return r;
+	fd = -1; /* the registry owns it now */
+	return reply_allocated(b, m, c, buf);
 }
 
 static int method_allocate(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
 	struct db_broker *b = userdata;
-	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
 	const struct db_backend *be;
 	struct db_alloc_plan plan;
 	struct db_client *c;
 	struct db_buffer *buf;
-	char path[128];
 	int r;
 
 	r = get_caller(b, m, &c, error);
@@ -271,17 +395,7 @@ static int method_allocate(sd_bus_message *m, void *userdata, sd_bus_error *erro
 	r = allocate_one(b, c, &plan, be, &buf, error);
 	if (r < 0)
 		return r;
-	r = sd_bus_message_new_method_return(m, &reply);
-	if (r >= 0)
-		r = sd_bus_message_append(reply, "oh", db_bus_buffer_path(buf, path, sizeof(path)),
-					  buf->fd);
-	if (r >= 0)
-		r = db_bus_append_layout(reply, buf);
-	if (r < 0) {
-		db_registry_detach(b->reg, c, buf);
-		return r;
-	}
-	return sd_bus_send(NULL, reply, NULL);
+	return reply_allocated(b, m, c, buf);
 }
 
 static int method_allocate_many(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -414,7 +528,8 @@ static int method_export(sd_bus_message *m, void *userdata, sd_bus_error *error)
 		return quota_error(b, error);
 	if (name[0])
 		(void)db_dmabuf_set_name(fd, name);
-	r = db_registry_add_buffer(b->reg, c, fd, size, &layout, "export", true, name, c, &buf);
+	r = db_registry_add_buffer(b->reg, c, fd, size, &layout, "export", DB_BUFFER_DMABUF, name,
+				   c, &buf);
 	if (r == -EDQUOT)
 		return quota_error(b, error);
 	if (r < 0)
@@ -665,22 +780,23 @@ static int method_open_peer(sd_bus_message *m, void *userdata, sd_bus_error *err
  */
 static int reply_failure(sd_bus_message *m, int r, sd_bus_error *error)
 {
-	if (r >= 0 || (sd_bus_error_is_set(error) &&
-		       strncmp(error->name, "org.dmabroker.Error.", 20) == 0))
+	if (r >= 0 ||
+	    (sd_bus_error_is_set(error) && strncmp(error->name, "org.dmabroker.Error.", 20) == 0))
 		return r;
 	sd_bus_error_free(error);
 	return sd_bus_error_setf(error, db_error_name_for_errno(r), "%s failed: %s",
 				 sd_bus_message_get_member(m), strerror(-r));
 }
 
-#define DB_CHECKED_METHOD(fn)                                                          \
+#define DB_CHECKED_METHOD(fn)                                                           \
 	static int fn##_checked(sd_bus_message *m, void *userdata, sd_bus_error *error) \
-	{                                                                              \
-		return reply_failure(m, fn(m, userdata, error), error);                \
+	{                                                                               \
+		return reply_failure(m, fn(m, userdata, error), error);                 \
 	}
 
 DB_CHECKED_METHOD(method_register)
 DB_CHECKED_METHOD(method_allocate)
+DB_CHECKED_METHOD(method_allocate_with_memfd)
 DB_CHECKED_METHOD(method_allocate_many)
 DB_CHECKED_METHOD(method_export)
 DB_CHECKED_METHOD(method_share)
@@ -782,6 +898,9 @@ static const sd_bus_vtable broker_vtable[] = {
 	SD_BUS_METHOD_WITH_ARGS("Allocate", SD_BUS_ARGS("a{sv}", spec),
 				SD_BUS_RESULT("o", buffer, "h", fd, "a{sv}", layout),
 				method_allocate_checked, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("AllocateWithMemfd", SD_BUS_ARGS("h", memfd, "a{sv}", spec),
+				SD_BUS_RESULT("o", buffer, "h", fd, "a{sv}", layout),
+				method_allocate_with_memfd_checked, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("AllocateMany", SD_BUS_ARGS("u", count, "a{sv}", spec),
 				SD_BUS_RESULT("ao", buffers, "ah", fds, "a{sv}", layout),
 				method_allocate_many_checked, SD_BUS_VTABLE_UNPRIVILEGED),
@@ -799,8 +918,8 @@ static const sd_bus_vtable broker_vtable[] = {
 	SD_BUS_METHOD_WITH_ARGS("Reacquire", SD_BUS_ARGS("o", buffer),
 				SD_BUS_RESULT("h", fd, "a{sv}", layout), method_reacquire_checked,
 				SD_BUS_VTABLE_UNPRIVILEGED),
-	SD_BUS_METHOD_WITH_ARGS("Move", SD_BUS_ARGS("o", buffer), SD_BUS_NO_RESULT, method_move_checked,
-				SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("Move", SD_BUS_ARGS("o", buffer), SD_BUS_NO_RESULT,
+				method_move_checked, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("Revoke", SD_BUS_ARGS("o", buffer, "s", reason), SD_BUS_NO_RESULT,
 				method_revoke_checked, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("OpenPeer", SD_BUS_NO_ARGS, SD_BUS_RESULT("h", socket),

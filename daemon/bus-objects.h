@@ -22,4 +22,3 @@ int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf);
 
 /* The org.dmabroker.Buffer1 and Client1 objects, looked up by path on demand. */
 int db_bus_add_inspection_objects(struct db_broker *b, sd_bus *bus);
-

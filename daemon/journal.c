@@ -152,7 +152,10 @@ static void encode_buffer(GByteArray *out, const struct db_buffer *buf, uint64_t
 		put_u32(out, buf->layout.strides[i]);
 	}
 	put_str(out, buf->backend);
-	put_u8(out, buf->is_dmabuf);
+	/* Bit 0 was is_dmabuf alone in the first journals: they read the same. */
+	put_u8(out, (buf->is_dmabuf ? DB_BUFFER_DMABUF : 0) |
+			    (buf->contiguous ? DB_BUFFER_CONTIGUOUS : 0) |
+			    (buf->client_memory ? DB_BUFFER_CLIENT_MEMORY : 0));
 	put_str(out, buf->name);
 	put_u32(out, buf->owner_uid);
 	put_u64(out, buf->owner_client_id);
@@ -600,7 +603,7 @@ static int apply_client(struct db_jstate *s, struct reader *r)
 static int apply_buffer(struct db_jstate *s, struct reader *r)
 {
 	struct db_jbuffer *b = g_new0(struct db_jbuffer, 1);
-	unsigned n_planes;
+	unsigned n_planes, flags;
 
 	b->id = get_u64(r);
 	b->size = get_u64(r);
@@ -618,7 +621,12 @@ static int apply_buffer(struct db_jstate *s, struct reader *r)
 	b->layout.n_planes = n_planes;
 	b->layout.size = (size_t)b->size;
 	b->backend = get_str(r, 32);
-	b->is_dmabuf = get_bool(r);
+	flags = get_u8(r);
+	if (flags & ~(DB_BUFFER_DMABUF | DB_BUFFER_CONTIGUOUS | DB_BUFFER_CLIENT_MEMORY))
+		r->bad = true;
+	b->is_dmabuf = flags & DB_BUFFER_DMABUF;
+	b->contiguous = flags & DB_BUFFER_CONTIGUOUS;
+	b->client_memory = flags & DB_BUFFER_CLIENT_MEMORY;
 	b->name = get_str(r, 255);
 	b->owner_uid = get_u32(r);
 	b->owner_client_id = get_u64(r);
@@ -742,6 +750,7 @@ static int apply(struct db_jstate *s, enum db_jrecord type, struct reader *r)
 		b->n_moves = idx;
 		b->moving = true;
 		b->move_begun_usec = cid;
+		b->client_memory = false; /* the new backing is the daemon's */
 		for (guint i = 0; i < b->holders->len; i++)
 			g_array_index(b->holders, struct db_jholder, i).needs_reacquire = true;
 		return 0;
@@ -919,6 +928,8 @@ static void restore_buffer(const struct db_jbuffer *jb, struct db_registry *reg,
 	/* Backends are static strings; an exported buffer's is "export". */
 	tmpl.backend = be ? be->name : "export";
 	tmpl.is_dmabuf = jb->is_dmabuf;
+	tmpl.contiguous = jb->contiguous;
+	tmpl.client_memory = jb->client_memory;
 	tmpl.name = jb->name;
 	tmpl.owner_uid = jb->owner_uid;
 	tmpl.owner_client_id = jb->owner_client_id;

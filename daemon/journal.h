@@ -116,6 +116,8 @@ struct db_jbuffer {
 	struct db_layout layout;
 	char *backend;
 	bool is_dmabuf;
+	bool contiguous;
+	bool client_memory;
 	char *name;
 	uid_t owner_uid;
 	uint64_t owner_client_id;

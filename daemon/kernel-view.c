@@ -65,8 +65,8 @@ static int parse_attachment(const char *value, size_t len, struct db_kernel_atta
 		if (!sp)
 			return -EINVAL; /* dev= must come last */
 		if (key_len == 16 && memcmp(p, "importer_dynamic", 16) == 0) {
-			if (have_dynamic || parse_flag(eq + 1, (size_t)(sp - eq - 1),
-						       &a->importer_dynamic) < 0)
+			if (have_dynamic ||
+			    parse_flag(eq + 1, (size_t)(sp - eq - 1), &a->importer_dynamic) < 0)
 				return -EINVAL;
 			have_dynamic = true;
 		} else if (key_len == 6 && memcmp(p, "cached", 6) == 0) {

@@ -110,8 +110,7 @@ static int arm_deadline(struct db_move *mv)
 					  on_deadline, mv);
 }
 
-static void reply_error(struct db_move *mv, const char *name, const char *fmt, ...)
-	_printf_(3, 4);
+static void reply_error(struct db_move *mv, const char *name, const char *fmt, ...) _printf_(3, 4);
 
 static void reply_error(struct db_move *mv, const char *name, const char *fmt, ...)
 {
@@ -168,14 +167,15 @@ static int on_copy_done(sd_event_source *s, int fd, uint32_t revents, void *user
 	mv->src_fd = -1;
 
 	if (!buf || buf->lingering) {
-		reply_error(mv, DB_ERROR_NOT_FOUND, "buffer %" PRIu64 " was released during the move",
-			    mv->buffer_id);
+		reply_error(mv, DB_ERROR_NOT_FOUND,
+			    "buffer %" PRIu64 " was released during the move", mv->buffer_id);
 		move_remove(mv);
 		return 0;
 	}
 	if (mv->result < 0) {
 		db_registry_cancel_move(b->reg, buf);
-		reply_error(mv, mv->result == -EOPNOTSUPP ? DB_ERROR_UNSUPPORTED : DB_ERROR_NO_MEMORY,
+		reply_error(mv,
+			    mv->result == -EOPNOTSUPP ? DB_ERROR_UNSUPPORTED : DB_ERROR_NO_MEMORY,
 			    "%s could not make the new backing: %s", mv->backend->name,
 			    strerror(-mv->result));
 		move_remove(mv);
@@ -216,6 +216,7 @@ int db_move_start(struct db_broker *b, sd_bus_message *m, struct db_buffer *buf,
 	if (buf->exporter_client_id)
 		return sd_bus_error_setf(error, DB_ERROR_UNSUPPORTED,
 					 "an exported buffer's memory belongs to its exporter");
+
 	if (db_buffer_is_pinned(buf))
 		return sd_bus_error_setf(error, DB_ERROR_BUSY,
 					 "the buffer is pinned by %u cached attachment(s)",

@@ -12,7 +12,9 @@ struct db_client;
  * worker thread, so a large buffer does not stall the event loop; the Move call is answered
  * when the copy is done. The new backing is charged to the owner for the whole move, keeps
  * the buffer's backing class (contiguous stays contiguous), and the old one is freed when
- * every holder has reacquired or MoveDeadlineSec has passed.
+ * every holder has reacquired or MoveDeadlineSec has passed. A buffer whose memory was its
+ * owner's memfd (AllocateWithMemfd) is re-backed by the daemon's own memory: the daemon
+ * cannot allocate in another process's cgroup; the owner's uid stays charged for it.
  */
 
 /* At most this many copies run at once; more get Busy. */

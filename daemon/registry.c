@@ -570,7 +570,7 @@ static struct db_attachment *attachment_new(struct db_client *c, struct db_buffe
 }
 
 int db_registry_add_buffer(struct db_registry *reg, struct db_client *owner, int fd, size_t size,
-			   const struct db_layout *layout, const char *backend, bool is_dmabuf,
+			   const struct db_layout *layout, const char *backend, unsigned flags,
 			   const char *name, struct db_client *exporter, struct db_buffer **ret)
 {
 	struct db_buffer *buf;
@@ -589,7 +589,9 @@ int db_registry_add_buffer(struct db_registry *reg, struct db_client *owner, int
 		buf->layout = *layout;
 	buf->layout.size = size;
 	buf->backend = backend;
-	buf->is_dmabuf = is_dmabuf;
+	buf->is_dmabuf = flags & DB_BUFFER_DMABUF;
+	buf->contiguous = flags & DB_BUFFER_CONTIGUOUS;
+	buf->client_memory = flags & DB_BUFFER_CLIENT_MEMORY;
 	buf->name = g_strdup(name ? name : "");
 	buf->owner_uid = owner->uid;
 	buf->owner_client_id = owner->id;
@@ -781,6 +783,8 @@ int db_registry_begin_move(struct db_registry *reg, struct db_buffer *buf, int n
 		return -EBUSY;
 	}
 	buf->moving = false;
+	/* The new backing is the daemon's, even where the old one was the owner's memfd. */
+	buf->client_memory = false;
 	buf->old_fd = buf->fd;
 	buf->fd = new_fd;
 	for (guint i = 0; i < buf->attachments->len; i++) {
@@ -840,6 +844,8 @@ int db_registry_restore_buffer(struct db_registry *reg, const struct db_buffer *
 	buf->layout = tmpl->layout;
 	buf->backend = tmpl->backend;
 	buf->is_dmabuf = tmpl->is_dmabuf;
+	buf->contiguous = tmpl->contiguous;
+	buf->client_memory = tmpl->client_memory;
 	buf->name = g_strdup(tmpl->name ? tmpl->name : "");
 	buf->owner_uid = tmpl->owner_uid;
 	buf->owner_client_id = tmpl->owner_client_id;

@@ -73,6 +73,7 @@ struct db_buffer {
 	const char *backend; /* static string */
 	bool is_dmabuf;
 	bool contiguous; /* physically contiguous: a move must keep it so */
+	bool client_memory; /* the pages are a client's memfd (charged to its cgroup) */
 	bool moving; /* new backing being made (its size is charged already) */
 	/* No attachment is left, but the pages are still reachable outside the daemon (a
 	 * client kept its fd or a mapping): it stays charged to its owner until they are not. */
@@ -207,8 +208,14 @@ int db_registry_check_allocation(struct db_registry *reg, struct db_client *owne
  * exporter: NULL when the daemon's backend exported it (dynamic), else the exporting
  * client (its declared capability is the exporter's). -EDQUOT on limits.
  */
+enum {
+	DB_BUFFER_DMABUF = 1 << 0, /* fd is a dma-buf (not a memfd) */
+	DB_BUFFER_CONTIGUOUS = 1 << 1, /* physically contiguous memory */
+	DB_BUFFER_CLIENT_MEMORY = 1 << 2, /* the pages are the owner's memfd */
+};
+
 int db_registry_add_buffer(struct db_registry *reg, struct db_client *owner, int fd, size_t size,
-			   const struct db_layout *layout, const char *backend, bool is_dmabuf,
+			   const struct db_layout *layout, const char *backend, unsigned flags,
 			   const char *name, struct db_client *exporter, struct db_buffer **ret);
 
 struct db_attachment *db_buffer_find_attachment(struct db_buffer *buf, struct db_client *c);

@@ -29,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		db_registry_add_client(reg, ":1.1", 1000, 1, "cpu", true, "", NULL, &issuer);
 		db_registry_add_client(reg, ":1.2", 1001, 2, "cpu", false, "", NULL, &importer);
 		db_registry_add_buffer(reg, issuer, open("/dev/null", O_RDONLY | O_CLOEXEC), 4096,
-				       NULL, "memfd", false, "", NULL, &buf);
+				       NULL, "memfd", 0, "", NULL, &buf);
 		for (int i = 0; i < 64; i++)
 			db_registry_share(reg, issuer, buf, false, 0, i % 2, 1001, 0, &tok);
 	}

@@ -37,6 +37,14 @@ enum dmabroker_connect_flags {
 	DMABROKER_CONNECT_USER = 1 << 0,
 	/* Stay on the bus: do not open a private peer connection after dmabroker_register(). */
 	DMABROKER_CONNECT_NO_PEER = 1 << 1,
+	/*
+	 * Let the daemon allocate plain buffers. By default dmabroker_allocate() makes the
+	 * memory in the calling process (a sealed memfd whose pages are allocated here, so they
+	 * count against this process's memory cgroup, as they would with /dev/udmabuf of its
+	 * own) and the daemon turns it into a udmabuf. Heap and contiguous buffers always come
+	 * from the daemon.
+	 */
+	DMABROKER_CONNECT_DAEMON_MEMORY = 1 << 2,
 };
 
 enum dmabroker_path {

@@ -33,7 +33,7 @@
 #include "rawbus.h"
 #include "tap.h"
 
-#define DEADLINE_CONFIG                                                                    \
+#define DEADLINE_CONFIG \
 	"[Daemon]\nMoveDeadlineSec=1\nPeerAuthTimeoutSec=1\n[Limits]\nMaxPeerQueuedMessages=8\n"
 
 static struct fixture f;
@@ -154,8 +154,9 @@ static void stop(const char *what)
 {
 	int status = fixture_stop(&f);
 
-	tap_ok(status == 0, "%s: the daemon exits cleanly (status %d; no crash, no sanitizer report)",
-	       what, status);
+	tap_ok(status == 0,
+	       "%s: the daemon exits cleanly (status %d; no crash, no sanitizer report)", what,
+	       status);
 }
 
 /* 1. A move's deadline fires while a holder never reacquires, and after all did. */
@@ -355,7 +356,8 @@ static void test_unread_peer(bool with_fds)
 	for (; sent < 20000; sent++) {
 		static const uint8_t empty_dict[8] = {0};
 
-		if (with_fds ? rawbus_call_peer(&rb, "Reacquire", "o", body, body_len, 0, NULL, 0) < 0
+		if (with_fds ? rawbus_call_peer(&rb, "Reacquire", "o", body, body_len, 0, NULL, 0) <
+				       0
 			     : rawbus_call_peer(&rb, "Register", "a{sv}", empty_dict,
 						sizeof(empty_dict), 0, NULL, 0) < 0)
 			break;
@@ -495,8 +497,7 @@ static int count_visible(uid_t uid, int *ret_buffers, int *ret_clients, bool *re
 			sd_bus_message_exit_container(reply);
 		}
 		/* Root's first buffer, asked for by path. */
-		counts[2] = sd_bus_get_property_string(bus, DB_BUS_NAME,
-						       DB_BUFFER_PATH_PREFIX "/1",
+		counts[2] = sd_bus_get_property_string(bus, DB_BUS_NAME, DB_BUFFER_PATH_PREFIX "/1",
 						       DB_IFACE_BUFFER, "Name", NULL, &name) >= 0;
 		if (write(pipefd[1], counts, sizeof(counts)) != sizeof(counts))
 			_exit(4);
@@ -568,8 +569,8 @@ static void test_move_copy(void)
 	r = sd_bus_call_method_async(bus, &slot, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER,
 				     "Move", on_reply, &move_done, "o", path);
 	tap_is(r, 1, "ask for a move of 256 MiB");
-	r = sd_bus_get_property_string(bus, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER,
-				       "Version", NULL, &version);
+	r = sd_bus_get_property_string(bus, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER, "Version",
+				       NULL, &version);
 	free(version);
 	probe_done = move_done ? 2 : 1;
 	tap_ok(r >= 0 && probe_done == 1,
@@ -596,6 +597,91 @@ static void test_move_copy(void)
 	stop("move copies");
 }
 
+/* A memfd of size bytes with the given seals (-1: not sealable), its pages allocated. */
+static int client_memfd(size_t size, int seals)
+{
+	int fd = memfd_create("test", MFD_CLOEXEC | (seals >= 0 ? MFD_ALLOW_SEALING : 0));
+
+	if (fd < 0 || ftruncate(fd, (off_t)size) < 0 || fallocate(fd, 0, 0, (off_t)size) < 0)
+		return -1;
+	if (seals > 0 && fcntl(fd, F_ADD_SEALS, seals) < 0)
+		return -1;
+	return fd;
+}
+
+static int allocate_with(sd_bus *bus, int memfd, bool contiguous, sd_bus_error *error)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+	int r;
+
+	r = sd_bus_message_new_method_call(bus, &m, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER,
+					   "AllocateWithMemfd");
+	if (r >= 0)
+		r = sd_bus_message_append(m, "h", memfd);
+	if (r >= 0)
+		r = contiguous ? sd_bus_message_append(m, "a{sv}", 2, "size", "t", (uint64_t)65536,
+						       "contiguous", "b", 1)
+			       : sd_bus_message_append(m, "a{sv}", 1, "size", "t", (uint64_t)65536);
+	if (r >= 0)
+		r = sd_bus_call(bus, m, 0, error, NULL);
+	return r < 0 ? r : 0;
+}
+
+/* 8. Memory the client brings (AllocateWithMemfd): only a sealed memfd of the right size. */
+static void test_client_memory(void)
+{
+	static const struct {
+		const char *what;
+		size_t size;
+		int seals;
+		bool contiguous;
+		const char *want;
+	} cases[] = {
+		{"a memfd that may shrink", 65536, 0, false, DB_ERROR_INVALID_ARGUMENT},
+		{"a memfd that cannot be sealed", 65536, -1, false, DB_ERROR_INVALID_ARGUMENT},
+		{"a memfd of the wrong size", 8192, F_SEAL_SHRINK, false,
+		 DB_ERROR_INVALID_ARGUMENT},
+		{"a write-sealed memfd", 65536, F_SEAL_SHRINK | F_SEAL_WRITE, false,
+		 DB_ERROR_INVALID_ARGUMENT},
+		{"contiguous memory from a memfd", 65536, F_SEAL_SHRINK, true,
+		 DB_ERROR_UNSUPPORTED},
+		{"a sealed memfd of the right size", 65536, F_SEAL_SHRINK | F_SEAL_GROW, false,
+		 NULL},
+	};
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	int pipefd[2], r;
+	sd_bus *bus;
+
+	start(DEADLINE_CONFIG);
+	bus = connect_bus();
+	do_register(bus);
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		int fd = client_memfd(cases[i].size, cases[i].seals);
+
+		r = allocate_with(bus, fd, cases[i].contiguous, &error);
+		if (cases[i].want)
+			tap_ok(r < 0 && sd_bus_error_has_name(&error, cases[i].want), "%s: %s (%s)",
+			       cases[i].what, error.name ? error.name : "accepted",
+			       error.message ? error.message : "");
+		else
+			tap_ok(r == 0, "%s is taken (%s)", cases[i].what,
+			       error.message ? error.message : "ok");
+		sd_bus_error_free(&error);
+		close(fd);
+	}
+	tap_ok(pipe2(pipefd, O_CLOEXEC) == 0, "a pipe");
+	r = allocate_with(bus, pipefd[0], false, &error);
+	tap_ok(r < 0 && sd_bus_error_has_name(&error, DB_ERROR_INVALID_ARGUMENT),
+	       "is not a memfd: %s", error.message ? error.message : "accepted");
+	sd_bus_error_free(&error);
+	close(pipefd[0]);
+	close(pipefd[1]);
+	tap_is(broker_u32(bus, "NBuffers"), 1, "one buffer was made");
+	sd_bus_flush_close_unref(bus);
+	tap_ok(daemon_alive(), "the daemon serves on");
+	stop("client memory");
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -607,5 +693,6 @@ int main(void)
 	test_hostile_strings();
 	test_visibility();
 	test_move_copy();
+	test_client_memory();
 	return tap_done();
 }

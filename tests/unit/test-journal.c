@@ -51,8 +51,8 @@ static struct db_buffer *buffer(struct db_registry *reg, struct db_client *owner
 
 	/* Quiet when it works: the cost test adds thousands. */
 	if (db_registry_add_buffer(reg, owner, some_fd(), size, &layout,
-				   exporter ? "export" : "memfd", exporter != NULL, "buf", exporter,
-				   &buf) < 0)
+				   exporter ? "export" : "memfd", exporter ? DB_BUFFER_DMABUF : 0,
+				   "buf", exporter, &buf) < 0)
 		tap_require(false, "add a buffer");
 	return buf;
 }

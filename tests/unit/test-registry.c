@@ -26,7 +26,7 @@ static struct db_buffer *buffer(struct db_registry *reg, struct db_client *owner
 {
 	struct db_buffer *buf = NULL;
 	int fd = some_fd();
-	int r = db_registry_add_buffer(reg, owner, fd, size, NULL, "memfd", false, "t", NULL, &buf);
+	int r = db_registry_add_buffer(reg, owner, fd, size, NULL, "memfd", 0, "t", NULL, &buf);
 
 	if (r < 0)
 		close(fd);
@@ -79,8 +79,8 @@ static void test_path_rule(void)
 	/* A buffer a static client exported: static importers agree, dynamic ones do not. */
 	{
 		struct db_buffer *exp = NULL;
-		int r = db_registry_add_buffer(reg, stat_a, some_fd(), 8192, NULL, "export", true,
-					       "", stat_a, &exp);
+		int r = db_registry_add_buffer(reg, stat_a, some_fd(), 8192, NULL, "export",
+					       DB_BUFFER_DMABUF, "", stat_a, &exp);
 
 		tap_ok(r == 0 && !exp->exporter_dynamic, "export takes the exporter's capability");
 		tap_is(db_buffer_find_attachment(exp, stat_a)->path, DB_PATH_DIRECT,
