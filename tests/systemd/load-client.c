@@ -7,11 +7,12 @@
  * test kills the daemon under them. A call that the kill cut off fails once and is counted;
  * corrupted bytes in a mapping are never tolerated.
  *
- *   load-client NAME
+ *   load-client NAME [--idle]     (--idle: no load until the first resume)
  *
  * Commands, one a line on stdin; answers on stdout as "key value" lines ending with "end":
- *   mark     keep the newest owned and imported buffers and issue kept tokens (single-use,
- *            reusable with a 10 min expiry, and one expiring in 1 ms): kept until check
+ *   mark     allocate three owned buffers and issue a token on each (single-use, reusable
+ *            with a 10 min expiry, expiring in 1 ms); keep them and the newest imported
+ *            buffer out of the rolling set until the next check
  *   check    pause, then check everything held and the kept items (see cmd_check)
  *   resume   carry on after a check
  *   quota N  the owner allocates up to N daemon-allocated buffers (dma-heap), held until
@@ -46,6 +47,7 @@ struct held {
 	uint64_t id;
 	uint64_t sum;
 	bool kept;
+	bool shared; /* a token for it went into the queue */
 };
 
 struct tok {
@@ -140,7 +142,13 @@ static int fill(struct dmabroker_buffer *buf, uint64_t seed, uint64_t *ret)
 
 static void add_held(struct dmabroker_buffer *buf, int side, uint64_t sum)
 {
-	struct held *h = &pool[n_pool++];
+	struct held *h;
+
+	if (n_pool == sizeof(pool) / sizeof(pool[0])) {
+		dmabroker_release(buf);
+		return;
+	}
+	h = &pool[n_pool++];
 
 	*h = (struct held){.buf = buf, .side = side, .id = buffer_id(buf), .sum = sum};
 	if (h->id > max_id)
@@ -163,12 +171,20 @@ static void trim(void)
 	}
 }
 
-static int newest(int side)
+static int newest(int side, bool unshared)
 {
 	for (int i = (int)n_pool - 1; i >= 0; i--)
-		if (pool[i].side == side)
+		if (pool[i].side == side && !(unshared && pool[i].shared))
 			return i;
 	return -1;
+}
+
+static bool importer_holds(uint64_t id)
+{
+	for (unsigned i = 0; i < n_pool; i++)
+		if (pool[i].side == 1 && pool[i].id == id)
+			return true;
+	return false;
 }
 
 static void step_allocate(void)
@@ -213,25 +229,31 @@ static int share(struct held *h, const struct dmabroker_share_opts *opts, struct
 static void step_share(void)
 {
 	struct dmabroker_share_opts opts = {.reusable = n_ops % 2, .expires_in_ms = 600000};
-	int i = newest(0);
+	int i = newest(0, true);
 	int r;
 
 	if (i < 0 || n_tokens == MAX_TOKENS)
 		return;
 	r = share(&pool[i], n_ops % 3 ? &opts : NULL, &tokens[n_tokens]);
-	if (r < 0)
+	if (r < 0) {
 		op_failed(0, "share", r);
-	else
+	} else {
+		pool[i].shared = true;
 		n_tokens++;
+	}
 }
 
-/* Imports t with the importer and checks the bytes; returns the import's result. */
+/* Imports t with the importer and checks the bytes; returns the import's result. The
+ * importer never imports what it holds: releasing the second object would detach it. */
 static int import(const struct tok *t, bool keep)
 {
 	struct dmabroker_buffer *buf;
 	uint64_t sum;
-	int r = dmabroker_import(ctx[1], &t->token, &buf);
+	int r;
 
+	if (importer_holds(t->buffer_id))
+		return -EALREADY;
+	r = dmabroker_import(ctx[1], &t->token, &buf);
 	if (r < 0)
 		return r;
 	r = checksum(buf, &sum);
@@ -262,7 +284,7 @@ static void step_import(void)
 	/* The token is spent either way: a failed import may have used it up. */
 	memmove(&tokens[0], &tokens[1], (n_tokens - 1) * sizeof(tokens[0]));
 	n_tokens--;
-	if (r < 0 && r != -ENOENT)
+	if (r < 0 && r != -ENOENT && r != -EALREADY)
 		op_failed(1, "import", r);
 	trim();
 }
@@ -306,33 +328,55 @@ static void step(void)
 	}
 }
 
+/* A fresh owned buffer, kept until the next check. */
+static int allocate_kept(void)
+{
+	struct dmabroker_alloc_spec spec = {.size = 65536, .name = "kept"};
+	struct dmabroker_buffer *buf;
+	uint64_t sum;
+	int r = dmabroker_allocate(ctx[0], &spec, &buf);
+
+	if (r >= 0)
+		r = fill(buf, n_ops + 99, &sum);
+	if (r < 0)
+		return r;
+	add_held(buf, 0, sum);
+	pool[n_pool - 1].kept = pool[n_pool - 1].shared = true;
+	say("kept-owned", "%s", dmabroker_buffer_get_path(buf));
+	return (int)n_pool - 1;
+}
+
+/* Before a kill: three fresh owned buffers, with a single-use token, a reusable one
+ * (10 min) and one that expires in 1 ms, and the newest imported buffer are
+ * kept out of the rolling set until the next check. */
 static void cmd_mark(void)
 {
 	struct dmabroker_share_opts reusable = {.reusable = true, .expires_in_ms = 600000};
 	struct dmabroker_share_opts expiring = {.expires_in_ms = 1};
-	int o = newest(0), i = newest(1), r;
+	int k1, k2 = -1, k3 = -1, i = newest(1, false), r;
 
 	have_kept = false;
-	if (o < 0) {
-		say("error", "no owned buffer to keep");
-		goto out;
-	}
-	pool[o].kept = true;
-	if (i >= 0)
-		pool[i].kept = true;
-	r = share(&pool[o], NULL, &kept_single);
+	r = k1 = allocate_kept();
 	if (r >= 0)
-		r = share(&pool[o], &reusable, &kept_reusable);
+		r = k2 = allocate_kept();
 	if (r >= 0)
-		r = share(&pool[o], &expiring, &kept_expired);
+		r = k3 = allocate_kept();
+	if (r >= 0)
+		r = share(&pool[k1], NULL, &kept_single);
+	if (r >= 0)
+		r = share(&pool[k2], &reusable, &kept_reusable);
+	if (r >= 0)
+		r = share(&pool[k3], &expiring, &kept_expired);
 	if (r < 0) {
-		say("error", "kept tokens: %s (%s)", strerror(-r), dmabroker_last_error(ctx[0]));
+		say("error", "kept buffers and tokens: %s (%s)", strerror(-r),
+		    dmabroker_last_error(ctx[0]));
 		goto out;
 	}
 	have_kept = true;
-	say("kept-owned", "%s", dmabroker_buffer_get_path(pool[o].buf));
-	if (i >= 0)
+	if (i >= 0) {
+		pool[i].kept = true;
 		say("kept-imported", "%s", dmabroker_buffer_get_path(pool[i].buf));
+	}
 out:
 	say("maxid", "%" PRIu64, max_id);
 	say("end", "mark");
@@ -367,7 +411,7 @@ static void cmd_check(void)
 		say("import-kept-reusable", "%s", r < 0 ? strerror(-r) : "ok");
 		failures += r < 0;
 		r = import(&kept_expired, false);
-		say("import-expired", "%s", r < 0 ? "refused" : "IMPORTED");
+		say("import-expired", "%s", r < 0 ? strerror(-r) : "IMPORTED");
 		failures += r >= 0;
 	} else {
 		say("import-kept", "nothing kept");
@@ -484,6 +528,7 @@ int main(int argc, char **argv)
 	int r;
 
 	name = argc > 1 ? argv[1] : "load";
+	paused = argc > 2 && !strcmp(argv[2], "--idle");
 	setvbuf(stdin, NULL, _IONBF, 0);
 	for (int i = 0; i < 2; i++) {
 		snprintf(who, sizeof(who), "%s-%c", name, "ab"[i]);
