@@ -66,10 +66,12 @@ int db_broker_new(struct db_broker **ret, sd_event *event, sd_bus *bus, const ch
 	}
 	b->reg = db_registry_new(&b->config.limits);
 	/* Every change is journaled into the fd store (with --fd-store, once restored). */
-	b->reg->changed = db_fdstore_changed;
-	b->reg->client_freed = on_client_freed;
-	b->reg->outside_refs = on_outside_refs;
-	b->reg->hook_userdata = b;
+	db_registry_set_hooks(b->reg, &(struct db_registry_hooks){
+					      .client_freed = on_client_freed,
+					      .outside_refs = on_outside_refs,
+					      .changed = db_fdstore_changed,
+					      .userdata = b,
+				      });
 	b->peers = g_hash_table_new(g_direct_hash, g_direct_equal);
 	b->moves = g_hash_table_new(g_int64_hash, g_int64_equal);
 	r = db_devices_new(&b->devices, on_devices_changed, b);

@@ -39,9 +39,11 @@ static uint64_t now_usec(void)
 
 static int quota_error(struct db_broker *b, sd_bus_error *error)
 {
+	uint64_t value;
+	const char *limit = db_registry_exceeded(b->reg, &value);
+
 	return sd_bus_error_setf(error, DB_ERROR_QUOTA_EXCEEDED,
-				 "%s (%" PRIu64 ") would be exceeded", b->reg->exceeded_limit,
-				 b->reg->exceeded_value);
+				 "%s (%" PRIu64 ") would be exceeded", limit, value);
 }
 
 /* The registered client a call comes from: by its peer connection, or its unique name. */
@@ -149,7 +151,7 @@ static int method_register(sd_bus_message *m, void *userdata, sd_bus_error *erro
 		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
 					 "name is longer than MaxNameLength (%" PRIu64
 					 ") or not printable ASCII",
-					 b->reg->limits.max_name_length);
+					 db_registry_limits(b->reg)->max_name_length);
 	if (r < 0)
 		return r;
 	log_debug("Registered %s as client %" PRIu64 " (uid %u, pid %d, %s, %s)", sender, c->id,
@@ -861,10 +863,10 @@ static int prop_counts(sd_bus *bus, const char *path, const char *interface, con
 	struct db_broker *b = userdata;
 
 	if (strcmp(property, "NClients") == 0)
-		return sd_bus_message_append(reply, "u", g_hash_table_size(b->reg->clients));
+		return sd_bus_message_append(reply, "u", db_registry_n_clients(b->reg));
 	if (strcmp(property, "NBuffers") == 0)
-		return sd_bus_message_append(reply, "u", g_hash_table_size(b->reg->buffers));
-	return sd_bus_message_append(reply, "t", b->reg->bytes_in_use);
+		return sd_bus_message_append(reply, "u", db_registry_n_buffers(b->reg));
+	return sd_bus_message_append(reply, "t", db_registry_bytes_in_use(b->reg));
 }
 
 static int prop_limits(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -876,7 +878,7 @@ static int prop_limits(sd_bus *bus, const char *path, const char *interface, con
 	r = sd_bus_message_open_container(reply, 'a', "{st}");
 	for (size_t i = 0; r >= 0 && i < db_config_limit_count(); i++)
 		r = sd_bus_message_append(reply, "{st}", db_config_limit_name(i),
-					  db_config_limit_value(&b->reg->limits, i));
+					  db_config_limit_value(db_registry_limits(b->reg), i));
 	if (r < 0)
 		return r;
 	return sd_bus_message_close_container(reply);

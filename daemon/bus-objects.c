@@ -407,12 +407,27 @@ static const sd_bus_vtable client_vtable[] = {
 	SD_BUS_VTABLE_END,
 };
 
-static int enumerate(struct db_broker *b, sd_bus *bus, GHashTable *table, const char *prefix,
-		     bool (*visible)(const void *object, uid_t uid), char ***nodes)
+/* Appends path to list (room is there), or frees the whole list on failure. */
+static int list_add(char **list, size_t *n, const char *path)
 {
-	char **list = calloc(g_hash_table_size(table) + 1, sizeof(char *));
-	GHashTableIter it;
-	gpointer key, value;
+	list[*n] = strdup(path);
+	if (!list[*n]) {
+		for (size_t i = 0; i < *n; i++)
+			free(list[i]);
+		free(list);
+		return -ENOMEM;
+	}
+	(*n)++;
+	return 0;
+}
+
+/* The paths of the buffers (or clients) the caller may see, for the node enumerators. */
+static int enumerate(struct db_broker *b, sd_bus *bus, bool buffers, char ***nodes)
+{
+	unsigned total = buffers ? db_registry_n_buffers(b->reg) : db_registry_n_clients(b->reg);
+	char **list = calloc(total + 1, sizeof(char *));
+	struct db_registry_iter it;
+	char path[128];
 	size_t n = 0;
 	uid_t uid;
 	int r;
@@ -424,46 +439,37 @@ static int enumerate(struct db_broker *b, sd_bus *bus, GHashTable *table, const 
 		free(list);
 		return r;
 	}
-	g_hash_table_iter_init(&it, table);
-	while (g_hash_table_iter_next(&it, &key, &value)) {
-		if (!visible(value, uid))
-			continue;
-		if (asprintf(&list[n], "%s/%" PRIu64, prefix, *(uint64_t *)key) < 0) {
-			for (size_t i = 0; i < n; i++)
-				free(list[i]);
-			free(list);
-			return -ENOMEM;
-		}
-		n++;
+	if (buffers) {
+		struct db_buffer *buf;
+
+		db_registry_iter_buffers(b->reg, &it);
+		while ((buf = db_registry_next_buffer(&it)))
+			if (buffer_visible(buf, uid) &&
+			    list_add(list, &n, db_bus_buffer_path(buf, path, sizeof(path))) < 0)
+				return -ENOMEM;
+	} else {
+		struct db_client *c;
+
+		db_registry_iter_clients(b->reg, &it);
+		while ((c = db_registry_next_client(&it)))
+			if (client_visible(c, uid) &&
+			    list_add(list, &n, db_bus_client_path(c, path, sizeof(path))) < 0)
+				return -ENOMEM;
 	}
 	*nodes = list;
 	return 1;
 }
 
-static bool buffer_visible_cb(const void *object, uid_t uid)
-{
-	return buffer_visible(object, uid);
-}
-
-static bool client_visible_cb(const void *object, uid_t uid)
-{
-	return client_visible(object, uid);
-}
-
 static int enumerate_buffers(sd_bus *bus, const char *path, void *userdata, char ***nodes,
 			     sd_bus_error *error)
 {
-	struct db_broker *b = userdata;
-
-	return enumerate(b, bus, b->reg->buffers, DB_BUFFER_PATH_PREFIX, buffer_visible_cb, nodes);
+	return enumerate(userdata, bus, true, nodes);
 }
 
 static int enumerate_clients(sd_bus *bus, const char *path, void *userdata, char ***nodes,
 			     sd_bus_error *error)
 {
-	struct db_broker *b = userdata;
-
-	return enumerate(b, bus, b->reg->clients, DB_CLIENT_PATH_PREFIX, client_visible_cb, nodes);
+	return enumerate(userdata, bus, false, nodes);
 }
 
 /* Property getters get the object, not the broker; one broker per process. */

@@ -192,8 +192,7 @@ int db_fdstore_reserve(struct db_broker *b, unsigned n_fds)
 		return 0;
 	/* One entry stays free: compaction stores the new journal before removing the old. */
 	if ((uint64_t)s->n_fds + n_fds + 1 > max) {
-		b->reg->exceeded_limit = "FdStoreMax";
-		b->reg->exceeded_value = max;
+		db_registry_note_exceeded(b->reg, "FdStoreMax", max);
 		return -EDQUOT;
 	}
 	return 0;
@@ -296,12 +295,12 @@ static struct db_jstate *load_journal(GHashTable *fds, uint64_t *ret_max_generat
 /* Pending moves come back with a fresh deadline: the holders may never have been told. */
 static void rearm_moves(struct db_broker *b)
 {
-	GHashTableIter it;
-	gpointer value;
+	struct db_registry_iter it;
+	struct db_buffer *buf;
 
-	g_hash_table_iter_init(&it, b->reg->buffers);
-	while (g_hash_table_iter_next(&it, NULL, &value)) {
-		struct db_buffer *buf = value;
+	/* Arming and finishing change no set the iterator walks. */
+	db_registry_iter_buffers(b->reg, &it);
+	while ((buf = db_registry_next_buffer(&it))) {
 		int r;
 
 		if (buf->old_fd < 0)
@@ -321,14 +320,12 @@ static void rearm_moves(struct db_broker *b)
 static GHashTable *kept_names(struct db_registry *reg)
 {
 	GHashTable *kept = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-	GHashTableIter it;
-	gpointer value;
+	struct db_registry_iter it;
+	struct db_buffer *buf;
 	char name[64];
 
-	g_hash_table_iter_init(&it, reg->buffers);
-	while (g_hash_table_iter_next(&it, NULL, &value)) {
-		struct db_buffer *buf = value;
-
+	db_registry_iter_buffers(reg, &it);
+	while ((buf = db_registry_next_buffer(&it))) {
 		db_journal_buffer_fdname(buf->id, buf->n_moves, name, sizeof(name));
 		g_hash_table_add(kept, g_strdup(name));
 		if (buf->old_fd >= 0 && buf->n_moves > 0) {
@@ -341,13 +338,13 @@ static GHashTable *kept_names(struct db_registry *reg)
 
 static unsigned count_backings(struct db_registry *reg)
 {
-	GHashTableIter it;
-	gpointer value;
+	struct db_registry_iter it;
+	struct db_buffer *buf;
 	unsigned n = 0;
 
-	g_hash_table_iter_init(&it, reg->buffers);
-	while (g_hash_table_iter_next(&it, NULL, &value))
-		n += ((struct db_buffer *)value)->old_fd >= 0 ? 2 : 1;
+	db_registry_iter_buffers(reg, &it);
+	while ((buf = db_registry_next_buffer(&it)))
+		n += buf->old_fd >= 0 ? 2 : 1;
 	return n;
 }
 
@@ -464,7 +461,7 @@ void db_fdstore_stop(struct db_broker *b)
 	struct db_fdstore *s = b->fdstore_state;
 
 	if (b->reg)
-		b->reg->changed = NULL;
+		db_registry_stop_changes(b->reg);
 	if (!s)
 		return;
 	s->compaction = sd_event_source_disable_unref(s->compaction);

@@ -252,9 +252,11 @@ void db_journal_encode_change(GByteArray *out, const struct db_change *ch, uint6
 void db_journal_encode_snapshot(GByteArray *out, const struct db_registry *reg, uint64_t generation,
 				uint64_t now_usec)
 {
-	GHashTableIter it;
-	gpointer value;
-	uint64_t n = 0;
+	uint64_t n = 0, next_client, next_buffer;
+	struct db_registry_iter it;
+	struct db_client *c;
+	struct db_buffer *buf;
+	struct db_token *t;
 	size_t at;
 
 	at = record_begin(out, DB_JR_HEADER);
@@ -263,20 +265,19 @@ void db_journal_encode_snapshot(GByteArray *out, const struct db_registry *reg, 
 	put_u64(out, generation);
 	record_end(out, at);
 
+	db_registry_next_ids(reg, &next_client, &next_buffer);
 	at = record_begin(out, DB_JR_NEXT_IDS);
-	put_u64(out, reg->next_client_id);
-	put_u64(out, reg->next_buffer_id);
+	put_u64(out, next_client);
+	put_u64(out, next_buffer);
 	record_end(out, at);
 	n++;
-	g_hash_table_iter_init(&it, reg->clients);
-	while (g_hash_table_iter_next(&it, NULL, &value)) {
-		encode_client(out, value);
+	db_registry_iter_clients(reg, &it);
+	while ((c = db_registry_next_client(&it))) {
+		encode_client(out, c);
 		n++;
 	}
-	g_hash_table_iter_init(&it, reg->buffers);
-	while (g_hash_table_iter_next(&it, NULL, &value)) {
-		struct db_buffer *buf = value;
-
+	db_registry_iter_buffers(reg, &it);
+	while ((buf = db_registry_next_buffer(&it))) {
 		/* When the move began is not kept in the registry: its deadline restarts. */
 		encode_buffer(out, buf, buf->old_fd >= 0 ? MAX(now_usec, 1) : 0);
 		n++;
@@ -286,9 +287,9 @@ void db_journal_encode_snapshot(GByteArray *out, const struct db_registry *reg, 
 			n++;
 		}
 	}
-	g_hash_table_iter_init(&it, reg->tokens);
-	while (g_hash_table_iter_next(&it, NULL, &value)) {
-		encode_token(out, value);
+	db_registry_iter_tokens(reg, &it);
+	while ((t = db_registry_next_token(&it))) {
+		encode_token(out, t);
 		n++;
 	}
 	at = record_begin(out, DB_JR_SNAPSHOT_END);
@@ -1007,10 +1008,9 @@ int db_jstate_restore(const struct db_jstate *s, struct db_registry *reg,
 			st.tokens++;
 	}
 	/* Ids are never reused, not even across a restart. */
-	reg->next_client_id = MAX(reg->next_client_id, s->next_client_id);
-	reg->next_buffer_id = MAX(reg->next_buffer_id, s->next_buffer_id);
+	db_registry_raise_next_ids(reg, s->next_client_id, s->next_buffer_id);
 	db_registry_drop_orphans(reg);
-	st.buffers = g_hash_table_size(reg->buffers);
+	st.buffers = db_registry_n_buffers(reg);
 	if (stats)
 		*stats = st;
 	return 0;

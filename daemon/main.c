@@ -173,7 +173,7 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
 	sd_notify(0, "RELOADING=1\nSTATUS=Reloading the configuration");
 	db_broker_reload(b);
 	sd_notifyf(0, "READY=1\nSTATUS=Serving %u client(s), %u buffer(s)",
-		   g_hash_table_size(b->reg->clients), g_hash_table_size(b->reg->buffers));
+		   db_registry_n_clients(b->reg), db_registry_n_buffers(b->reg));
 	return 0;
 }
 
@@ -265,7 +265,7 @@ static int run(const struct options *o)
 		goto out;
 	}
 	sd_notifyf(0, "READY=1\nSTATUS=Serving %u client(s), %u buffer(s)",
-		   g_hash_table_size(b->reg->clients), g_hash_table_size(b->reg->buffers));
+		   db_registry_n_clients(b->reg), db_registry_n_buffers(b->reg));
 	log_info("Serving %s (version %s)", DB_BUS_NAME, DMABROKER_VERSION);
 
 	r = sd_event_loop(event);

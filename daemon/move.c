@@ -234,11 +234,15 @@ int db_move_start(struct db_broker *b, sd_bus_message *m, struct db_buffer *buf,
 					 "%d moves are being copied already; try again",
 					 DB_MOVES_MAX_RUNNING);
 	r = db_registry_reserve_move(b->reg, buf);
-	if (r == -EDQUOT)
+	if (r == -EDQUOT) {
+		uint64_t value;
+		const char *limit = db_registry_exceeded(b->reg, &value);
+
 		return sd_bus_error_setf(error, DB_ERROR_QUOTA_EXCEEDED,
 					 "a move needs a second backing of %zu bytes for a while: "
 					 "%s (%" PRIu64 ") would be exceeded",
-					 buf->size, b->reg->exceeded_limit, b->reg->exceeded_value);
+					 buf->size, limit, value);
+	}
 	if (r < 0)
 		return sd_bus_error_setf(error, DB_ERROR_BUSY, "the buffer cannot move now");
 

@@ -86,14 +86,15 @@ static bool peer_over_limit(struct db_peer *peer)
 
 	if (sd_bus_get_n_queued_write(peer->bus, &queued) < 0)
 		return true;
-	return queued >= peer->broker->reg->limits.max_peer_queued_messages;
+	return queued >= db_registry_limits(peer->broker->reg)->max_peer_queued_messages;
 }
 
 static void peer_drop_slow(struct db_peer *peer)
 {
 	log_notice("Client %" PRIu64 " does not read its peer connection (%" PRIu64
 		   " messages waiting): closing it",
-		   peer->client_id, peer->broker->reg->limits.max_peer_queued_messages);
+		   peer->client_id,
+		   db_registry_limits(peer->broker->reg)->max_peer_queued_messages);
 	db_peer_close(peer);
 }
 

@@ -13,6 +13,25 @@
 /* fdinfo reads one quota check may spend on lingering buffers. */
 #define DB_LINGER_CHECKS 32
 
+struct db_registry {
+	struct db_limits limits;
+	uint64_t next_client_id;
+	uint64_t next_buffer_id;
+	GHashTable *clients; /* &id -> struct db_client *, owned */
+	GHashTable *clients_by_name; /* bus name -> struct db_client * */
+	GHashTable *buffers; /* &id -> struct db_buffer *, owned */
+	GHashTable *tokens; /* &bytes -> struct db_token *, owned */
+	GHashTable *uids; /* uid -> struct db_uid_usage *, owned */
+	/* Released but still reachable: struct db_buffer *, checked from the head, moved to the
+	 * tail when still held, so repeated quota checks look at different buffers. */
+	GQueue lingering;
+	uint64_t bytes_in_use; /* every byte charged, lingering and moves included */
+	/* The limit the last -EDQUOT hit, for the error message. */
+	const char *exceeded_limit;
+	uint64_t exceeded_value;
+	struct db_registry_hooks hooks;
+};
+
 void db_limits_init_default(struct db_limits *l)
 {
 	*l = (struct db_limits){
@@ -103,16 +122,112 @@ struct db_registry *db_registry_free(struct db_registry *reg)
 	return NULL;
 }
 
+void db_registry_set_hooks(struct db_registry *reg, const struct db_registry_hooks *hooks)
+{
+	reg->hooks = *hooks;
+}
+
+void db_registry_stop_changes(struct db_registry *reg)
+{
+	reg->hooks.changed = NULL;
+}
+
+const struct db_limits *db_registry_limits(const struct db_registry *reg)
+{
+	return &reg->limits;
+}
+
+unsigned db_registry_n_clients(const struct db_registry *reg)
+{
+	return g_hash_table_size(reg->clients);
+}
+
+unsigned db_registry_n_buffers(const struct db_registry *reg)
+{
+	return g_hash_table_size(reg->buffers);
+}
+
+unsigned db_registry_n_tokens(const struct db_registry *reg)
+{
+	return g_hash_table_size(reg->tokens);
+}
+
+uint64_t db_registry_bytes_in_use(const struct db_registry *reg)
+{
+	return reg->bytes_in_use;
+}
+
+const char *db_registry_exceeded(const struct db_registry *reg, uint64_t *ret_value)
+{
+	if (ret_value)
+		*ret_value = reg->exceeded_value;
+	return reg->exceeded_limit ? reg->exceeded_limit : "a limit";
+}
+
+void db_registry_next_ids(const struct db_registry *reg, uint64_t *ret_client, uint64_t *ret_buffer)
+{
+	*ret_client = reg->next_client_id;
+	*ret_buffer = reg->next_buffer_id;
+}
+
+void db_registry_raise_next_ids(struct db_registry *reg, uint64_t client, uint64_t buffer)
+{
+	reg->next_client_id = MAX(reg->next_client_id, client);
+	reg->next_buffer_id = MAX(reg->next_buffer_id, buffer);
+}
+
+void db_registry_iter_clients(const struct db_registry *reg, struct db_registry_iter *it)
+{
+	g_hash_table_iter_init(&it->it, reg->clients);
+}
+
+void db_registry_iter_buffers(const struct db_registry *reg, struct db_registry_iter *it)
+{
+	g_hash_table_iter_init(&it->it, reg->buffers);
+}
+
+void db_registry_iter_tokens(const struct db_registry *reg, struct db_registry_iter *it)
+{
+	g_hash_table_iter_init(&it->it, reg->tokens);
+}
+
+static void *iter_next(struct db_registry_iter *it)
+{
+	gpointer value;
+
+	return g_hash_table_iter_next(&it->it, NULL, &value) ? value : NULL;
+}
+
+struct db_client *db_registry_next_client(struct db_registry_iter *it)
+{
+	return iter_next(it);
+}
+
+struct db_buffer *db_registry_next_buffer(struct db_registry_iter *it)
+{
+	return iter_next(it);
+}
+
+struct db_token *db_registry_next_token(struct db_registry_iter *it)
+{
+	return iter_next(it);
+}
+
 void db_registry_set_limits(struct db_registry *reg, const struct db_limits *limits)
 {
 	reg->limits = *limits;
 }
 
-static int exceeded(struct db_registry *reg, const char *limit, uint64_t value)
+int db_registry_note_exceeded(struct db_registry *reg, const char *limit, uint64_t value)
 {
 	reg->exceeded_limit = limit;
 	reg->exceeded_value = value;
 	return -EDQUOT;
+}
+
+static int exceeded(struct db_registry *reg, const char *limit, uint64_t value)
+{
+	return db_registry_note_exceeded(reg, limit, value);
 }
 
 static struct db_uid_usage *uid_usage_get(struct db_registry *reg, uid_t uid)
@@ -150,13 +265,13 @@ static void uncharge(struct db_registry *reg, struct db_uid_usage *usage, uint64
 static void emit(struct db_registry *reg, enum db_change_type type, struct db_client *c,
 		 struct db_buffer *buf, struct db_attachment *a, struct db_token *t)
 {
-	if (reg->changed)
-		reg->changed(&(struct db_change){.type = type,
-						 .client = c,
-						 .buffer = buf,
-						 .attachment = a,
-						 .token = t},
-			     reg->hook_userdata);
+	if (reg->hooks.changed)
+		reg->hooks.changed(&(struct db_change){.type = type,
+						       .client = c,
+						       .buffer = buf,
+						       .attachment = a,
+						       .token = t},
+				   reg->hooks.userdata);
 }
 
 static void emit_attachment(struct db_registry *reg, enum db_change_type type,
@@ -279,6 +394,11 @@ struct db_client *db_registry_find_client_by_name(struct db_registry *reg, const
 	return g_hash_table_lookup(reg->clients_by_name, bus_name);
 }
 
+struct db_token *db_registry_find_token(struct db_registry *reg, const struct db_token_bytes *bytes)
+{
+	return g_hash_table_lookup(reg->tokens, bytes);
+}
+
 struct db_buffer *db_registry_find_buffer(struct db_registry *reg, uint64_t id)
 {
 	return g_hash_table_lookup(reg->buffers, &id);
@@ -320,8 +440,6 @@ static void tokens_remove_matching(struct db_registry *reg, struct db_buffer *bu
 static void buffer_free(struct db_registry *reg, struct db_buffer *buf)
 {
 	emit(reg, DB_CHANGE_BUFFER_FREED, NULL, buf, NULL, NULL);
-	if (reg->buffer_freed)
-		reg->buffer_freed(buf, reg->hook_userdata);
 	tokens_remove_matching(reg, buf, NULL);
 	g_hash_table_remove(reg->buffers, &buf->id);
 	if (buf->lingering) {
@@ -383,7 +501,7 @@ static void buffer_released(struct db_registry *reg, struct db_buffer *buf)
 		move_settle(reg, buf);
 		return;
 	}
-	if (!reg->outside_refs || reg->outside_refs(buf, reg->hook_userdata) <= 0) {
+	if (!reg->hooks.outside_refs || reg->hooks.outside_refs(buf, reg->hooks.userdata) <= 0) {
 		buffer_free(reg, buf);
 		return;
 	}
@@ -406,7 +524,7 @@ static void sweep_lingering(struct db_registry *reg, struct db_uid_usage *usage)
 	guint n = reg->lingering.length, checked = 0;
 	GList *l = reg->lingering.head;
 
-	if (!reg->outside_refs || (usage && usage->lingering == 0))
+	if (!reg->hooks.outside_refs || (usage && usage->lingering == 0))
 		return;
 	/*
 	 * Each check reads the kernel's count: a refused request (which costs its sender
@@ -419,7 +537,7 @@ static void sweep_lingering(struct db_registry *reg, struct db_uid_usage *usage)
 
 		if (!usage || buf->usage == usage) {
 			checked++;
-			if (reg->outside_refs(buf, reg->hook_userdata) <= 0) {
+			if (reg->hooks.outside_refs(buf, reg->hooks.userdata) <= 0) {
 				buffer_free(reg, buf);
 			} else {
 				g_queue_unlink(&reg->lingering, l);
@@ -435,7 +553,7 @@ static void sweep_lingering_of(struct db_registry *reg, const struct db_client *
 {
 	g_autoptr(GPtrArray) gone = g_ptr_array_new();
 
-	if (!reg->outside_refs)
+	if (!reg->hooks.outside_refs)
 		return;
 	for (GList *l = reg->lingering.head; l; l = l->next) {
 		struct db_buffer *buf = l->data;
@@ -443,7 +561,7 @@ static void sweep_lingering_of(struct db_registry *reg, const struct db_client *
 
 		for (unsigned i = 0; i < buf->n_recent_holders; i++)
 			held |= buf->recent_holders[i] == c->id;
-		if (held && reg->outside_refs(buf, reg->hook_userdata) <= 0)
+		if (held && reg->hooks.outside_refs(buf, reg->hooks.userdata) <= 0)
 			g_ptr_array_add(gone, buf);
 	}
 	for (guint i = 0; i < gone->len; i++)
@@ -475,8 +593,8 @@ void db_registry_remove_client(struct db_registry *reg, struct db_client *c)
 	/* Buffers it owned or exported but no longer holds live on for their holders; they
 	 * name it by id, which is never reused. */
 	emit(reg, DB_CHANGE_CLIENT_REMOVED, c, NULL, NULL, NULL);
-	if (reg->client_freed)
-		reg->client_freed(c, reg->hook_userdata);
+	if (reg->hooks.client_freed)
+		reg->hooks.client_freed(c, reg->hooks.userdata);
 	g_hash_table_remove(reg->clients_by_name, c->bus_name);
 	g_hash_table_remove(reg->clients, &c->id);
 	c->usage->clients--;

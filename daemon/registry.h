@@ -137,24 +137,13 @@ struct db_change {
 	struct db_token *token;
 };
 
-struct db_registry {
-	struct db_limits limits;
-	uint64_t next_client_id;
-	uint64_t next_buffer_id;
-	GHashTable *clients; /* &id -> struct db_client *, owned */
-	GHashTable *clients_by_name; /* bus name -> struct db_client * */
-	GHashTable *buffers; /* &id -> struct db_buffer *, owned */
-	GHashTable *tokens; /* &bytes -> struct db_token *, owned */
-	GHashTable *uids; /* uid -> struct db_uid_usage *, owned */
-	/* Released but still reachable: struct db_buffer *, checked from the head, moved to the
-	 * tail when still held, so repeated quota checks look at different buffers. */
-	GQueue lingering;
-	uint64_t bytes_in_use; /* every byte charged, lingering and moves included */
-	/* The limit the last -EDQUOT hit, for the error message. */
-	const char *exceeded_limit;
-	uint64_t exceeded_value;
-	/* Called before a buffer is freed (e.g. to drop its fd-store entry). */
-	void (*buffer_freed)(struct db_buffer *buf, void *userdata);
+/*
+ * The registry itself is private to registry.c: other modules read it through the functions
+ * below, and are told of changes through the hooks.
+ */
+struct db_registry;
+
+struct db_registry_hooks {
 	void (*client_freed)(struct db_client *c, void *userdata);
 	/*
 	 * How many references to buf's memory exist outside the daemon (held fds, mappings,
@@ -168,8 +157,42 @@ struct db_registry {
 	 * it records is what a restart gets back. It must not change the registry.
 	 */
 	void (*changed)(const struct db_change *change, void *userdata);
-	void *hook_userdata;
+	void *userdata;
 };
+
+/* Replaces every hook (NULL members: none). */
+void db_registry_set_hooks(struct db_registry *reg, const struct db_registry_hooks *hooks);
+/* Stops telling changes (the fd store at exit), keeping the other hooks. */
+void db_registry_stop_changes(struct db_registry *reg);
+
+const struct db_limits *db_registry_limits(const struct db_registry *reg);
+unsigned db_registry_n_clients(const struct db_registry *reg);
+unsigned db_registry_n_buffers(const struct db_registry *reg);
+unsigned db_registry_n_tokens(const struct db_registry *reg);
+/* Every byte charged: buffers, lingering ones, and second backings of moves. */
+uint64_t db_registry_bytes_in_use(const struct db_registry *reg);
+
+/* The limit the last -EDQUOT hit, and its value, for the error message. */
+const char *db_registry_exceeded(const struct db_registry *reg, uint64_t *ret_value);
+/* Records a limit kept outside the registry (FdStoreMax) as the one that was hit. */
+int db_registry_note_exceeded(struct db_registry *reg, const char *limit, uint64_t value);
+
+/* The ids the next client and buffer will get; ids are never reused. */
+void db_registry_next_ids(const struct db_registry *reg, uint64_t *ret_client,
+			  uint64_t *ret_buffer);
+/* Makes sure no id below these is handed out again (after a restart). */
+void db_registry_raise_next_ids(struct db_registry *reg, uint64_t client, uint64_t buffer);
+
+/* Walks clients, buffers or tokens, in no order. The registry must not change meanwhile. */
+struct db_registry_iter {
+	GHashTableIter it;
+};
+void db_registry_iter_clients(const struct db_registry *reg, struct db_registry_iter *it);
+void db_registry_iter_buffers(const struct db_registry *reg, struct db_registry_iter *it);
+void db_registry_iter_tokens(const struct db_registry *reg, struct db_registry_iter *it);
+struct db_client *db_registry_next_client(struct db_registry_iter *it);
+struct db_buffer *db_registry_next_buffer(struct db_registry_iter *it);
+struct db_token *db_registry_next_token(struct db_registry_iter *it);
 
 struct db_registry *db_registry_new(const struct db_limits *limits);
 struct db_registry *db_registry_free(struct db_registry *reg);
@@ -197,6 +220,8 @@ void db_registry_remove_client(struct db_registry *reg, struct db_client *c);
 struct db_client *db_registry_find_client(struct db_registry *reg, uint64_t id);
 struct db_client *db_registry_find_client_by_name(struct db_registry *reg, const char *bus_name);
 struct db_buffer *db_registry_find_buffer(struct db_registry *reg, uint64_t id);
+struct db_token *db_registry_find_token(struct db_registry *reg,
+					const struct db_token_bytes *bytes);
 
 /* Would allocating count buffers of size bytes stay within owner's limits? -EDQUOT or
  * -EINVAL (size over MaxBufferSize, which is a per-buffer limit, also -EDQUOT). */

@@ -21,7 +21,7 @@ static int check_name(const struct db_registry *reg, const char *name, sd_bus_er
 	if (r == -ENAMETOOLONG)
 		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
 					 "name is %zu bytes long, MaxNameLength is %" PRIu64,
-					 strlen(name), reg->limits.max_name_length);
+					 strlen(name), db_registry_limits(reg)->max_name_length);
 	if (r < 0)
 		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
 					 "name may hold printable ASCII only");
@@ -98,11 +98,11 @@ int db_spec_parse_alloc(sd_bus_message *m, const struct db_registry *reg, struct
 	if (size == 0)
 		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
 					 "spec: size must be at least 1 byte");
-	if (size > reg->limits.max_buffer_size)
+	if (size > db_registry_limits(reg)->max_buffer_size)
 		return sd_bus_error_setf(error, DB_ERROR_QUOTA_EXCEEDED,
 					 "spec: %" PRIu64 " bytes exceed MaxBufferSize (%" PRIu64
 					 ")",
-					 size, reg->limits.max_buffer_size);
+					 size, db_registry_limits(reg)->max_buffer_size);
 	r = db_size_page_align(size, &plan.size);
 	if (r < 0)
 		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,

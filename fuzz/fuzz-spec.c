@@ -30,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	switch (data[0] % 3) {
 	case 0:
 		if (db_spec_parse_alloc(m, reg, &plan, &error) >= 0 &&
-		    (plan.size == 0 || plan.size > reg->limits.max_buffer_size + 4096))
+		    (plan.size == 0 || plan.size > db_registry_limits(reg)->max_buffer_size + 4096))
 			abort(); /* a plan the daemon would act on must be within limits */
 		break;
 	case 1:

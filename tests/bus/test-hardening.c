@@ -287,16 +287,18 @@ static void test_silent_peer(void)
  * the longest wait in units of 10 ms (capped), so a stall shows without timing the test. */
 static pid_t start_probe(void)
 {
-	pid_t pid = fork();
+	sigset_t set, old;
+	pid_t pid;
 
+	/* Blocked before the fork, so that an early SIGTERM waits for the child's loop. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigprocmask(SIG_BLOCK, &set, &old);
+	pid = fork();
 	if (pid == 0) {
 		sd_bus *bus = NULL;
 		uint64_t worst = 0;
-		sigset_t set;
 
-		sigemptyset(&set);
-		sigaddset(&set, SIGTERM);
-		sigprocmask(SIG_BLOCK, &set, NULL);
 		if (db_bus_open_address(f.address, &bus) < 0)
 			_exit(255);
 		sd_bus_set_method_call_timeout(bus, 5 * 1000000ull);
@@ -316,6 +318,7 @@ static pid_t start_probe(void)
 			msleep(20);
 		}
 	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
 	return pid;
 }
 

@@ -88,8 +88,10 @@ static struct db_registry *busy_registry(GByteArray *log)
 	db_limits_init_default(&limits);
 	reg = db_registry_new(&limits);
 	if (log) {
-		reg->changed = record_change;
-		reg->hook_userdata = log;
+		db_registry_set_hooks(reg, &(struct db_registry_hooks){
+						   .changed = record_change,
+						   .userdata = log,
+					   });
 		db_journal_encode_snapshot(log, reg, 1, NOW);
 	}
 	a = client(reg, ":1.10", 1000, true);
@@ -161,20 +163,25 @@ static struct db_attachment *find_by_id(struct db_buffer *buf, uint64_t client_i
 static const char *differs(struct db_registry *a, struct db_registry *b, uint64_t now)
 {
 	static char why[256];
-	GHashTableIter it;
-	gpointer value;
+	uint64_t a_client, a_buffer, b_client, b_buffer;
+	struct db_registry_iter it;
 	unsigned live_tokens = 0;
+	struct db_client *xc;
+	struct db_buffer *xb;
+	struct db_token *xt;
 
-	if (a->next_client_id != b->next_client_id || a->next_buffer_id != b->next_buffer_id)
+	db_registry_next_ids(a, &a_client, &a_buffer);
+	db_registry_next_ids(b, &b_client, &b_buffer);
+	if (a_client != b_client || a_buffer != b_buffer)
 		return "next ids";
-	if (g_hash_table_size(a->clients) != g_hash_table_size(b->clients) ||
-	    g_hash_table_size(a->buffers) != g_hash_table_size(b->buffers))
+	if (db_registry_n_clients(a) != db_registry_n_clients(b) ||
+	    db_registry_n_buffers(a) != db_registry_n_buffers(b))
 		return "number of clients or buffers";
-	if (a->bytes_in_use != b->bytes_in_use)
+	if (db_registry_bytes_in_use(a) != db_registry_bytes_in_use(b))
 		return "bytes in use";
-	g_hash_table_iter_init(&it, a->clients);
-	while (g_hash_table_iter_next(&it, NULL, &value)) {
-		struct db_client *x = value, *y = db_registry_find_client(b, x->id);
+	db_registry_iter_clients(a, &it);
+	while ((xc = db_registry_next_client(&it))) {
+		struct db_client *x = xc, *y = db_registry_find_client(b, x->id);
 
 		if (!y || strcmp(x->bus_name, y->bus_name) || x->uid != y->uid ||
 		    x->pid != y->pid || strcmp(x->role, y->role) || x->dynamic != y->dynamic ||
@@ -186,13 +193,14 @@ static const char *differs(struct db_registry *a, struct db_registry *b, uint64_
 			return why;
 		}
 	}
-	g_hash_table_iter_init(&it, a->buffers);
-	while (g_hash_table_iter_next(&it, NULL, &value)) {
-		struct db_buffer *x = value, *y = db_registry_find_buffer(b, x->id);
+	db_registry_iter_buffers(a, &it);
+	while ((xb = db_registry_next_buffer(&it))) {
+		struct db_buffer *x = xb, *y = db_registry_find_buffer(b, x->id);
 
 		snprintf(why, sizeof(why), "buffer %" PRIu64, x->id);
 		if (!y || x->size != y->size || memcmp(&x->layout, &y->layout, sizeof(x->layout)) ||
 		    strcmp(x->backend, y->backend) || x->is_dmabuf != y->is_dmabuf ||
+		    x->contiguous != y->contiguous || x->client_memory != y->client_memory ||
 		    strcmp(x->name, y->name) || x->owner_uid != y->owner_uid ||
 		    x->owner_client_id != y->owner_client_id ||
 		    x->exporter_client_id != y->exporter_client_id ||
@@ -210,20 +218,20 @@ static const char *differs(struct db_registry *a, struct db_registry *b, uint64_
 				return "an attachment";
 		}
 	}
-	g_hash_table_iter_init(&it, a->tokens);
-	while (g_hash_table_iter_next(&it, NULL, &value)) {
-		struct db_token *x = value, *y;
+	db_registry_iter_tokens(a, &it);
+	while ((xt = db_registry_next_token(&it))) {
+		struct db_token *x = xt, *y;
 
 		if (x->expires_usec && x->expires_usec <= now)
 			continue;
 		live_tokens++;
-		y = g_hash_table_lookup(b->tokens, &x->bytes);
+		y = db_registry_find_token(b, &x->bytes);
 		if (!y || y->buffer->id != x->buffer->id || y->issuer->id != x->issuer->id ||
 		    y->single_use != x->single_use || y->expires_usec != x->expires_usec ||
 		    y->uid_bound != x->uid_bound || y->uid != x->uid)
 			return "a token";
 	}
-	if (live_tokens != g_hash_table_size(b->tokens))
+	if (live_tokens != db_registry_n_tokens(b))
 		return "number of tokens";
 	return NULL;
 }
@@ -244,7 +252,7 @@ static void test_round_trip(void)
 	why = differs(a, b, NOW + 10);
 	tap_ok(!why, "replaying it gives the same registry%s%s", why ? ": differs in " : "",
 	       why ? why : "");
-	tap_is(g_hash_table_size(b->tokens), 2, "the expired token stays gone");
+	tap_is(db_registry_n_tokens(b), 2, "the expired token stays gone");
 	{
 		struct db_buffer *z = db_registry_find_buffer(b, 3);
 
@@ -414,7 +422,7 @@ static void test_compaction(void)
 	db_registry_free(b);
 
 	/* Changes appended to it, until it asks for compaction. */
-	a->changed = NULL;
+	db_registry_stop_changes(a);
 	c = db_registry_find_client(a, 1);
 	while (!db_journal_wants_compaction(j) && n < 100000) {
 		struct db_buffer *buf = buffer(a, c, NULL, 4096);
@@ -495,14 +503,14 @@ static void test_cost(void)
 	small_us = time_appends(j, bufs, N);
 	large_us = time_appends(j, bufs + LARGE, N);
 	tap_diag("one change journaled: %.2f us (first %d), %.2f us (with %u buffers live)",
-		 small_us, N, large_us, g_hash_table_size(reg->buffers));
+		 small_us, N, large_us, db_registry_n_buffers(reg));
 	tap_ok(large_us < 5 * small_us + 20,
 	       "a change costs one record, whatever the registry's size (no rewrite)");
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	db_journal_free(j);
 	tap_require(db_journal_new(reg, 2, NOW, &j) == 0, "snapshot");
 	tap_diag("a snapshot (compaction) of %u buffers: %.0f us, %" PRIu64 " bytes",
-		 g_hash_table_size(reg->buffers), elapsed_us(&t0), j->size);
+		 db_registry_n_buffers(reg), elapsed_us(&t0), j->size);
 	db_journal_free(j);
 	db_registry_free(reg);
 }

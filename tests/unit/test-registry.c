@@ -144,8 +144,8 @@ static void test_tokens(void)
 	tap_ok(db_registry_find_buffer(reg, buf->id) == buf,
 	       "the buffer lives on while another client holds it");
 	db_registry_detach(reg, b, buf);
-	tap_is(g_hash_table_size(reg->buffers), 0, "and is freed when its last holder releases");
-	tap_is(reg->bytes_in_use, 0, "no bytes accounted after");
+	tap_is(db_registry_n_buffers(reg), 0, "and is freed when its last holder releases");
+	tap_is(db_registry_bytes_in_use(reg), 0, "no bytes accounted after");
 	db_registry_free(reg);
 }
 
@@ -173,13 +173,14 @@ static void test_limits(void)
 
 	tap_is(db_registry_check_allocation(reg, a, (1 << 20) + 1, 1), -EDQUOT,
 	       "MaxBufferSize refuses a bigger buffer");
-	tap_ok(strcmp(reg->exceeded_limit, "MaxBufferSize") == 0, "and names the limit");
+	tap_ok(strcmp(db_registry_exceeded(reg, NULL), "MaxBufferSize") == 0,
+	       "and names the limit");
 	tap_ok(buffer(reg, a, 4096) && (buf = buffer(reg, a, 4096)), "two buffers fit");
 	tap_ok(!buffer(reg, a, 4096), "a third exceeds MaxBuffersPerClient");
-	tap_ok(strcmp(reg->exceeded_limit, "MaxBuffersPerClient") == 0, "named");
+	tap_ok(strcmp(db_registry_exceeded(reg, NULL), "MaxBuffersPerClient") == 0, "named");
 	tap_ok(buffer(reg, b, 4096) != NULL, "the uid's third buffer fits");
 	tap_ok(!buffer(reg, b, 4096), "its fourth exceeds MaxBuffersPerUid");
-	tap_ok(strcmp(reg->exceeded_limit, "MaxBuffersPerUid") == 0, "named");
+	tap_ok(strcmp(db_registry_exceeded(reg, NULL), "MaxBuffersPerUid") == 0, "named");
 	tap_is(db_registry_share(reg, a, buf, true, 0, false, 0, 0, &t), 0, "one token fits");
 	tap_is(db_registry_share(reg, a, buf, true, 0, false, 0, 0, &t), -EDQUOT,
 	       "a second exceeds MaxTokensPerClient");
@@ -229,31 +230,33 @@ static void test_move(void)
 	old_fd = buf->fd;
 	tap_is(db_registry_begin_move(reg, buf, -1), -EINVAL, "a move must be reserved first");
 	tap_is(db_registry_reserve_move(reg, buf), 0, "an unpinned buffer may move");
-	tap_is(reg->bytes_in_use, 8192, "the new backing is charged while it is made");
+	tap_is(db_registry_bytes_in_use(reg), 8192, "the new backing is charged while it is made");
 	tap_is(db_registry_reserve_move(reg, buf), -EBUSY, "one move at a time (copying)");
 	tap_is(db_registry_begin_move(reg, buf, some_fd()), 0, "the new backing goes in");
 	tap_is(buf->old_fd, old_fd, "the old backing is kept for the holders");
 	tap_is(buf->n_pending_reacquire, 2, "both holders must reacquire");
-	tap_is(reg->bytes_in_use, 8192, "both backings are charged while holders reacquire");
+	tap_is(db_registry_bytes_in_use(reg), 8192,
+	       "both backings are charged while holders reacquire");
 	tap_is(db_registry_reserve_move(reg, buf), -EBUSY, "one move at a time (waiting)");
 	db_registry_reacquire(reg, a, buf);
 	tap_ok(buf->old_fd >= 0, "one holder left: still kept");
 	db_registry_reacquire(reg, b, buf);
 	tap_is(buf->old_fd, -1, "every holder reacquired: the old backing is gone");
-	tap_is(reg->bytes_in_use, 4096, "and so is its charge");
+	tap_is(db_registry_bytes_in_use(reg), 4096, "and so is its charge");
 	db_registry_reserve_move(reg, buf);
 	db_registry_cancel_move(reg, buf);
-	tap_is(reg->bytes_in_use, 4096, "a move that could not be made gives its charge back");
+	tap_is(db_registry_bytes_in_use(reg), 4096,
+	       "a move that could not be made gives its charge back");
 	db_registry_reserve_move(reg, buf);
 	db_registry_begin_move(reg, buf, some_fd());
 	db_registry_remove_client(reg, b);
 	db_registry_finish_move(reg, buf);
 	tap_is(buf->old_fd, -1, "a deadline ends the wait");
-	tap_is(reg->bytes_in_use, 4096, "and the charge of the old backing");
+	tap_is(db_registry_bytes_in_use(reg), 4096, "and the charge of the old backing");
 	db_registry_reserve_move(reg, buf);
 	db_registry_begin_move(reg, buf, some_fd());
 	db_registry_remove_client(reg, a);
-	tap_is(reg->bytes_in_use, 0, "a buffer freed mid-move gives back both charges");
+	tap_is(db_registry_bytes_in_use(reg), 0, "a buffer freed mid-move gives back both charges");
 	db_registry_free(reg);
 
 	/* A move needs room for a second backing. */
@@ -263,7 +266,7 @@ static void test_move(void)
 	buf = buffer(reg, a, 4096);
 	tap_is(db_registry_reserve_move(reg, buf), -EDQUOT,
 	       "a move over the uid's byte limit is refused");
-	tap_ok(!buf->moving && reg->bytes_in_use == 4096, "and charges nothing");
+	tap_ok(!buf->moving && db_registry_bytes_in_use(reg) == 4096, "and charges nothing");
 	db_registry_free(reg);
 }
 
@@ -287,7 +290,7 @@ static void test_lingering(void)
 	l.max_bytes_per_uid = 8192;
 	l.max_bytes_total = 12288;
 	reg = db_registry_new(&l);
-	reg->outside_refs = fake_outside_refs;
+	db_registry_set_hooks(reg, &(struct db_registry_hooks){.outside_refs = fake_outside_refs});
 	a = client(reg, ":1.1", 1000, true);
 	b = client(reg, ":1.2", 1000, true);
 	c = client(reg, ":1.3", 2000, true);
@@ -296,7 +299,7 @@ static void test_lingering(void)
 	outside[buf->id] = 1; /* a kept its fd after releasing */
 	db_registry_detach(reg, a, buf);
 	tap_ok(buf->lingering, "released while its fd is held outside: it lingers");
-	tap_is(reg->bytes_in_use, 4096, "and stays charged");
+	tap_is(db_registry_bytes_in_use(reg), 4096, "and stays charged");
 	tap_is(db_registry_count_lingering(reg), 1, "one lingering buffer");
 	tap_ok(buffer(reg, a, 4096) != NULL, "the uid may use the rest of its limit");
 	tap_ok(buffer(reg, b, 4096) == NULL, "but not more: Release did not give the charge back");
