@@ -48,11 +48,7 @@
 #define MOVE_DEADLINE_SEC 1
 /* Clients are gone once the move deadline has passed and the bus told the daemon. */
 #define SETTLE_MS (MOVE_DEADLINE_SEC * 1000 + 15000)
-/*
- * A peer that never reads: the kernel's socket buffers take a few hundred small messages
- * (each costs an skb of about a KiB against the 208 KiB send buffer). Far more calls accepted
- * than that means the daemon keeps reading and queues its replies without bound.
- */
+/* A peer that never reads: how long one floods before it gives up (it must be cut off). */
 #define FLOOD_CALLS 30000
 #define FLOOD_MS 5000
 /* glibc keeps some freed heap; under ASan the quarantine keeps up to 256 MiB of freed memory
@@ -118,7 +114,9 @@ enum err_class {
 	E_NO_DEVICE,
 	E_NO_MEMORY,
 	E_BUSY,
+	E_FAILED,
 	E_OTHER_DMABROKER,
+	E_SYSTEM,
 	E_DBUS,
 	E_LOCAL,
 	N_ERRS,
@@ -134,7 +132,9 @@ static const char *const err_names[N_ERRS] = {
 	[E_NO_DEVICE] = DB_ERROR_NO_DEVICE,
 	[E_NO_MEMORY] = DB_ERROR_NO_MEMORY,
 	[E_BUSY] = DB_ERROR_BUSY,
+	[E_FAILED] = DB_ERROR_FAILED,
 	[E_OTHER_DMABROKER] = "org.dmabroker.Error.* (other)",
+	[E_SYSTEM] = "System.Error.* (an errno leaking out)",
 	[E_DBUS] = "org.freedesktop.DBus.Error.*",
 	[E_LOCAL] = "no error name (local errno: timeout, disconnect)",
 };
@@ -321,6 +321,8 @@ static enum err_class classify(const char *name)
 			return (enum err_class)i;
 	if (strncmp(name, "org.dmabroker.", 14) == 0)
 		return E_OTHER_DMABROKER;
+	if (strncmp(name, "System.Error.", 13) == 0)
+		return E_SYSTEM;
 	if (strncmp(name, "org.freedesktop.DBus.", 21) == 0)
 		return E_DBUS;
 	return E_LOCAL;
@@ -1445,6 +1447,12 @@ int main(void)
 	       "daemon RSS %ld KiB at the end (start %ld, peak %ld; slack %d KiB)", rss_end,
 	       rss_start, rss_peak, RSS_SLACK_KIB);
 	tap_ok(crashed == 0, "no chaos client crashed (%lu did)", crashed);
+	/* The contract: every method fails with one of its names, never a bare errno's. */
+	tap_ok(atomic_load(&sh->refused[E_OTHER_DMABROKER]) == 0 &&
+		       atomic_load(&sh->refused[E_SYSTEM]) == 0,
+	       "every refusal carried a contract error name (%lu unknown org.dmabroker names, "
+	       "%lu System.Error names)",
+	       atomic_load(&sh->refused[E_OTHER_DMABROKER]), atomic_load(&sh->refused[E_SYSTEM]));
 
 	tap_diag("calls made, by kind (all processes):");
 	for (int i = 0; i < N_KINDS; i++)
