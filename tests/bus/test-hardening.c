@@ -153,6 +153,23 @@ static int settled_fds(int want)
 	return n;
 }
 
+/* The daemon's fd count once it stops changing (three equal reads 50 ms apart, at most 3 s):
+ * a baseline taken while a reply is still being written would count its copy. */
+static int stable_fds(void)
+{
+	int n = fixture_daemon_fds(&f), same = 0;
+
+	for (int i = 0; i < 60 && same < 2; i++) {
+		int m;
+
+		msleep(50);
+		m = fixture_daemon_fds(&f);
+		same = m == n ? same + 1 : 0;
+		n = m;
+	}
+	return n;
+}
+
 static bool daemon_alive(void)
 {
 	return kill(f.daemon_pid, 0) == 0 && answers_within(2000);
@@ -195,7 +212,7 @@ static void test_move_deadline(void)
 	if (r >= 0)
 		r = import_token(holder, token, token_len, &error);
 	tap_is(r, 0, "a second client holds the buffer");
-	fds_before = fixture_daemon_fds(&f);
+	fds_before = stable_fds();
 	tap_is(call(owner, "Move", &error, NULL, "o", path), 0, "the owner moves it");
 	tap_is(settled_fds(fds_before + 1), fds_before + 1,
 	       "the old backing is kept for the holders");
@@ -360,7 +377,7 @@ static void test_unread_peer(bool with_fds)
 	bus = connect_bus();
 	do_register(bus);
 	tap_is(do_allocate(bus, 4096, path, sizeof(path), NULL, &error), 0, "allocate");
-	fds_before = fixture_daemon_fds(&f);
+	fds_before = stable_fds();
 	r = call(bus, "OpenPeer", &error, &reply, "");
 	if (r >= 0)
 		r = sd_bus_message_read(reply, "h", &peer);

@@ -403,7 +403,6 @@ static void test_bounds(void)
 
 static void test_compaction(void)
 {
-	g_autoptr(GByteArray) log = g_byte_array_new();
 	struct db_registry *a = busy_registry(NULL), *b;
 	_cleanup_(db_jstate_freep) struct db_jstate *s = db_jstate_new();
 	_cleanup_(db_jstate_freep) struct db_jstate *s2 = db_jstate_new();
