@@ -19,6 +19,9 @@ pid_t start_client(const char *const *argv, int *ret_out, int *ret_in, char *lin
 /* A plain bus connection to $DMABROKER_BUS_ADDRESS, for inspecting the daemon. */
 sd_bus *inspect_bus(void);
 
+/* Live dma-bufs in the kernel (debugfs bufinfo's "Total N objects"), or -1 without debugfs. */
+int debugfs_dmabuf_objects(void);
+
 bool buffer_pinned(sd_bus *bus, const char *buffer_path);
 /* Number of attachments of a buffer, or -1 if it does not exist. */
 int buffer_attachments(sd_bus *bus, const char *buffer_path);

@@ -69,21 +69,6 @@ static long daemon_rss_kib(void)
 	return kib;
 }
 
-static int dmabuf_objects(void)
-{
-	char line[256];
-	FILE *file = fopen("/sys/kernel/debug/dma_buf/bufinfo", "re");
-	int n = -1;
-
-	if (!file)
-		return -1;
-	while (fgets(line, sizeof(line), file))
-		if (sscanf(line, "Total %d objects", &n) == 1)
-			break;
-	fclose(file);
-	return n;
-}
-
 static bool victim_intact(void)
 {
 	bool ok = true;
@@ -106,7 +91,7 @@ static void settle(const char *kind, unsigned tried, unsigned refused, unsigned 
 	int fds = fixture_daemon_fds(&f);
 	long rss = daemon_rss_kib();
 	uint32_t buffers = broker_u32(inspect, "NBuffers");
-	int dmabufs = base_dmabufs >= 0 ? dmabuf_objects() : -1;
+	int dmabufs = base_dmabufs >= 0 ? debugfs_dmabuf_objects() : -1;
 	bool ok;
 
 	if (warming_up)
@@ -510,7 +495,7 @@ int main(void)
 	snprintf(config, sizeof(config),
 		 "[Limits]\nMaxBuffersPerClient=%d\nMaxTokensPerClient=%d\n", LIMIT_BUFFERS,
 		 LIMIT_TOKENS);
-	base_dmabufs = dmabuf_objects();
+	base_dmabufs = debugfs_dmabuf_objects();
 	tap_require(fixture_start(&f, config) == 0, "start a private bus and the daemon");
 	inspect = inspect_bus();
 	tap_require(dmabroker_connect(&victim, NULL, 0) == 0 &&
@@ -523,7 +508,7 @@ int main(void)
 		victim_map[i] = (uint8_t)(i * 7);
 	dmabroker_buffer_end_cpu_access(victim_buf, DMABROKER_ACCESS_WRITE);
 	if (base_dmabufs >= 0)
-		base_dmabufs = dmabuf_objects();
+		base_dmabufs = debugfs_dmabuf_objects();
 	tap_diag("%s", base_dmabufs >= 0
 			       ? "real kernel: checking debugfs bufinfo after each kind"
 			       : "no debugfs bufinfo here: dma-buf leaks are checked in the guest");

@@ -111,21 +111,6 @@ static bool same(const char *a, const char *b)
 }
 
 /* "Total N objects" from debugfs: the dma-bufs alive in the whole system. */
-static int dmabuf_objects(void)
-{
-	char line[256];
-	FILE *f = fopen("/sys/kernel/debug/dma_buf/bufinfo", "re");
-	int n = -1;
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "Total %d objects", &n) == 1)
-			break;
-	fclose(f);
-	return n;
-}
-
 static char *prop_string(sd_bus *bus, const char *path, const char *iface, const char *name)
 {
 	char *s = NULL;
@@ -194,7 +179,7 @@ int main(void)
 		       "(tests/vm/vm-run)\n");
 		return 77;
 	}
-	baseline_bufs = dmabuf_objects();
+	baseline_bufs = debugfs_dmabuf_objects();
 	tap_require(fixture_start(&f, "[Limits]\nMaxBufferSize=512M\n") == 0,
 		    "start a private bus and dmabrokerd in the guest");
 	bus = inspect_bus();
@@ -372,7 +357,7 @@ int main(void)
 	tap_is(fixture_daemon_fds(&f), baseline_fds, "the daemon's fd count is back to baseline");
 	sd_bus_flush_close_unref(bus);
 	tap_is(fixture_stop(&f), 0, "the daemon exits cleanly");
-	tap_is(dmabuf_objects(), baseline_bufs,
+	tap_is(debugfs_dmabuf_objects(), baseline_bufs,
 	       "debugfs bufinfo lists no dma-buf left behind by the clients");
 	return tap_done();
 }
