@@ -204,7 +204,7 @@ static struct row *bench_allocate(const char *name, struct dmabroker *ctx, size_
 		struct dmabroker_buffer *buf;
 		double t0 = now_us();
 
-		if (dmabroker_allocate(ctx, &spec, &buf) < 0) {
+		if (dmabroker_allocate(ctx, &spec, sizeof(spec), &buf) < 0) {
 			fprintf(stderr, "bench: allocate: %s\n", dmabroker_last_error(ctx));
 			exit(1);
 		}
@@ -229,7 +229,7 @@ static struct row *bench_allocate_many(struct dmabroker *ctx, size_t size, unsig
 	for (int i = -warmup / 4; i < n; i++) {
 		double t0 = now_us();
 
-		if (dmabroker_allocate_many(ctx, &spec, count, bufs) < 0) {
+		if (dmabroker_allocate_many(ctx, &spec, sizeof(spec), count, bufs) < 0) {
 			fprintf(stderr, "bench: allocate_many: %s\n", dmabroker_last_error(ctx));
 			exit(1);
 		}
@@ -253,7 +253,7 @@ static struct row *bench_share_import(const char *name, struct dmabroker *owner,
 	double *s = calloc((size_t)n, sizeof(double));
 	struct row *r;
 
-	if (dmabroker_allocate(owner, &spec, &buf) < 0) {
+	if (dmabroker_allocate(owner, &spec, sizeof(spec), &buf) < 0) {
 		fprintf(stderr, "bench: allocate %zu: %s\n", size, dmabroker_last_error(owner));
 		exit(1);
 	}
@@ -262,7 +262,7 @@ static struct row *bench_share_import(const char *name, struct dmabroker *owner,
 		struct dmabroker_buffer *got;
 		double t0 = now_us();
 
-		if (dmabroker_share(buf, NULL, &token) < 0 ||
+		if (dmabroker_share(buf, NULL, 0, &token) < 0 ||
 		    dmabroker_import(importer, &token, &got) < 0) {
 			fprintf(stderr, "bench: share/import: %s\n",
 				dmabroker_last_error(importer));
@@ -337,7 +337,7 @@ static void bench_scale(struct fixture *f, const struct row *empty_alloc,
 		for (int i = 0; i < BUFFERS / HOLDERS; i++) {
 			struct dmabroker_buffer *buf;
 
-			if (dmabroker_allocate(holders[h], &spec, &buf) < 0) {
+			if (dmabroker_allocate(holders[h], &spec, sizeof(spec), &buf) < 0) {
 				fprintf(stderr, "bench: scale: %s\n",
 					dmabroker_last_error(holders[h]));
 				exit(1);

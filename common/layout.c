@@ -150,24 +150,6 @@ int db_layout_validate(const struct db_layout *l, size_t buffer_size)
 	return 0;
 }
 
-void db_layout_to_public(const struct db_layout *l, struct dmabroker_layout *ret)
-{
-	_Static_assert(sizeof(l->offsets) == sizeof(ret->offsets) &&
-			       sizeof(l->strides) == sizeof(ret->strides),
-		       "db_layout and dmabroker_layout hold the same planes");
-
-	*ret = (struct dmabroker_layout){
-		.size = l->size,
-		.width = l->width,
-		.height = l->height,
-		.fourcc = l->fourcc,
-		.modifier = l->modifier,
-		.n_planes = l->n_planes,
-	};
-	memcpy(ret->offsets, l->offsets, sizeof(ret->offsets));
-	memcpy(ret->strides, l->strides, sizeof(ret->strides));
-}
-
 int db_size_page_align(uint64_t size, size_t *ret)
 {
 	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);

@@ -5,13 +5,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* DMABROKER_MAX_PLANES and struct dmabroker_layout: the public ABI is the one definition. */
+/* DMABROKER_MAX_PLANES: the public header's is the one definition. */
 #include "dmabroker.h"
 
 /*
  * Where the planes of an image lie in one buffer. A plain byte buffer has fourcc 0
- * and no planes. The daemon's twin of struct dmabroker_layout (size is a size_t here, as
- * the daemon maps and allocates it); db_layout_to_public() is the one conversion.
+ * and no planes. The one layout struct: the library hands its fields out through
+ * dmabroker_buffer_get_*() and has no public twin to keep in step.
  */
 struct db_layout {
 	size_t size;
@@ -69,9 +69,6 @@ int db_layout_compute(uint32_t width, uint32_t height, uint32_t fourcc, uint64_t
  * strides; -ERANGE: a plane lies (partly) outside the buffer.
  */
 int db_layout_validate(const struct db_layout *layout, size_t buffer_size);
-
-/* The public struct the library hands out, from the internal one. */
-void db_layout_to_public(const struct db_layout *l, struct dmabroker_layout *ret);
 
 /* Rounds size up to the page size; -EOVERFLOW if that wraps. */
 int db_size_page_align(uint64_t size, size_t *ret);

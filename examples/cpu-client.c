@@ -58,7 +58,7 @@ static int cmd_allocate(struct example *ex, int argc, char **argv)
 		else if (!strcmp(argv[i], "--tokens") && i + 1 < argc)
 			tokens = atoi(argv[++i]);
 	}
-	r = dmabroker_allocate(ex->ctx, &spec, &buf);
+	r = dmabroker_allocate(ex->ctx, &spec, sizeof(spec), &buf);
 	if (r < 0)
 		example_die(ex, "allocate %llu bytes: %s", (unsigned long long)spec.size,
 			    strerror(-r));
@@ -134,8 +134,9 @@ static int cmd_read(struct example *ex, int argc, char **argv)
 	example_say("checksum", "%016llx",
 		    (unsigned long long)example_checksum(p, dmabroker_buffer_get_size(buf)));
 	if (vivid_w) {
-		const struct dmabroker_layout *l = dmabroker_buffer_get_layout(buf);
-		uint32_t stride = l->n_planes ? l->strides[0] : vivid_w * 2;
+		uint32_t stride = dmabroker_buffer_get_plane_count(buf)
+					  ? dmabroker_buffer_get_stride(buf, 0)
+					  : vivid_w * 2;
 
 		example_say("vivid-pattern", "%s",
 			    is_vivid_colorbar_yuyv(p, vivid_w, vivid_h, stride) ? "ok" : "absent");

@@ -62,10 +62,10 @@ void example_finish(struct example *ex)
 void example_share(struct example *ex, struct dmabroker_buffer *buf)
 {
 	struct dmabroker_token token;
-	char hex[33];
+	char hex[DMABROKER_TOKEN_STRING_SIZE];
 	int r;
 
-	r = dmabroker_share(buf, NULL, &token);
+	r = dmabroker_share(buf, NULL, 0, &token);
 	if (r < 0)
 		example_die(ex, "cannot share %s: %s", dmabroker_buffer_get_path(buf),
 			    strerror(-r));

@@ -81,7 +81,7 @@ static int cmd_import(struct example *ex, const char *hex)
 static int cmd_export(struct example *ex, uint32_t width, uint32_t height)
 {
 	struct drm_mode_create_dumb create = {.width = width, .height = height, .bpp = 32};
-	struct dmabroker_layout layout = {0};
+	struct dmabroker_export_info layout = {.name = "vgem-dumb"};
 	struct dmabroker_buffer *buf;
 	char node[64];
 	uint32_t *p;
@@ -112,7 +112,7 @@ static int cmd_export(struct example *ex, uint32_t width, uint32_t height)
 	layout.modifier = DRM_FORMAT_MOD_LINEAR;
 	layout.n_planes = 1;
 	layout.strides[0] = create.pitch;
-	r = dmabroker_export(ex->ctx, prime, &layout, "vgem-dumb", &buf);
+	r = dmabroker_export(ex->ctx, prime, &layout, sizeof(layout), &buf);
 	if (r < 0)
 		example_die(ex, "Export: %s", strerror(-r));
 	close(prime); /* the broker holds its own reference now */

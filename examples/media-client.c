@@ -133,7 +133,7 @@ static int cmd_capture(struct example *ex, int instance, bool contiguous, const 
 		example_die(ex, "no vivid instance %d", instance);
 	example_say("device", "%s", node);
 	set_format(ex, fd, &fmt);
-	r = dmabroker_allocate(ex->ctx, &spec, &buf);
+	r = dmabroker_allocate(ex->ctx, &spec, sizeof(spec), &buf);
 	if (r < 0)
 		example_die(ex, "allocate a %ux%u YUYV frame: %s", WIDTH, HEIGHT, strerror(-r));
 	example_say("buffer", "%s", dmabroker_buffer_get_path(buf));
@@ -164,7 +164,7 @@ static int cmd_export(struct example *ex, int instance)
 		.count = 1, .type = V4L2_BUF_TYPE_VIDEO_CAPTURE, .memory = V4L2_MEMORY_MMAP};
 	struct v4l2_exportbuffer exp = {
 		.type = V4L2_BUF_TYPE_VIDEO_CAPTURE, .index = 0, .flags = O_RDWR | O_CLOEXEC};
-	struct dmabroker_layout layout = {0};
+	struct dmabroker_export_info layout = {.name = "vivid-expbuf"};
 	struct dmabroker_buffer *buf;
 	struct v4l2_format fmt;
 	struct v4l2_buffer vb = {0};
@@ -207,7 +207,7 @@ static int cmd_export(struct example *ex, int instance)
 	layout.fourcc = DRM_FORMAT_YUYV;
 	layout.n_planes = 1;
 	layout.strides[0] = fmt.fmt.pix.bytesperline;
-	r = dmabroker_export(ex->ctx, exp.fd, &layout, "vivid-expbuf", &buf);
+	r = dmabroker_export(ex->ctx, exp.fd, &layout, sizeof(layout), &buf);
 	if (r < 0)
 		example_die(ex, "Export: %s", strerror(-r));
 	close(exp.fd);

@@ -5,15 +5,51 @@
 /*
  * libdmabroker: the client side of dmabrokerd.
  *
- * Every function that can fail returns a negative errno value (and 0 or a positive value on
- * success). Daemon errors map to errno values as follows:
+ * Errors. Every function that can fail returns a negative errno value (0 or a positive value
+ * on success). The daemon's errors map to errno values as follows:
  *   InvalidArgument -EINVAL, NotRegistered -ENOTCONN, NotFound -ENOENT,
  *   PermissionDenied -EACCES, QuotaExceeded -EDQUOT, Unsupported -EOPNOTSUPP,
- *   NoDevice -ENODEV, Busy -EBUSY, NoMemory -ENOMEM.
- * dmabroker_last_error() returns the daemon's message for the last failure on a context.
+ *   NoDevice -ENODEV, Busy -EBUSY, NoMemory -ENOMEM, Failed -EIO.
+ * The connection's own failures never use those values:
+ *   -ECONNRESET    the daemon cannot be reached (the bus connection is gone); the call was
+ *                  not carried out;
+ *   -ECONNABORTED  the connection (or the daemon) died after the call was sent, or no answer
+ *                  came in time: whether the daemon carried it out is unknown. The library
+ *                  never sends such a call twice (Allocate, Share, Import, Export, Move, ...);
+ *                  look at the daemon's state again (or just retry, if doing it twice is
+ *                  harmless to you). Calls that are harmless to repeat (Release, Reacquire,
+ *                  Revoke) are resent on the bus when the peer connection dies under them.
+ * dmabroker_last_error(ctx) returns a message for the last failure on a context.
  *
- * The library never logs on its own; install a handler with dmabroker_set_log_handler().
- * A context is not thread-safe: use it from one thread at a time.
+ * Blocking and asynchronous calls. Every call exists twice: dmabroker_X() waits for the
+ * daemon's answer (at most sd-bus's default of 25 s); dmabroker_X_async() only sends the
+ * call and returns at once, and its callback runs later from dmabroker_dispatch() with the
+ * result. A compositor's frame loop uses the _async forms only.
+ *
+ * Event loop integration (as sd-bus and libwayland do it): poll dmabroker_get_fd() for
+ * dmabroker_get_events(), wake up at dmabroker_get_timeout() at the latest, and call
+ * dmabroker_dispatch() when either happens. The library never keeps anything queued while
+ * that fd is quiet: a message read by a blocking call (a Moved arriving while the library
+ * waited for its own answer) makes the fd readable until dmabroker_dispatch() delivers it.
+ * Ready-made glue: dmabroker_attach_event() (sd-event, below), libdmabroker-glib
+ * (dmabroker-glib.h), and examples/wl-event-loop.c (libwayland-server's wl_event_loop).
+ *
+ * Callbacks (event handlers and _async completions) run only from dmabroker_dispatch().
+ * Inside one, any call on any context is allowed (blocking ones too, though a frame loop
+ * should not make them) except dmabroker_dispatch() on the same context (-EBUSY); a
+ * dmabroker_disconnect() of the context being dispatched is carried out when dispatch
+ * returns. Releasing the buffer a callback was given is allowed; it must not be used after.
+ *
+ * Structs. The library's objects are opaque. The structs a caller fills in
+ * (dmabroker_alloc_spec, dmabroker_export_info, dmabroker_share_opts,
+ * dmabroker_event_handlers) are passed with their size (sizeof as the caller compiled it):
+ * fields are only ever appended, a newer library reads no further than the caller's size and
+ * treats what is missing as zero, and an older library refuses a larger struct whose extra
+ * fields are not zero (-E2BIG), as the kernel does for openat2() and clone3().
+ *
+ * Getters accept NULL and then return NULL, 0 or -EINVAL. The library never logs on its own;
+ * install a handler with dmabroker_set_log_handler(). A context is not thread-safe: use it
+ * (and its buffers) from one thread at a time.
  */
 
 #include <stdbool.h>
@@ -26,11 +62,17 @@ extern "C" {
 
 #define DMABROKER_MAX_PLANES 4
 #define DMABROKER_TOKEN_SIZE 16
+/* Bytes dmabroker_token_to_string() writes: 32 hex characters and a NUL. */
+#define DMABROKER_TOKEN_STRING_SIZE (2 * DMABROKER_TOKEN_SIZE + 1)
 /* The most buffers one dmabroker_allocate_many() call can return (the bus's fd cap). */
 #define DMABROKER_ALLOCATE_MANY_MAX 16
 
 struct dmabroker;
 struct dmabroker_buffer;
+/* A call in flight, from a dmabroker_*_async() function (see dmabroker_call_cancel()). */
+struct dmabroker_call;
+/* sd-event's loop (systemd/sd-event.h), for dmabroker_attach_event(). */
+struct sd_event;
 
 enum dmabroker_connect_flags {
 	/* Connect to the session bus (a user instance of the daemon) instead of the system bus. */
@@ -52,7 +94,7 @@ enum dmabroker_path {
 	DMABROKER_PATH_CACHED = 1,
 };
 
-/* Describes a buffer to allocate. Zero-initialise it; fields are only ever appended. */
+/* Describes a buffer to allocate; passed with its size. Zero what you do not set. */
 struct dmabroker_alloc_spec {
 	/* Either size (bytes) for a plain buffer, or width, height and fourcc for an image. */
 	uint64_t size;
@@ -66,8 +108,10 @@ struct dmabroker_alloc_spec {
 	bool contiguous; /* must be physically contiguous (e.g. V4L2 dma-contig) */
 };
 
-struct dmabroker_layout {
-	uint64_t size;
+/* Describes a dma-buf handed to dmabroker_export(); passed with its size. fourcc 0: no
+ * image layout, only the bytes. */
+struct dmabroker_export_info {
+	const char *name; /* NULL for none */
 	uint32_t width;
 	uint32_t height;
 	uint32_t fourcc;
@@ -77,6 +121,7 @@ struct dmabroker_layout {
 	uint32_t strides[DMABROKER_MAX_PLANES];
 };
 
+/* How a token works; passed with its size. */
 struct dmabroker_share_opts {
 	bool reusable; /* false (default): the token works once */
 	uint64_t expires_in_ms; /* 0: never */
@@ -88,8 +133,10 @@ struct dmabroker_token {
 	uint8_t bytes[DMABROKER_TOKEN_SIZE];
 };
 
+/* What the daemon tells a client about its buffers; passed with its size. */
 struct dmabroker_event_handlers {
-	/* The buffer was re-backed: call dmabroker_buffer_reacquire(), then use its new fd. */
+	/* The buffer was re-backed: reacquire it (dmabroker_buffer_reacquire_async()), then
+	 * use its new fd. */
 	void (*moved)(struct dmabroker_buffer *buf, void *userdata);
 	/* The buffer was revoked: stop using it and release it. */
 	void (*revoked)(struct dmabroker_buffer *buf, const char *reason, void *userdata);
@@ -104,18 +151,31 @@ enum dmabroker_log_level {
 typedef void (*dmabroker_log_func_t)(enum dmabroker_log_level level, const char *msg,
 				     void *userdata);
 
+/*
+ * Completion callbacks of the _async calls. result is what the blocking call would have
+ * returned. A buffer handed to a callback with result 0 belongs to the caller from then on
+ * (release it with dmabroker_release()); the token is valid during the callback only.
+ */
+typedef void (*dmabroker_done_func_t)(int result, void *userdata);
+typedef void (*dmabroker_buffer_func_t)(int result, struct dmabroker_buffer *buf, void *userdata);
+typedef void (*dmabroker_buffers_func_t)(int result, struct dmabroker_buffer *const *bufs,
+					 unsigned count, void *userdata);
+typedef void (*dmabroker_token_func_t)(int result, const struct dmabroker_token *token,
+				       void *userdata);
+
 /* Routes the library's messages (debug level only, by default discarded) to func. */
 void dmabroker_set_log_handler(dmabroker_log_func_t func, void *userdata);
 
 /*
  * Connects to the daemon: to address if not NULL (a D-Bus address such as
  * "unix:path=/run/x"), else to $DMABROKER_BUS_ADDRESS if set, else the system bus
- * (the session bus with DMABROKER_CONNECT_USER).
+ * (the session bus with DMABROKER_CONNECT_USER). Does not wait for the daemon.
  */
 int dmabroker_connect(struct dmabroker **ret, const char *address, uint32_t flags);
 
 /* Closes the connection; the daemon drops this client's attachments and tokens. Buffers
- * still held are freed too (their fds closed). Accepts NULL; returns NULL. */
+ * still held are freed too (their fds closed); calls in flight are dropped without their
+ * callbacks. Accepts NULL; returns NULL. */
 struct dmabroker *dmabroker_disconnect(struct dmabroker *ctx);
 
 /*
@@ -126,51 +186,83 @@ struct dmabroker *dmabroker_disconnect(struct dmabroker *ctx);
  */
 int dmabroker_register(struct dmabroker *ctx, const char *role, bool dynamic, const char *name,
 		       const char *const *devices);
+int dmabroker_register_async(struct dmabroker *ctx, const char *role, bool dynamic,
+			     const char *name, const char *const *devices,
+			     dmabroker_done_func_t done, void *userdata,
+			     struct dmabroker_call **ret_call);
 
-/* The message of the daemon's last error on this context, or "" (borrowed). */
+/* A message for the last failure on ctx, or "" (borrowed, valid until the next call). */
 const char *dmabroker_last_error(struct dmabroker *ctx);
 
-/* The client's object path (borrowed), after dmabroker_register(). */
+/* The client's object path (borrowed), after registration; NULL before. */
 const char *dmabroker_client_path(struct dmabroker *ctx);
 
 /* Allocates a buffer. The new buffer object is owned by the caller. */
 int dmabroker_allocate(struct dmabroker *ctx, const struct dmabroker_alloc_spec *spec,
-		       struct dmabroker_buffer **ret);
+		       size_t spec_size, struct dmabroker_buffer **ret);
+int dmabroker_allocate_async(struct dmabroker *ctx, const struct dmabroker_alloc_spec *spec,
+			     size_t spec_size, dmabroker_buffer_func_t done, void *userdata,
+			     struct dmabroker_call **ret_call);
 
 /* Allocates count (1..DMABROKER_ALLOCATE_MANY_MAX) identical buffers in one call: all or none.
  * ret must have room for count pointers. */
 int dmabroker_allocate_many(struct dmabroker *ctx, const struct dmabroker_alloc_spec *spec,
-			    unsigned count, struct dmabroker_buffer **ret);
+			    size_t spec_size, unsigned count, struct dmabroker_buffer **ret);
+int dmabroker_allocate_many_async(struct dmabroker *ctx, const struct dmabroker_alloc_spec *spec,
+				  size_t spec_size, unsigned count, dmabroker_buffers_func_t done,
+				  void *userdata, struct dmabroker_call **ret_call);
 
 /*
  * Hands a dma-buf the caller exported (PRIME, VIDIOC_EXPBUF) to the daemon. fd is borrowed:
- * the caller keeps and closes its own. layout may be NULL; name may be NULL.
+ * the caller keeps and closes its own (the _async form duplicates it at once). info may be
+ * NULL (info_size is then ignored).
  */
-int dmabroker_export(struct dmabroker *ctx, int fd, const struct dmabroker_layout *layout,
-		     const char *name, struct dmabroker_buffer **ret);
+int dmabroker_export(struct dmabroker *ctx, int fd, const struct dmabroker_export_info *info,
+		     size_t info_size, struct dmabroker_buffer **ret);
+int dmabroker_export_async(struct dmabroker *ctx, int fd, const struct dmabroker_export_info *info,
+			   size_t info_size, dmabroker_buffer_func_t done, void *userdata,
+			   struct dmabroker_call **ret_call);
 
 /* Makes a token another client can import this buffer with. opts may be NULL. */
 int dmabroker_share(struct dmabroker_buffer *buf, const struct dmabroker_share_opts *opts,
-		    struct dmabroker_token *ret);
+		    size_t opts_size, struct dmabroker_token *ret);
+int dmabroker_share_async(struct dmabroker_buffer *buf, const struct dmabroker_share_opts *opts,
+			  size_t opts_size, dmabroker_token_func_t done, void *userdata,
+			  struct dmabroker_call **ret_call);
 
 /* Imports the buffer a token names. */
 int dmabroker_import(struct dmabroker *ctx, const struct dmabroker_token *token,
 		     struct dmabroker_buffer **ret);
+int dmabroker_import_async(struct dmabroker *ctx, const struct dmabroker_token *token,
+			   dmabroker_buffer_func_t done, void *userdata,
+			   struct dmabroker_call **ret_call);
 
-/* Token <-> 32 hex characters, for passing tokens through text channels. out needs 33 bytes. */
-void dmabroker_token_to_string(const struct dmabroker_token *token, char out[33]);
+/* Token <-> 32 hex characters, for passing tokens through text channels. */
+void dmabroker_token_to_string(const struct dmabroker_token *token,
+			       char out[DMABROKER_TOKEN_STRING_SIZE]);
 int dmabroker_token_from_string(const char *s, struct dmabroker_token *ret);
 
-/* Drops this client's attachment and frees buf (closing its fd). Accepts NULL. Returns the
- * daemon's answer; buf is freed either way. */
+/* Drops this client's attachment and frees buf (closing its fd) at once; the daemon's answer
+ * is returned (or passed to done). Accepts NULL. */
 int dmabroker_release(struct dmabroker_buffer *buf);
+int dmabroker_release_async(struct dmabroker_buffer *buf, dmabroker_done_func_t done,
+			    void *userdata, struct dmabroker_call **ret_call);
 
 /* The buffer's fd: owned by buf, valid until dmabroker_release() or a reacquire; duplicate
  * it (F_DUPFD_CLOEXEC) to keep it longer. */
 int dmabroker_buffer_get_fd(const struct dmabroker_buffer *buf);
 
-const struct dmabroker_layout *dmabroker_buffer_get_layout(const struct dmabroker_buffer *buf);
+/* The buffer's bytes. */
 uint64_t dmabroker_buffer_get_size(const struct dmabroker_buffer *buf);
+/* Its image layout (all 0 for a plain byte buffer), as libgbm's gbm_bo_get_*() give it. */
+uint32_t dmabroker_buffer_get_width(const struct dmabroker_buffer *buf);
+uint32_t dmabroker_buffer_get_height(const struct dmabroker_buffer *buf);
+uint32_t dmabroker_buffer_get_format(const struct dmabroker_buffer *buf);
+uint64_t dmabroker_buffer_get_modifier(const struct dmabroker_buffer *buf);
+uint32_t dmabroker_buffer_get_plane_count(const struct dmabroker_buffer *buf);
+/* Offset and stride of a plane; 0 for a plane it does not have. */
+uint32_t dmabroker_buffer_get_offset(const struct dmabroker_buffer *buf, unsigned plane);
+uint32_t dmabroker_buffer_get_stride(const struct dmabroker_buffer *buf, unsigned plane);
 /* The D-Bus object path of the buffer (borrowed). */
 const char *dmabroker_buffer_get_path(const struct dmabroker_buffer *buf);
 /* The backend's name: "udmabuf", "dma-heap", "memfd" or "export" (borrowed). */
@@ -181,7 +273,7 @@ bool dmabroker_buffer_is_dmabuf(const struct dmabroker_buffer *buf);
 enum dmabroker_path dmabroker_buffer_get_attach_path(const struct dmabroker_buffer *buf);
 
 /* Maps the whole buffer read-write (shared); the mapping is owned by buf and undone at
- * release. Repeated calls return the same mapping. */
+ * release or reacquire. Repeated calls return the same mapping. */
 int dmabroker_buffer_map(struct dmabroker_buffer *buf, void **ret);
 
 enum dmabroker_access {
@@ -193,26 +285,66 @@ enum dmabroker_access {
 int dmabroker_buffer_begin_cpu_access(struct dmabroker_buffer *buf, uint32_t access);
 int dmabroker_buffer_end_cpu_access(struct dmabroker_buffer *buf, uint32_t access);
 
-/* After a moved event: fetches the new fd (the old one is closed and any mapping undone). */
+/* After a moved event: fetches the new fd (the old one is closed and any mapping undone
+ * when the answer arrives). */
 int dmabroker_buffer_reacquire(struct dmabroker_buffer *buf);
+int dmabroker_buffer_reacquire_async(struct dmabroker_buffer *buf, dmabroker_done_func_t done,
+				     void *userdata, struct dmabroker_call **ret_call);
 
 /* Asks the daemon to move (re-back) a buffer the caller owns. */
 int dmabroker_buffer_move(struct dmabroker_buffer *buf);
+int dmabroker_buffer_move_async(struct dmabroker_buffer *buf, dmabroker_done_func_t done,
+				void *userdata, struct dmabroker_call **ret_call);
 
 /* Asks the daemon to revoke a buffer the caller owns: every holder gets revoked. */
 int dmabroker_buffer_revoke(struct dmabroker_buffer *buf, const char *reason);
+int dmabroker_buffer_revoke_async(struct dmabroker_buffer *buf, const char *reason,
+				  dmabroker_done_func_t done, void *userdata,
+				  struct dmabroker_call **ret_call);
+
+/*
+ * The _async calls: return 0 once the call is on its way (done then runs exactly once, from
+ * dmabroker_dispatch(), never from inside the _async function), or a negative errno (done
+ * never runs). done may be NULL. With ret_call, *ret_call names the call until done runs or
+ * it is cancelled; it is owned by the library.
+ */
+
+/* Forgets a call in flight: its callback never runs. What the daemon made for it (buffers)
+ * is released when the answer arrives. Accepts NULL. */
+void dmabroker_call_cancel(struct dmabroker_call *call);
 
 /* Sets the event callbacks; handlers may be NULL to remove them. handlers is copied. */
-void dmabroker_set_event_handlers(struct dmabroker *ctx,
-				  const struct dmabroker_event_handlers *handlers, void *userdata);
+int dmabroker_set_event_handlers(struct dmabroker *ctx,
+				 const struct dmabroker_event_handlers *handlers,
+				 size_t handlers_size, void *userdata);
 
-/* A descriptor that becomes readable when dmabroker_dispatch() has work: add it to any
- * event loop (poll for POLLIN). Owned by ctx. */
+/* A descriptor that is readable whenever dmabroker_dispatch() has work: add it to any event
+ * loop for dmabroker_get_events(). Owned by ctx; the same for ctx's whole life. */
 int dmabroker_get_fd(struct dmabroker *ctx);
 
+/* The poll(2) events to wait for on dmabroker_get_fd() (POLLIN). */
+int dmabroker_get_events(struct dmabroker *ctx);
+
+/*
+ * When dmabroker_dispatch() must run at the latest even if the fd stays quiet (a call
+ * timing out), as an absolute CLOCK_MONOTONIC time in microseconds: 0 for now, UINT64_MAX
+ * for never. Read it again after every dispatch and every call. (The fd becomes readable
+ * at that time too, so a loop that cannot take timeouts may ignore it.)
+ */
+int dmabroker_get_timeout(struct dmabroker *ctx, uint64_t *ret_usec);
+
 /* Processes pending messages without blocking and runs callbacks; returns the number of
- * events handled, or a negative errno (-ECONNRESET once the daemon is gone). */
+ * callbacks run, or a negative errno (-ECONNRESET once the bus connection is gone,
+ * -EBUSY when called from inside a callback of the same context). */
 int dmabroker_dispatch(struct dmabroker *ctx);
+
+/*
+ * Runs ctx from an sd-event loop (NULL: the thread's default loop) at priority: one I/O
+ * source on dmabroker_get_fd() that dispatches. ctx keeps a reference to the loop until
+ * dmabroker_detach_event() or dmabroker_disconnect().
+ */
+int dmabroker_attach_event(struct dmabroker *ctx, struct sd_event *event, int64_t priority);
+int dmabroker_detach_event(struct dmabroker *ctx);
 
 #ifdef __cplusplus
 }

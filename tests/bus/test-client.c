@@ -67,13 +67,13 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "allocate") == 0) {
 		struct dmabroker_alloc_spec spec = {.size = strtoull(argv[2], NULL, 0)};
-		char hex[33];
+		char hex[DMABROKER_TOKEN_STRING_SIZE];
 
-		r = dmabroker_allocate(ctx, &spec, &buf);
+		r = dmabroker_allocate(ctx, &spec, sizeof(spec), &buf);
 		if (r >= 0)
 			r = fill_or_check(buf, -1, (int)strtol(argv[3], NULL, 0));
 		if (r >= 0)
-			r = dmabroker_share(buf, NULL, &token);
+			r = dmabroker_share(buf, NULL, 0, &token);
 		if (r < 0) {
 			printf("error %s\n", dmabroker_last_error(ctx));
 			return 2;

@@ -315,14 +315,14 @@ int main(void)
 	/* --- what is answered before a SIGKILL comes back --- */
 	a = client(true, 0); /* over a peer connection, which the kill closes */
 	b = client(true, DMABROKER_CONNECT_NO_PEER);
-	tap_require(dmabroker_allocate(a, &spec, &x) == 0, "a allocates x");
+	tap_require(dmabroker_allocate(a, &spec, sizeof(spec), &x) == 0, "a allocates x");
 	tap_require(dmabroker_buffer_map(x, (void **)&pa) == 0, "a maps x");
 	memset(pa, 0x11, spec.size);
-	tap_require(dmabroker_share(x, &reusable, &t1) == 0, "a shares x (reusable)");
-	tap_require(dmabroker_share(x, &brief, &t2) == 0, "a shares x (expires in 200 ms)");
+	tap_require(dmabroker_share(x, &reusable, sizeof(reusable), &t1) == 0, "a shares x (reusable)");
+	tap_require(dmabroker_share(x, &brief, sizeof(brief), &t2) == 0, "a shares x (expires in 200 ms)");
 	tap_require(dmabroker_import(b, &t1, &bx) == 0, "b imports x");
-	tap_require(dmabroker_allocate(a, &small, &y) == 0, "a allocates y");
-	tap_require(dmabroker_share(y, NULL, &t3) == 0, "a shares y");
+	tap_require(dmabroker_allocate(a, &small, sizeof(small), &y) == 0, "a allocates y");
+	tap_require(dmabroker_share(y, NULL, 0, &t3) == 0, "a shares y");
 	tap_require(dmabroker_import(b, &t3, &by) == 0, "b imports y");
 	snprintf(ypath, sizeof(ypath), "%s", dmabroker_buffer_get_path(y));
 	tap_require(dmabroker_buffer_move(y) == 0, "a moves y: both holders must reacquire");
@@ -356,7 +356,7 @@ int main(void)
 	tap_ok(all_bytes(pc, spec.size, 0x22),
 	       "a's mapping from before the kill still is x's memory (c sees a's new bytes)");
 	max_id = buffer_id(y);
-	tap_is(dmabroker_allocate(a, &small, &z), 0, "a allocates again, over the bus now");
+	tap_is(dmabroker_allocate(a, &small, sizeof(small), &z), 0, "a allocates again, over the bus now");
 	tap_ok(buffer_id(z) > max_id, "with a new id (%" PRIu64 " > %" PRIu64 ")", buffer_id(z),
 	       max_id);
 
@@ -369,7 +369,7 @@ int main(void)
 
 	/* --- a client that leaves while the daemon is down loses its buffers --- */
 	d = client(true, DMABROKER_CONNECT_NO_PEER);
-	tap_require(dmabroker_allocate(d, &small, &w) == 0, "d allocates w");
+	tap_require(dmabroker_allocate(d, &small, sizeof(small), &w) == 0, "d allocates w");
 	snprintf(old_name, sizeof(old_name), "buf-%" PRIu64, buffer_id(w));
 	tap_ok(store_has(old_name), "w is in the store");
 	fixture_kill_daemon(&f, SIGKILL);
@@ -382,7 +382,7 @@ int main(void)
 
 	/* --- a full store refuses up front --- */
 	n = 0;
-	while (n < 16 && (r = dmabroker_allocate(b, &small, &more[n])) == 0)
+	while (n < 16 && (r = dmabroker_allocate(b, &small, sizeof(small), &more[n])) == 0)
 		n++;
 	tap_is(r, -EDQUOT, "Allocate is refused once the store would be full");
 	tap_ok(strstr(dmabroker_last_error(b), "FdStoreMax") != NULL, "naming FdStoreMax (%s)",
@@ -390,9 +390,9 @@ int main(void)
 	tap_ok(store_count() <= STORE_MAX - 1, "one entry is left for compaction (%u of %d)",
 	       store_count(), STORE_MAX);
 	tap_is(dmabroker_release(more[--n]), 0, "one released");
-	tap_is(dmabroker_allocate_many(b, &small, 2, more), -EDQUOT,
+	tap_is(dmabroker_allocate_many(b, &small, sizeof(small), 2, more), -EDQUOT,
 	       "AllocateMany of 2 is refused where 1 would fit");
-	tap_is(dmabroker_allocate(b, &small, &more[n++]), 0, "Allocate of 1 is not");
+	tap_is(dmabroker_allocate(b, &small, sizeof(small), &more[n++]), 0, "Allocate of 1 is not");
 	tap_is(dmabroker_buffer_move(z), -EDQUOT, "a Move (a second backing) is refused too");
 	tap_is(store.refused, 0, "the store itself never refused an fd");
 	kill_and_restart(&f, SIGKILL);

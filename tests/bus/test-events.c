@@ -72,11 +72,11 @@ static void test_move_and_revoke(uint32_t importer_flags)
 	uint8_t *p;
 	int old_fd;
 
-	dmabroker_set_event_handlers(holder, &handlers, &seen);
-	dmabroker_allocate(owner, &spec, &buf);
+	dmabroker_set_event_handlers(holder, &handlers, sizeof(handlers), &seen);
+	dmabroker_allocate(owner, &spec, sizeof(spec), &buf);
 	dmabroker_buffer_map(buf, (void **)&p);
 	memset(p, 0x3c, 65536);
-	dmabroker_share(buf, NULL, &token);
+	dmabroker_share(buf, NULL, 0, &token);
 	tap_require(dmabroker_import(holder, &token, &held) == 0, "the holder imports");
 	old_fd = dmabroker_buffer_get_fd(held);
 
@@ -119,23 +119,23 @@ static void test_allocate_many(void)
 	struct dmabroker_buffer *bufs[DMABROKER_ALLOCATE_MANY_MAX];
 	bool distinct = true;
 
-	tap_is(dmabroker_allocate_many(ctx, &spec, 8, bufs), 0, "AllocateMany of 8");
+	tap_is(dmabroker_allocate_many(ctx, &spec, sizeof(spec), 8, bufs), 0, "AllocateMany of 8");
 	for (int i = 0; i < 8; i++)
 		for (int j = 0; j < i; j++)
 			distinct &= strcmp(dmabroker_buffer_get_path(bufs[i]),
 					   dmabroker_buffer_get_path(bufs[j])) != 0;
 	tap_ok(distinct, "eight distinct buffers");
-	tap_is(dmabroker_buffer_get_layout(bufs[7])->strides[0], 256, "each with the layout");
+	tap_is(dmabroker_buffer_get_stride(bufs[7], 0), 256, "each with the layout");
 	for (int i = 0; i < 8; i++)
 		dmabroker_release(bufs[i]);
-	tap_is(dmabroker_allocate_many(ctx, &spec, DMABROKER_ALLOCATE_MANY_MAX, bufs), 0,
+	tap_is(dmabroker_allocate_many(ctx, &spec, sizeof(spec), DMABROKER_ALLOCATE_MANY_MAX, bufs), 0,
 	       "AllocateMany of 16 crosses the real dbus-daemon (16 fds in one message)");
 	for (int i = 0; i < DMABROKER_ALLOCATE_MANY_MAX; i++)
 		dmabroker_release(bufs[i]);
 	dmabroker_disconnect(ctx);
 	/* Over the bus, not the peer connection: that is where the fd cap bites. */
 	ctx = client(true, DMABROKER_CONNECT_NO_PEER);
-	tap_is(dmabroker_allocate_many(ctx, &spec, DMABROKER_ALLOCATE_MANY_MAX, bufs), 0,
+	tap_is(dmabroker_allocate_many(ctx, &spec, sizeof(spec), DMABROKER_ALLOCATE_MANY_MAX, bufs), 0,
 	       "and on the bus path");
 	for (int i = 0; i < DMABROKER_ALLOCATE_MANY_MAX; i++)
 		dmabroker_release(bufs[i]);
@@ -153,8 +153,8 @@ static void test_ctl(void)
 	const char *clients[] = {"tools/dmabrokerctl", "clients", NULL};
 	char out[8192];
 
-	dmabroker_allocate(a, &spec, &buf);
-	dmabroker_share(buf, NULL, &token);
+	dmabroker_allocate(a, &spec, sizeof(spec), &buf);
+	dmabroker_share(buf, NULL, 0, &token);
 	dmabroker_import(b, &token, &held);
 	tap_is(run_client(status, false, out, sizeof(out)), 0, "dmabrokerctl status");
 	tap_ok(strstr(out, "Clients:        2") && strstr(out, "MaxBufferSize"),

@@ -127,7 +127,7 @@ int main(void)
 	bus = inspect_bus();
 	tap_require(dmabroker_connect(&ctx, NULL, 0) == 0 &&
 			    dmabroker_register(ctx, "cpu", true, "introspection", NULL) == 0 &&
-			    dmabroker_allocate(ctx, &spec, &buf) == 0,
+			    dmabroker_allocate(ctx, &spec, sizeof(spec), &buf) == 0,
 		    "a client and a buffer exist");
 
 	compare(contract, bus, DB_OBJECT_PATH, DB_IFACE_BROKER);

@@ -41,18 +41,18 @@ static void test_same_bytes(uint32_t flags)
 	struct dmabroker_buffer *buf;
 	struct dmabroker_alloc_spec spec = {.size = SIZE, .name = "same-bytes"};
 	struct dmabroker_token token;
-	char hex[33], out[256];
+	char hex[DMABROKER_TOKEN_STRING_SIZE], out[256];
 	uint8_t *p;
 	bool all = true;
 	int status;
 
-	tap_ok(dmabroker_allocate(a, &spec, &buf) == 0, "allocate %u bytes (%s)", SIZE,
+	tap_ok(dmabroker_allocate(a, &spec, sizeof(spec), &buf) == 0, "allocate %u bytes (%s)", SIZE,
 	       flags & DMABROKER_CONNECT_NO_PEER ? "bus" : "peer connection");
 	p = map(buf);
 	dmabroker_buffer_begin_cpu_access(buf, DMABROKER_ACCESS_WRITE);
 	memset(p, 0x5a, SIZE);
 	dmabroker_buffer_end_cpu_access(buf, DMABROKER_ACCESS_WRITE);
-	tap_ok(dmabroker_share(buf, NULL, &token) == 0, "share");
+	tap_ok(dmabroker_share(buf, NULL, 0, &token) == 0, "share");
 	dmabroker_token_to_string(&token, hex);
 	{
 		const char *argv[] = {"tests/bus/test-client",
@@ -80,7 +80,7 @@ static struct dmabroker_buffer *import_as(struct dmabroker *importer, struct dma
 	struct dmabroker_token token;
 	struct dmabroker_buffer *got = NULL;
 
-	tap_require(dmabroker_share(buf, NULL, &token) == 0, "share");
+	tap_require(dmabroker_share(buf, NULL, 0, &token) == 0, "share");
 	tap_require(dmabroker_import(importer, &token, &got) == 0, "import");
 	return got;
 }
@@ -93,7 +93,7 @@ static void test_paths(sd_bus *inspect)
 	struct dmabroker_buffer *buf, *b2, *c2, *buf2, *d2;
 	const char *path;
 
-	dmabroker_allocate(dyn_a, &spec, &buf);
+	dmabroker_allocate(dyn_a, &spec, sizeof(spec), &buf);
 	path = dmabroker_buffer_get_path(buf);
 	b2 = import_as(dyn_b, buf);
 	tap_is(dmabroker_buffer_get_attach_path(b2), DMABROKER_PATH_DIRECT,
@@ -110,7 +110,7 @@ static void test_paths(sd_bus *inspect)
 	tap_ok(!buffer_pinned(inspect, path), "released: unpinned");
 
 	/* A static allocator holds its own buffer through the cached path too. */
-	dmabroker_allocate(stat_c, &spec, &buf2);
+	dmabroker_allocate(stat_c, &spec, sizeof(spec), &buf2);
 	tap_ok(buffer_pinned(inspect, dmabroker_buffer_get_path(buf2)),
 	       "a static client's own allocation is pinned");
 	d2 = import_as(dyn_a, buf2);
@@ -128,10 +128,10 @@ static void test_privacy(void)
 	struct dmabroker_share_opts bound = {.bind_uid = true, .uid = 0};
 	struct dmabroker_buffer *buf;
 	struct dmabroker_token token;
-	char hex[33], guess[33], out[512];
+	char hex[DMABROKER_TOKEN_STRING_SIZE], guess[DMABROKER_TOKEN_STRING_SIZE], out[512];
 	int status;
 
-	dmabroker_allocate(a, &spec, &buf);
+	dmabroker_allocate(a, &spec, sizeof(spec), &buf);
 	map(buf)[0] = 0x11;
 	memset(map(buf), 0x11, 8192);
 
@@ -145,7 +145,7 @@ static void test_privacy(void)
 	tap_is(status, 2, "another uid without a token is refused");
 	tap_ok(strstr(out, "org.dmabroker.Error.NotFound") != NULL, "with NotFound: %s", out);
 
-	dmabroker_share(buf, &bound, &token);
+	dmabroker_share(buf, &bound, sizeof(bound), &token);
 	dmabroker_token_to_string(&token, hex);
 	{
 		const char *argv[] = {"tests/bus/test-client", "import", hex, NULL};
@@ -156,7 +156,7 @@ static void test_privacy(void)
 	tap_ok(strstr(out, "org.dmabroker.Error.PermissionDenied") != NULL,
 	       "with PermissionDenied: %s", out);
 
-	dmabroker_share(buf, NULL, &token);
+	dmabroker_share(buf, NULL, 0, &token);
 	dmabroker_token_to_string(&token, hex);
 	{
 		const char *argv[] = {
@@ -181,14 +181,14 @@ static void test_sigkill(struct fixture *f, sd_bus *inspect)
 	struct dmabroker_alloc_spec spec = {.size = 4096};
 	struct dmabroker_buffer *buf;
 	struct dmabroker_token token;
-	char hex[33], line[128];
+	char hex[DMABROKER_TOKEN_STRING_SIZE], line[128];
 	const char *path;
 	int out, in, status;
 	pid_t pid;
 
-	dmabroker_allocate(a, &spec, &buf);
+	dmabroker_allocate(a, &spec, sizeof(spec), &buf);
 	path = dmabroker_buffer_get_path(buf);
-	dmabroker_share(buf, &(struct dmabroker_share_opts){.reusable = true}, &token);
+	dmabroker_share(buf, &(struct dmabroker_share_opts){.reusable = true}, sizeof((struct dmabroker_share_opts){.reusable = true}), &token);
 	dmabroker_token_to_string(&token, hex);
 	{
 		const char *argv[] = {"tests/bus/test-client", "hold", hex, NULL};

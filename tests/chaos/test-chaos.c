@@ -896,7 +896,7 @@ static _Noreturn void lib_client(void)
 	lib_count(ctx, K_REGISTER, r, false);
 	if (r < 0)
 		_exit(0);
-	dmabroker_set_event_handlers(ctx, &handlers, NULL);
+	dmabroker_set_event_handlers(ctx, &handlers, sizeof(handlers), NULL);
 	for (unsigned step = 0, steps = 20 + pick(100); step < steps; step++) {
 		struct dmabroker_token t;
 		struct dmabroker_buffer *b = NULL;
@@ -905,14 +905,14 @@ static _Noreturn void lib_client(void)
 		switch (pick(9)) {
 		case 0:
 			spec.size = (uint64_t)4096 << pick(10);
-			r = dmabroker_allocate(ctx, &spec, &b);
+			r = dmabroker_allocate(ctx, &spec, sizeof(spec), &b);
 			lib_count(ctx, K_ALLOCATE, r, true);
 			break;
 		case 1:
 			if (n + DMABROKER_ALLOCATE_MANY_MAX > HELD_MAX)
 				continue;
 			r = dmabroker_allocate_many(
-				ctx, &spec, 1 + pick(DMABROKER_ALLOCATE_MANY_MAX), bufs + n);
+				ctx, &spec, sizeof(spec), 1 + pick(DMABROKER_ALLOCATE_MANY_MAX), bufs + n);
 			lib_count(ctx, K_ALLOCATE_MANY, r, true);
 			while (r >= 0 && n < HELD_MAX && bufs[n])
 				n++;
@@ -920,7 +920,7 @@ static _Noreturn void lib_client(void)
 		case 2:
 			if (!n)
 				continue;
-			r = dmabroker_share(bufs[i], NULL, &t);
+			r = dmabroker_share(bufs[i], NULL, 0, &t);
 			lib_count(ctx, K_SHARE, r, true);
 			if (r >= 0)
 				token_put(t.bytes);

@@ -87,7 +87,7 @@ static void settle(const char *kind, unsigned tried, unsigned refused, unsigned 
 {
 	struct dmabroker_token t;
 	bool drained = fixture_wait_clients(&f, 1, 20000);
-	bool served = dmabroker_share(victim_buf, NULL, &t) == 0;
+	bool served = dmabroker_share(victim_buf, NULL, 0, &t) == 0;
 	int fds = fixture_daemon_fds(&f);
 	long rss = daemon_rss_kib();
 	uint32_t buffers = broker_u32(inspect, "NBuffers");
@@ -369,7 +369,7 @@ static void kind_other_uid(void)
 	struct dmabroker_token t;
 	char hex[33], out[512];
 
-	dmabroker_share(victim_buf, &bound, &t);
+	dmabroker_share(victim_buf, &bound, sizeof(bound), &t);
 	dmabroker_token_to_string(&t, hex);
 	for (int i = 0; i < 10; i++) {
 		const char *argv[] = {"tests/bus/test-client", "import", hex, NULL};
@@ -402,20 +402,20 @@ static void kind_over_limits(void)
 		    "a greedy client registers");
 	for (int i = 0; i < LIMIT_BUFFERS + 32; i++) {
 		tried++;
-		if (dmabroker_allocate(ctx, &spec, &bufs[held]) == 0)
+		if (dmabroker_allocate(ctx, &spec, sizeof(spec), &bufs[held]) == 0)
 			held++;
 		else if (strstr(dmabroker_last_error(ctx), DB_ERROR_QUOTA_EXCEEDED))
 			refused++;
 	}
 	for (int i = 0; i < 16; i++) {
 		tried++;
-		refused += dmabroker_allocate_many(ctx, &spec, DMABROKER_ALLOCATE_MANY_MAX, many) ==
+		refused += dmabroker_allocate_many(ctx, &spec, sizeof(spec), DMABROKER_ALLOCATE_MANY_MAX, many) ==
 			   -EDQUOT;
 	}
 	for (int i = 0; i < LIMIT_TOKENS + 32 && held; i++) {
 		tried++;
 		refused +=
-			dmabroker_share(bufs[0], &(struct dmabroker_share_opts){0}, &t) == -EDQUOT;
+			dmabroker_share(bufs[0], &(struct dmabroker_share_opts){0}, sizeof((struct dmabroker_share_opts){0}), &t) == -EDQUOT;
 	}
 	tap_is(held, LIMIT_BUFFERS, "greedy: it got exactly MaxBuffersPerClient buffers");
 	dmabroker_disconnect(ctx);
@@ -453,9 +453,9 @@ static void hammer(int seed)
 		struct dmabroker_buffer *buf = NULL, *other = NULL;
 		struct dmabroker_token t;
 
-		if (dmabroker_allocate(ctx, &spec, &buf) < 0)
+		if (dmabroker_allocate(ctx, &spec, sizeof(spec), &buf) < 0)
 			continue;
-		dmabroker_share(buf, NULL, &t);
+		dmabroker_share(buf, NULL, 0, &t);
 		if (seed % 4 == 0) {
 			dmabroker_import(ctx, &t, &other);
 			continue; /* keep holding: killed while holding buffers */
@@ -500,7 +500,7 @@ int main(void)
 	inspect = inspect_bus();
 	tap_require(dmabroker_connect(&victim, NULL, 0) == 0 &&
 			    dmabroker_register(victim, "cpu", true, "victim", NULL) == 0 &&
-			    dmabroker_allocate(victim, &spec, &victim_buf) == 0 &&
+			    dmabroker_allocate(victim, &spec, sizeof(spec), &victim_buf) == 0 &&
 			    dmabroker_buffer_map(victim_buf, (void **)&victim_map) == 0,
 		    "a victim holds a buffer");
 	dmabroker_buffer_begin_cpu_access(victim_buf, DMABROKER_ACCESS_WRITE);
