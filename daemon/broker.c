@@ -12,6 +12,7 @@
 #include "kernel-view.h"
 #include "log.h"
 #include "macros.h"
+#include "monitor.h"
 #include "move.h"
 #include "peer.h"
 
@@ -31,6 +32,14 @@ static int on_outside_refs(struct db_buffer *buf, void *userdata)
 	if (db_kernel_view_read_file_count(buf->fd, &count) < 0)
 		return 1;
 	return count > own ? (int)MIN(count - own, (long)INT_MAX) : 0;
+}
+
+/* Every change goes to the journal first (before its call is answered), then to the
+ * subscribers' events. */
+static void on_changed(const struct db_change *change, void *userdata)
+{
+	db_fdstore_changed(change, userdata);
+	db_monitor_changed(userdata, change);
 }
 
 /* A client that goes loses its peer connection with it. */
@@ -69,11 +78,12 @@ int db_broker_new(struct db_broker **ret, sd_event *event, sd_bus *bus, const ch
 	db_registry_set_hooks(b->reg, &(struct db_registry_hooks){
 					      .client_freed = on_client_freed,
 					      .outside_refs = on_outside_refs,
-					      .changed = db_fdstore_changed,
+					      .changed = on_changed,
 					      .userdata = b,
 				      });
 	b->peers = g_hash_table_new(g_direct_hash, g_direct_equal);
 	b->moves = g_hash_table_new(g_int64_hash, g_int64_equal);
+	db_monitor_new(&b->monitor);
 	r = db_devices_new(&b->devices, on_devices_changed, b);
 	if (r < 0)
 		log_warning("Failed to enumerate devices, continuing without: %s", strerror(-r));
@@ -94,6 +104,7 @@ struct db_broker *db_broker_free(struct db_broker *b)
 		db_registry_free(b->reg);
 	if (b->peers)
 		g_hash_table_unref(b->peers);
+	db_monitor_free(b->monitor);
 	sd_event_source_disable_unref(b->udev_source);
 	db_devices_free(b->devices);
 	sd_bus_unref(b->bus);

@@ -20,6 +20,7 @@ struct db_broker {
 	sd_event_source *udev_source;
 	GHashTable *peers; /* sd_bus * -> struct db_peer *, owned */
 	GHashTable *moves; /* &buffer id -> struct db_move *, owned (move.c) */
+	struct db_monitor *monitor; /* event subscribers, owned (monitor.c) */
 	unsigned n_moves_running; /* copies on worker threads now */
 	const char *kernel_report; /* "unknown", "available", "unavailable" */
 	bool fdstore; /* keep buffers in systemd's fd store across restarts */

@@ -24,6 +24,7 @@
 #include "fdstore.h"
 #include "log.h"
 #include "macros.h"
+#include "monitor.h"
 #include "move.h"
 #include "peer.h"
 #include "protocol.h"
@@ -742,6 +743,7 @@ static int method_revoke(sd_bus_message *m, void *userdata, sd_bus_error *error)
 		g_array_append_val(holders, a->client->id);
 	}
 	log_info("Revoking buffer %s (%u holder(s)): %s", path, holders->len, reason);
+	db_monitor_revoked(b, buf, reason);
 	db_registry_revoke(b->reg, buf);
 	for (guint i = 0; i < holders->len; i++) {
 		struct db_client *h =
@@ -751,6 +753,16 @@ static int method_revoke(sd_bus_message *m, void *userdata, sd_bus_error *error)
 			db_bus_emit_to_client(b, h, "Revoked", path, reason);
 	}
 	return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_subscribe(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	return db_monitor_subscribe(userdata, m, error);
+}
+
+static int method_unsubscribe(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	return db_monitor_unsubscribe(userdata, m, error);
 }
 
 static int method_open_peer(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -808,6 +820,8 @@ DB_CHECKED_METHOD(method_reacquire)
 DB_CHECKED_METHOD(method_move)
 DB_CHECKED_METHOD(method_revoke)
 DB_CHECKED_METHOD(method_open_peer)
+DB_CHECKED_METHOD(method_subscribe)
+DB_CHECKED_METHOD(method_unsubscribe)
 
 /* --- properties --- */
 
@@ -926,7 +940,12 @@ static const sd_bus_vtable broker_vtable[] = {
 				method_revoke_checked, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("OpenPeer", SD_BUS_NO_ARGS, SD_BUS_RESULT("h", socket),
 				method_open_peer_checked, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("Subscribe", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT,
+				method_subscribe_checked, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("Unsubscribe", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT,
+				method_unsubscribe_checked, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_SIGNAL_WITH_ARGS("Moved", SD_BUS_ARGS("o", buffer), 0),
+	SD_BUS_SIGNAL_WITH_ARGS("Event", SD_BUS_ARGS("s", kind, "o", object, "a{sv}", details), 0),
 	SD_BUS_SIGNAL_WITH_ARGS("Revoked", SD_BUS_ARGS("o", buffer, "s", reason), 0),
 	SD_BUS_PROPERTY("Version", "s", prop_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
 	SD_BUS_PROPERTY("Backends", "as", prop_backends, 0, 0),

@@ -77,12 +77,12 @@ static int caller_uid(struct db_broker *b, sd_bus *bus, uid_t *ret)
 	return 0;
 }
 
-static bool client_visible(const struct db_client *c, uid_t uid)
+bool db_bus_client_visible(const struct db_client *c, uid_t uid)
 {
 	return uid == 0 || c->uid == uid;
 }
 
-static bool buffer_visible(const struct db_buffer *buf, uid_t uid)
+bool db_bus_buffer_visible(const struct db_buffer *buf, uid_t uid)
 {
 	if (uid == 0 || buf->owner_uid == uid)
 		return true;
@@ -160,7 +160,7 @@ static int buffer_find(sd_bus *bus, const char *path, const char *interface, voi
 	struct db_buffer *buf = db_bus_buffer_from_path(userdata, path);
 	uid_t uid;
 
-	if (!buf || caller_uid(userdata, bus, &uid) < 0 || !buffer_visible(buf, uid))
+	if (!buf || caller_uid(userdata, bus, &uid) < 0 || !db_bus_buffer_visible(buf, uid))
 		return 0;
 	*found = buf;
 	return 1;
@@ -201,7 +201,7 @@ BUFFER_PROP(buffer_prop_owner)
 	char p[128];
 	uid_t uid;
 
-	if (owner && (caller_uid(b, bus, &uid) < 0 || !client_visible(owner, uid)))
+	if (owner && (caller_uid(b, bus, &uid) < 0 || !db_bus_client_visible(owner, uid)))
 		owner = NULL;
 	return sd_bus_message_append(reply, "o",
 				     owner ? db_bus_client_path(owner, p, sizeof(p)) : "/");
@@ -238,7 +238,7 @@ BUFFER_PROP(buffer_prop_attachments)
 		struct db_attachment *a = g_ptr_array_index(buf->attachments, i);
 
 		/* Holders of other uids are not the caller's to see. */
-		if (!client_visible(a->client, uid))
+		if (!db_bus_client_visible(a->client, uid))
 			continue;
 		r = sd_bus_message_append(reply, "(osb)",
 					  db_bus_client_path(a->client, p, sizeof(p)),
@@ -340,7 +340,7 @@ static int client_find(sd_bus *bus, const char *path, const char *interface, voi
 	struct db_client *c = db_bus_client_from_path(userdata, path);
 	uid_t uid;
 
-	if (!c || caller_uid(userdata, bus, &uid) < 0 || !client_visible(c, uid))
+	if (!c || caller_uid(userdata, bus, &uid) < 0 || !db_bus_client_visible(c, uid))
 		return 0;
 	*found = c;
 	return 1;
@@ -444,7 +444,7 @@ static int enumerate(struct db_broker *b, sd_bus *bus, bool buffers, char ***nod
 
 		db_registry_iter_buffers(b->reg, &it);
 		while ((buf = db_registry_next_buffer(&it)))
-			if (buffer_visible(buf, uid) &&
+			if (db_bus_buffer_visible(buf, uid) &&
 			    list_add(list, &n, db_bus_buffer_path(buf, path, sizeof(path))) < 0)
 				return -ENOMEM;
 	} else {
@@ -452,7 +452,7 @@ static int enumerate(struct db_broker *b, sd_bus *bus, bool buffers, char ***nod
 
 		db_registry_iter_clients(b->reg, &it);
 		while ((c = db_registry_next_client(&it)))
-			if (client_visible(c, uid) &&
+			if (db_bus_client_visible(c, uid) &&
 			    list_add(list, &n, db_bus_client_path(c, path, sizeof(path))) < 0)
 				return -ENOMEM;
 	}

@@ -20,5 +20,10 @@ int db_bus_emit_to_client(struct db_broker *b, struct db_client *c, const char *
 /* Appends the buffer's layout dictionary (a{sv}). */
 int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf);
 
+/* The visibility rule every listing and event follows: root sees everything; anyone else sees
+ * the clients of its own uid and the buffers its uid owns or holds. */
+bool db_bus_client_visible(const struct db_client *c, uid_t uid);
+bool db_bus_buffer_visible(const struct db_buffer *buf, uid_t uid);
+
 /* The org.dmabroker.Buffer1 and Client1 objects, looked up by path on demand. */
 int db_bus_add_inspection_objects(struct db_broker *b, sd_bus *bus);

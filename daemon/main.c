@@ -20,6 +20,7 @@
 #include "fdstore.h"
 #include "log.h"
 #include "macros.h"
+#include "monitor.h"
 #include "protocol.h"
 
 enum bus_kind {
@@ -143,6 +144,7 @@ static int on_name_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error
 		return 0;
 	if (new_owner[0] || name[0] != ':')
 		return 0;
+	db_monitor_name_gone(b, name);
 	c = db_registry_find_client_by_name(b->reg, name);
 	if (!c)
 		return 0;

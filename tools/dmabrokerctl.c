@@ -9,8 +9,12 @@
 #include <systemd/sd-bus.h>
 
 #include "bus-open.h"
+#include "ctl-json.h"
 #include "macros.h"
 #include "protocol.h"
+
+/* --json: machine-readable output for every command. */
+static bool json;
 
 static int connect_bus(bool user, sd_bus **ret)
 {
@@ -27,6 +31,26 @@ static int get_prop(sd_bus *bus, const char *path, const char *iface, const char
 	return sd_bus_get_property(bus, DB_BUS_NAME, path, iface, prop, error, reply, type);
 }
 
+/* Every Broker1 property as one JSON object. */
+static int status_json(sd_bus *bus)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	int r;
+
+	r = sd_bus_call_method(bus, DB_BUS_NAME, DB_OBJECT_PATH, "org.freedesktop.DBus.Properties",
+			       "GetAll", &error, &reply, "s", DB_IFACE_BROKER);
+	if (r < 0) {
+		fprintf(stderr, "dmabrokerctl: cannot reach the daemon: %s\n",
+			error.message ? error.message : strerror(-r));
+		sd_bus_error_free(&error);
+		return r;
+	}
+	r = json_value(stdout, reply);
+	fputc('\n', stdout);
+	return r;
+}
+
 static int cmd_status(sd_bus *bus)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
@@ -37,6 +61,8 @@ static int cmd_status(sd_bus *bus)
 	const char *s;
 	int r;
 
+	if (json)
+		return status_json(bus);
 	r = sd_bus_get_property_string(bus, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER, "Version",
 				       &error, &version);
 	if (r < 0) {
@@ -105,6 +131,8 @@ static int for_each_object(sd_bus *bus, const char *iface,
 		return r;
 	}
 	r = sd_bus_message_enter_container(reply, 'a', "{oa{sa{sv}}}");
+	if (json)
+		fputc('[', stdout);
 	while (r >= 0 && (r = sd_bus_message_enter_container(reply, 'e', "oa{sa{sv}}")) > 0) {
 		const char *path, *name;
 
@@ -121,7 +149,26 @@ static int for_each_object(sd_bus *bus, const char *iface,
 		sd_bus_message_exit_container(reply);
 		sd_bus_message_exit_container(reply);
 	}
+	if (json)
+		fputs("]\n", stdout);
 	return r < 0 ? r : 0;
+}
+
+/* One object of a --json listing: its path and its properties, as they came. */
+static int print_json(sd_bus *bus, const char *path, sd_bus_message *m)
+{
+	static bool first = true; /* one listing per run */
+
+	(void)bus;
+	if (!first)
+		fputc(',', stdout);
+	first = false;
+	fputs("{\"path\":", stdout);
+	json_string(stdout, path);
+	fputs(",\"properties\":", stdout);
+	json_value(stdout, m);
+	fputc('}', stdout);
+	return 0;
 }
 
 struct props {
@@ -258,14 +305,145 @@ static int print_client(sd_bus *bus, const char *path, sd_bus_message *m)
 	return 0;
 }
 
+/* --- monitor --- */
+
+struct monitor {
+	char *owner; /* the broker's unique name: the only sender of Events we believe */
+	sd_bus_slot *match;
+};
+
+static void print_detail_text(sd_bus_message *m)
+{
+	const char *key, *contents;
+	char type;
+
+	sd_bus_message_enter_container(m, 'a', "{sv}");
+	while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+		sd_bus_message_read_basic(m, 's', &key);
+		sd_bus_message_peek_type(m, &type, &contents);
+		printf(" %s=", key);
+		/* Values as JSON: strings quoted, so a name with spaces stays one field. */
+		json_value(stdout, m);
+		sd_bus_message_exit_container(m);
+	}
+	sd_bus_message_exit_container(m);
+}
+
+static int on_event(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct monitor *mon = userdata;
+	const char *kind, *object;
+
+	(void)error;
+	if (!mon->owner || !streq_ptr(sd_bus_message_get_sender(m), mon->owner))
+		return 0;
+	if (sd_bus_message_read(m, "so", &kind, &object) < 0)
+		return 0;
+	if (json) {
+		fputs("{\"kind\":", stdout);
+		json_string(stdout, kind);
+		fputs(",\"object\":", stdout);
+		json_string(stdout, object);
+		fputs(",\"details\":", stdout);
+		json_value(stdout, m);
+		fputs("}\n", stdout);
+	} else {
+		printf("%-17s %s", kind, object);
+		print_detail_text(m);
+		putchar('\n');
+	}
+	fflush(stdout);
+	return 0;
+}
+
+static int subscribe(sd_bus *bus, struct monitor *mon, bool snapshot)
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	const char *owner;
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	int r;
+
+	r = sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+			       "org.freedesktop.DBus", "GetNameOwner", &error, &reply, "s",
+			       DB_BUS_NAME);
+	if (r >= 0)
+		r = sd_bus_message_read(reply, "s", &owner);
+	if (r >= 0) {
+		free(mon->owner);
+		mon->owner = strdup(owner);
+		sd_bus_slot_unref(mon->match);
+		r = sd_bus_match_signal(bus, &mon->match, owner, DB_OBJECT_PATH, DB_IFACE_BROKER,
+					"Event", on_event, mon);
+	}
+	if (r >= 0)
+		r = sd_bus_call_method(bus, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER,
+				       "Subscribe", &error, NULL, "a{sv}", 1, "snapshot", "b",
+				       (int)snapshot);
+	if (r < 0)
+		fprintf(stderr, "dmabrokerctl: cannot subscribe: %s\n",
+			error.message ? error.message : strerror(-r));
+	sd_bus_error_free(&error);
+	return r;
+}
+
+/* The daemon restarted: follow the name to the new one, as the library does. */
+static int on_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct monitor *mon = userdata;
+	const char *name, *old_owner, *new_owner;
+
+	(void)error;
+	if (!streq_ptr(sd_bus_message_get_sender(m), "org.freedesktop.DBus") ||
+	    sd_bus_message_read(m, "sss", &name, &old_owner, &new_owner) < 0 ||
+	    strcmp(name, DB_BUS_NAME) != 0)
+		return 0;
+	if (!new_owner[0]) {
+		free(mon->owner);
+		mon->owner = NULL;
+		printf(json ? "{\"kind\":\"daemon-left\"}\n" : "daemon-left\n");
+	} else {
+		printf(json ? "{\"kind\":\"daemon-started\"}\n" : "daemon-started\n");
+		subscribe(sd_bus_message_get_bus(m), mon, false);
+	}
+	fflush(stdout);
+	return 0;
+}
+
+static int cmd_monitor(sd_bus *bus, bool snapshot)
+{
+	struct monitor mon = {0};
+	int r;
+
+	r = sd_bus_match_signal(bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+				"org.freedesktop.DBus", "NameOwnerChanged", on_owner_changed, &mon);
+	if (r >= 0)
+		r = subscribe(bus, &mon, snapshot);
+	while (r >= 0) {
+		r = sd_bus_process(bus, NULL);
+		if (r > 0)
+			continue;
+		if (r == 0)
+			r = sd_bus_wait(bus, UINT64_MAX);
+	}
+	free(mon.owner);
+	sd_bus_slot_unref(mon.match);
+	return r;
+}
+
 static void usage(FILE *f)
 {
-	fprintf(f, "Usage: dmabrokerctl [--user] COMMAND\n"
-		   "Shows what dmabrokerd holds.\n\n"
+	fprintf(f, "Usage: dmabrokerctl [--user] [--json] COMMAND\n"
+		   "Shows what dmabrokerd holds (what the daemon lets the caller see: root sees\n"
+		   "everything, anyone else the clients and buffers of their own uid).\n\n"
 		   "Commands:\n"
-		   "  status    version, counts, backends, devices, limits\n"
-		   "  buffers   every buffer: size, backend, owner, attachments and paths, pinned\n"
-		   "  clients   every client: role, dynamic, uid, pid\n\n"
+		   "  status              version, counts, backends, devices, limits\n"
+		   "  buffers             every buffer: size, backend, owner, attachments, pinned\n"
+		   "  clients             every client: role, dynamic, uid, pid\n"
+		   "  monitor [--snapshot]\n"
+		   "                      print events as they happen (clients coming and going,\n"
+		   "                      allocations, shares, moves, revocations); --snapshot\n"
+		   "                      first lists what exists\n\n"
+		   "--json writes JSON (one object per event for monitor).\n"
 		   "$" DB_ENV_BUS_ADDRESS " selects another bus.\n");
 }
 
@@ -275,9 +453,13 @@ int main(int argc, char **argv)
 	bool user = false;
 	int i = 1, r;
 
-	if (i < argc && strcmp(argv[i], "--user") == 0) {
-		user = true;
-		i++;
+	for (; i < argc && argv[i][0] == '-' && argv[i][1] == '-' && argv[i][2]; i++) {
+		if (strcmp(argv[i], "--user") == 0)
+			user = true;
+		else if (strcmp(argv[i], "--json") == 0)
+			json = true;
+		else
+			break;
 	}
 	if (i >= argc || strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
 		usage(i >= argc ? stderr : stdout);
@@ -291,9 +473,11 @@ int main(int argc, char **argv)
 	if (strcmp(argv[i], "status") == 0)
 		r = cmd_status(bus);
 	else if (strcmp(argv[i], "buffers") == 0)
-		r = for_each_object(bus, DB_IFACE_BUFFER, print_buffer);
+		r = for_each_object(bus, DB_IFACE_BUFFER, json ? print_json : print_buffer);
 	else if (strcmp(argv[i], "clients") == 0)
-		r = for_each_object(bus, DB_IFACE_CLIENT, print_client);
+		r = for_each_object(bus, DB_IFACE_CLIENT, json ? print_json : print_client);
+	else if (strcmp(argv[i], "monitor") == 0)
+		r = cmd_monitor(bus, i + 1 < argc && strcmp(argv[i + 1], "--snapshot") == 0);
 	else {
 		usage(stderr);
 		return 2;

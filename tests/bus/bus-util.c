@@ -85,6 +85,23 @@ pid_t start_client(const char *const *argv, int *ret_out, int *ret_in, char *lin
 	return pid;
 }
 
+pid_t spawn_client(const char *const *argv, bool as_nobody, int *ret_out)
+{
+	int out[2];
+	pid_t pid;
+
+	if (pipe2(out, O_CLOEXEC) < 0)
+		return -errno;
+	pid = fork();
+	if (pid == 0) {
+		dup2(out[1], STDOUT_FILENO);
+		exec_client(argv, as_nobody);
+	}
+	close(out[1]);
+	*ret_out = out[0];
+	return pid;
+}
+
 sd_bus *inspect_bus(void)
 {
 	sd_bus *bus = NULL;

@@ -16,6 +16,10 @@ int run_client(const char *const *argv, bool as_nobody, char *out, size_t len);
  * line, copied to line. Returns the pid. */
 pid_t start_client(const char *const *argv, int *ret_out, int *ret_in, char *line, size_t len);
 
+/* Starts argv (as uid 65534 with as_nobody) with its stdout on a pipe (*ret_out); does not
+ * wait. Returns the pid. */
+pid_t spawn_client(const char *const *argv, bool as_nobody, int *ret_out);
+
 /* A plain bus connection to $DMABROKER_BUS_ADDRESS, for inspecting the daemon. */
 sd_bus *inspect_bus(void);
 

@@ -5,9 +5,11 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bus-util.h"
@@ -128,15 +130,15 @@ static void test_allocate_many(void)
 	tap_is(dmabroker_buffer_get_stride(bufs[7], 0), 256, "each with the layout");
 	for (int i = 0; i < 8; i++)
 		dmabroker_release(bufs[i]);
-	tap_is(dmabroker_allocate_many(ctx, &spec, sizeof(spec), DMABROKER_ALLOCATE_MANY_MAX, bufs), 0,
-	       "AllocateMany of 16 crosses the real dbus-daemon (16 fds in one message)");
+	tap_is(dmabroker_allocate_many(ctx, &spec, sizeof(spec), DMABROKER_ALLOCATE_MANY_MAX, bufs),
+	       0, "AllocateMany of 16 crosses the real dbus-daemon (16 fds in one message)");
 	for (int i = 0; i < DMABROKER_ALLOCATE_MANY_MAX; i++)
 		dmabroker_release(bufs[i]);
 	dmabroker_disconnect(ctx);
 	/* Over the bus, not the peer connection: that is where the fd cap bites. */
 	ctx = client(true, DMABROKER_CONNECT_NO_PEER);
-	tap_is(dmabroker_allocate_many(ctx, &spec, sizeof(spec), DMABROKER_ALLOCATE_MANY_MAX, bufs), 0,
-	       "and on the bus path");
+	tap_is(dmabroker_allocate_many(ctx, &spec, sizeof(spec), DMABROKER_ALLOCATE_MANY_MAX, bufs),
+	       0, "and on the bus path");
 	for (int i = 0; i < DMABROKER_ALLOCATE_MANY_MAX; i++)
 		dmabroker_release(bufs[i]);
 	dmabroker_disconnect(ctx);
@@ -171,6 +173,93 @@ static void test_ctl(void)
 	dmabroker_disconnect(a);
 }
 
+/* Reads what a child wrote to fd until it is quiet for quiet_ms. */
+static void read_all(int fd, char *out, size_t len, int quiet_ms)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	size_t got = 0;
+
+	while (got + 1 < len && poll(&pfd, 1, quiet_ms) == 1) {
+		ssize_t n = read(fd, out + got, len - 1 - got);
+
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	out[got] = '\0';
+}
+
+/* dmabrokerctl monitor: live events, each caller seeing only what it may. */
+static void test_monitor(void)
+{
+	const char *root_argv[] = {"tools/dmabrokerctl", "monitor", "--snapshot", NULL};
+	const char *json_argv[] = {"tools/dmabrokerctl", "--json", "monitor", NULL};
+	const char *nobody_argv[] = {"tools/dmabrokerctl", "monitor", "--snapshot", NULL};
+	static const char *const listings[] = {"buffers", "clients", "status"};
+	const char *first_json = "{\"kind\":\"buffer-allocated\"";
+	struct dmabroker *a = client(false, 0), *b = client(true, 0);
+	struct dmabroker_alloc_spec spec = {.size = 4096, .name = "watched"};
+	struct dmabroker_buffer *buf, *held;
+	struct dmabroker_token token;
+	char hex[DMABROKER_TOKEN_STRING_SIZE];
+	static char root_out[16384], json_out[16384], nobody_out[4096], listing[65536];
+	int root_fd, json_fd, nobody_fd, status;
+	pid_t root, json, nobody;
+
+	root = spawn_client(root_argv, false, &root_fd);
+	json = spawn_client(json_argv, false, &json_fd);
+	nobody = spawn_client(nobody_argv, true, &nobody_fd);
+	/* The snapshot names the two clients: the subscription is in place. */
+	read_all(root_fd, root_out, sizeof(root_out), 2000);
+	tap_ok(strstr(root_out, "client-registered") != NULL,
+	       "monitor --snapshot lists the clients that are there");
+	usleep(300 * 1000); /* the other two subscribe meanwhile */
+	dmabroker_allocate(a, &spec, sizeof(spec), &buf);
+	dmabroker_share(buf, NULL, 0, &token);
+	dmabroker_token_to_string(&token, hex);
+	dmabroker_import(b, &token, &held);
+	dmabroker_buffer_revoke(buf, "monitor test");
+	read_all(root_fd, root_out, sizeof(root_out), 1000);
+	read_all(json_fd, json_out, sizeof(json_out), 300);
+	read_all(nobody_fd, nobody_out, sizeof(nobody_out), 300);
+	tap_ok(strstr(root_out, "buffer-allocated") && strstr(root_out, "\"watched\"") &&
+		       strstr(root_out, "shared") && strstr(root_out, "attached") &&
+		       strstr(root_out, "revoked") && strstr(root_out, "\"monitor test\"") &&
+		       strstr(root_out, "detached"),
+	       "root sees the allocation, the share, the import, the revocation");
+	tap_ok(!strstr(root_out, hex), "a share's event never carries the token");
+	tap_ok(strncmp(json_out, first_json, strlen(first_json)) == 0 &&
+		       strstr(json_out, "{\"kind\":\"revoked\""),
+	       "--json writes one object per event");
+	tap_ok(waitpid(nobody, &status, WNOHANG) == 0 && nobody_out[0] == '\0',
+	       "uid 65534 is subscribed and sees none of root's objects (%zu bytes)",
+	       strlen(nobody_out));
+	for (size_t i = 0; i < 3; i++) {
+		const char *argv[] = {"tools/dmabrokerctl", "--json", listings[i], NULL};
+		FILE *check;
+		int r = run_client(argv, false, listing, sizeof(listing));
+
+		/* Python's parser is the judge of what is JSON. */
+		check = popen("python3 -m json.tool >/dev/null", "we");
+		if (check)
+			fputs(listing, check);
+		tap_ok(r == 0 && check && pclose(check) == 0 && listing[0] != '\0',
+		       "dmabrokerctl --json %s is valid JSON", listings[i]);
+	}
+	kill(root, SIGTERM);
+	kill(json, SIGTERM);
+	kill(nobody, SIGTERM);
+	waitpid(root, NULL, 0);
+	waitpid(json, NULL, 0);
+	waitpid(nobody, NULL, 0);
+	close(root_fd);
+	close(json_fd);
+	close(nobody_fd);
+	dmabroker_release(held);
+	dmabroker_disconnect(b);
+	dmabroker_disconnect(a);
+}
+
 int main(void)
 {
 	struct fixture f;
@@ -182,6 +271,7 @@ int main(void)
 	test_move_and_revoke(DMABROKER_CONNECT_NO_PEER);
 	test_allocate_many();
 	test_ctl();
+	test_monitor();
 	tap_ok(fixture_wait_clients(&f, 0, 5000), "every client is gone");
 	tap_is(fixture_daemon_fds(&f), baseline, "the daemon's fd count is back to its baseline");
 	tap_is(fixture_stop(&f), 0, "the daemon exits cleanly");

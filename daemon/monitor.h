@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <systemd/sd-bus.h>
+
+#include "registry.h"
+
+struct db_broker;
+
+/*
+ * Subscribers to the daemon's events (Subscribe, for `dmabrokerctl monitor`): each gets the
+ * Event signal unicast, for the objects the visibility rule lets its uid see (root: all;
+ * anyone else: the clients of its uid and the buffers its uid owns or holds). Never a
+ * broadcast: on a system bus that would show every user's objects to everyone.
+ */
+struct db_monitor;
+
+int db_monitor_new(struct db_monitor **ret);
+struct db_monitor *db_monitor_free(struct db_monitor *mon);
+
+/* The registry's change, told to the subscribers that may see it. */
+void db_monitor_changed(struct db_broker *b, const struct db_change *change);
+
+/* An event the registry does not see (Revoke's reason). */
+void db_monitor_revoked(struct db_broker *b, struct db_buffer *buf, const char *reason);
+
+/* A bus name left: its subscription goes with it. */
+void db_monitor_name_gone(struct db_broker *b, const char *bus_name);
+
+/* The Subscribe and Unsubscribe methods. */
+int db_monitor_subscribe(struct db_broker *b, sd_bus_message *m, sd_bus_error *error);
+int db_monitor_unsubscribe(struct db_broker *b, sd_bus_message *m, sd_bus_error *error);
