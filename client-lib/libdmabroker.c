@@ -223,9 +223,25 @@ static bool bus_open(sd_bus *bus)
 }
 
 /* Where calls go: the peer while it lives, else the bus. */
+/*
+ * Whether a call may go on the peer connection. A daemon that died (a crash, a restart) left
+ * the peer hung up, perhaps unnoticed yet: a call sent there would be lost, and one that must
+ * not run twice could then not be retried. So look (one poll, no wait) before sending; a
+ * dead peer is freed by dispatch, and the call goes on the bus to whoever owns the name now.
+ */
+static bool peer_usable(struct dmabroker *ctx)
+{
+	struct pollfd p = {.events = POLLRDHUP};
+
+	if (!bus_open(ctx->peer.bus))
+		return false;
+	p.fd = sd_bus_get_fd(ctx->peer.bus);
+	return p.fd >= 0 && (poll(&p, 1, 0) == 0 || !(p.revents & (POLLRDHUP | POLLHUP | POLLERR)));
+}
+
 static sd_bus *call_bus(struct dmabroker *ctx)
 {
-	return bus_open(ctx->peer.bus) ? ctx->peer.bus : ctx->bus.bus;
+	return peer_usable(ctx) ? ctx->peer.bus : ctx->bus.bus;
 }
 
 static int watch_add(struct dmabroker *ctx, struct watch *w, sd_bus *bus)

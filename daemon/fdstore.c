@@ -190,7 +190,10 @@ int db_fdstore_reserve(struct db_broker *b, unsigned n_fds)
 
 	if (!b->fdstore || !s || !s->journal)
 		return 0;
-	/* One entry stays free: compaction stores the new journal before removing the old. */
+	/* One entry stays free: compaction stores the new journal before removing the old.
+	 * Lingering buffers hold entries too: see whether some can go before refusing. */
+	if ((uint64_t)s->n_fds + n_fds + 1 > max)
+		db_registry_sweep_lingering(b->reg);
 	if ((uint64_t)s->n_fds + n_fds + 1 > max) {
 		db_registry_note_exceeded(b->reg, "FdStoreMax", max);
 		return -EDQUOT;

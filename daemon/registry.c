@@ -568,6 +568,11 @@ static void sweep_lingering_of(struct db_registry *reg, const struct db_client *
 		buffer_free(reg, g_ptr_array_index(gone, i));
 }
 
+void db_registry_sweep_lingering(struct db_registry *reg)
+{
+	sweep_lingering(reg, NULL);
+}
+
 unsigned db_registry_count_lingering(const struct db_registry *reg)
 {
 	return reg->lingering.length;

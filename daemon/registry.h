@@ -281,6 +281,10 @@ void db_registry_revoke(struct db_registry *reg, struct db_buffer *buf);
 /* Buffers released by every holder whose pages are still reachable outside the daemon. */
 unsigned db_registry_count_lingering(const struct db_registry *reg);
 
+/* Asks the kernel again about (at most a few) lingering buffers and frees those nothing
+ * outside reaches: for limits kept outside the registry (FdStoreMax) before they refuse. */
+void db_registry_sweep_lingering(struct db_registry *reg);
+
 /*
  * Reserves a move of buf: -EBUSY if it is pinned, lingering, or a move is under way or
  * pending; -EDQUOT if the owner (or the daemon) cannot be charged for a second backing for

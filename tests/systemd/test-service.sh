@@ -49,6 +49,13 @@ backends=$(prop Backends)
 point "$(echo "$backends" | grep -q '"udmabuf"' && echo "$backends" | grep -q '"dma-heap"'; echo $?)" \
 	"the hardened service can open udmabuf and the dma-heap ($backends)"
 point "$(prop Devices | grep -q renderD128; echo $?)" "and sees the render node"
+# Least privilege: no video group, no V4L2 device allowed, and it still knows the V4L2 nodes
+# (from udev and sysfs, without opening them).
+groups=$(ps -o supgrp= -p "$(main_pid)")
+point "$(echo ",$groups," | grep -q ',render,' && ! echo ",$groups," | grep -q ',video,'; echo $?)" \
+	"its supplementary groups are render only ($groups)"
+point "$(prop Devices | grep -q '/dev/video'; echo $?)" "and it lists the V4L2 devices without the video group"
+point "$(! ls -l /proc/"$(main_pid)"/fd | grep -q /dev/video; echo $?)" "it holds no V4L2 node open"
 
 # A client allocates, writes and shares, and keeps holding its buffer.
 mkfifo "$work/hold"
