@@ -118,6 +118,9 @@ static int on_peer_message(sd_bus_message *m, void *userdata, sd_bus_error *erro
 	uint8_t type = 0;
 
 	(void)error;
+	/* A message means the peer authenticated: its timer would only wake the daemon idly. */
+	if (peer->auth_timer)
+		peer->auth_timer = sd_event_source_disable_unref(peer->auth_timer);
 	if (sd_bus_message_get_type(m, &type) < 0 || type != SD_BUS_MESSAGE_METHOD_CALL ||
 	    !peer_over_limit(peer))
 		return 0;
