@@ -3,9 +3,13 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 #include <systemd/sd-daemon.h>
@@ -36,25 +40,82 @@ static void journal_fdname(uint64_t generation, char *out, size_t len)
 	snprintf(out, len, DB_JOURNAL_FDNAME_PREFIX "%" PRIu64, generation);
 }
 
+/*
+ * One datagram socket toward $NOTIFY_SOCKET for the daemon's life. sd_notify() opens, sizes
+ * and closes a socket for every message (eleven syscalls), and the store takes one message
+ * per buffer made or freed: on the allocation path that is most of the store's cost.
+ */
+static int notify_fd = -1;
+static struct sockaddr_un notify_addr;
+static socklen_t notify_addr_len;
+
+static int notify_open(void)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	size_t len;
+
+	if (notify_fd >= 0)
+		return 0;
+	if (!path || (path[0] != '/' && path[0] != '@'))
+		return -ENOTCONN;
+	len = strlen(path);
+	if (len >= sizeof(notify_addr.sun_path))
+		return -EINVAL;
+	notify_addr.sun_family = AF_UNIX;
+	memcpy(notify_addr.sun_path, path, len);
+	if (path[0] == '@')
+		notify_addr.sun_path[0] = '\0'; /* abstract */
+	notify_addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len +
+				      (path[0] == '/' ? 1 : 0));
+	notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	return notify_fd < 0 ? -errno : 0;
+}
+
+/* Sends msg (with fd, if not -1) to the service manager: one sendmsg(). */
+static int notify_send(const char *msg, int fd)
+{
+	union {
+		struct cmsghdr cmsg;
+		uint8_t buf[CMSG_SPACE(sizeof(int))];
+	} control = {0};
+	struct iovec iov = {.iov_base = (void *)msg, .iov_len = strlen(msg)};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	int r = notify_open();
+
+	if (r < 0)
+		return r;
+	mh.msg_name = &notify_addr;
+	mh.msg_namelen = notify_addr_len;
+	if (fd >= 0) {
+		struct cmsghdr *c;
+
+		mh.msg_control = &control;
+		mh.msg_controllen = sizeof(control.buf);
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	}
+	/* The manager's socket passes our credentials itself (SO_PASSCRED). */
+	return sendmsg(notify_fd, &mh, MSG_NOSIGNAL) < 0 ? -errno : 0;
+}
+
 static void store_remove(const char *name)
 {
 	char msg[128];
 
 	snprintf(msg, sizeof(msg), "FDSTOREREMOVE=1\nFDNAME=%s", name);
-	(void)sd_notify(0, msg);
+	(void)notify_send(msg, -1);
 }
 
 /* 0 when the notification left; -ENOTCONN when there is nobody to send it to. */
 static int store_add(int fd, const char *name)
 {
 	char msg[128];
-	int r;
 
 	snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=%s", name);
-	r = sd_pid_notify_with_fds(0, 0, msg, &fd, 1);
-	if (r <= 0)
-		return r < 0 ? r : -ENOTCONN;
-	return 0;
+	return notify_send(msg, fd);
 }
 
 static void store_add_logged(struct db_fdstore *s, int fd, const char *name)
