@@ -986,24 +986,6 @@ static int read_allocate_many(struct dmabroker *ctx, sd_bus_message *reply, unsi
 	return 0;
 }
 
-static int append_u32_entry(sd_bus_message *m, const char *key, const uint32_t *v, uint32_t n)
-{
-	int r;
-
-	r = sd_bus_message_open_container(m, 'e', "sv");
-	if (r >= 0)
-		r = sd_bus_message_append_basic(m, 's', key);
-	if (r >= 0)
-		r = sd_bus_message_open_container(m, 'v', "au");
-	if (r >= 0)
-		r = sd_bus_message_append_array(m, 'u', v, n * sizeof(uint32_t));
-	if (r >= 0)
-		r = sd_bus_message_close_container(m);
-	if (r >= 0)
-		r = sd_bus_message_close_container(m);
-	return r;
-}
-
 static int build_export(struct dmabroker *ctx, int fd, const struct dmabroker_export_info *info,
 			sd_bus_message **ret)
 {
@@ -1022,9 +1004,9 @@ static int build_export(struct dmabroker *ctx, int fd, const struct dmabroker_ex
 					  "height", "u", info->height, "fourcc", "u", info->fourcc,
 					  "modifier", "t", info->modifier);
 		if (r >= 0)
-			r = append_u32_entry(m, "offsets", info->offsets, info->n_planes);
+			r = db_dict_append_u32_array(m, "offsets", info->offsets, info->n_planes);
 		if (r >= 0)
-			r = append_u32_entry(m, "strides", info->strides, info->n_planes);
+			r = db_dict_append_u32_array(m, "strides", info->strides, info->n_planes);
 	}
 	if (r >= 0)
 		r = sd_bus_message_close_container(m);

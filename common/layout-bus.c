@@ -35,15 +35,15 @@ static const struct {
 	[KEY_NAME] = {"name", "s"},
 };
 
-static int append_entry_u32_array(sd_bus_message *m, unsigned key, const uint32_t *v, uint32_t n)
+int db_dict_append_u32_array(sd_bus_message *m, const char *key, const uint32_t *v, uint32_t n)
 {
 	int r;
 
 	r = sd_bus_message_open_container(m, 'e', "sv");
 	if (r >= 0)
-		r = sd_bus_message_append_basic(m, 's', keys[key].name);
+		r = sd_bus_message_append_basic(m, 's', key);
 	if (r >= 0)
-		r = sd_bus_message_open_container(m, 'v', keys[key].sig);
+		r = sd_bus_message_open_container(m, 'v', "au");
 	if (r >= 0)
 		r = sd_bus_message_append_array(m, 'u', v, n * sizeof(uint32_t));
 	if (r >= 0)
@@ -69,9 +69,9 @@ int db_layout_dict_append(sd_bus_message *m, const struct db_layout_dict *d)
 			keys[KEY_FOURCC].name, "u", l->fourcc, keys[KEY_MODIFIER].name, "t",
 			l->modifier, keys[KEY_PLANES].name, "u", l->n_planes);
 	if (r >= 0)
-		r = append_entry_u32_array(m, KEY_OFFSETS, l->offsets, l->n_planes);
+		r = db_dict_append_u32_array(m, keys[KEY_OFFSETS].name, l->offsets, l->n_planes);
 	if (r >= 0)
-		r = append_entry_u32_array(m, KEY_STRIDES, l->strides, l->n_planes);
+		r = db_dict_append_u32_array(m, keys[KEY_STRIDES].name, l->strides, l->n_planes);
 	if (r >= 0)
 		r = sd_bus_message_append(m, "{sv}{sv}{sv}", keys[KEY_BACKEND].name, "s",
 					  d->backend ? d->backend : "", keys[KEY_DMABUF].name, "b",

@@ -33,3 +33,6 @@ int db_layout_dict_append(sd_bus_message *m, const struct db_layout_dict *d);
  * long are -EBADMSG (sd-bus's own errors pass through). ret is untouched on failure.
  */
 int db_layout_dict_read(sd_bus_message *m, struct db_layout_dict *ret);
+
+/* Appends one {"key": <au>} entry to an open a{sv} container. */
+int db_dict_append_u32_array(sd_bus_message *m, const char *key, const uint32_t *v, uint32_t n);
