@@ -5,11 +5,14 @@
  * VIDIOC_EXPBUF + Export.
  *
  *   media-client capture [--instance 0|1] [--contiguous] [--backend B] [--dynamic]
- *                        [--tokens N]
+ *                        [--tokens N] [--move]
  *   media-client export [--instance 0|1] [--dynamic]
  *
  * vivid instance 0 uses vb2-vmalloc (it vmaps an imported dma-buf, no attachment), instance 1
- * vb2-dma-contig (a real attachment; it needs physically contiguous memory).
+ * vb2-dma-contig (a real attachment; it needs physically contiguous memory). With --move
+ * (and --dynamic, so that the buffer is not pinned) the frame buffer is moved to new backing
+ * after the first capture and a second frame is captured into the new backing: on instance 1
+ * that only works if the move kept the buffer physically contiguous.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -85,8 +88,8 @@ static int set_format(struct example *ex, int fd, struct v4l2_format *fmt)
 	return 0;
 }
 
-/* Queues buffer 0 (already set up), streams one frame, dequeues it. */
-static void capture_one(struct example *ex, int fd, struct v4l2_buffer *vb)
+/* Queues buffer 0 (already set up), streams one frame, dequeues it; says key. */
+static void capture_one(struct example *ex, int fd, struct v4l2_buffer *vb, const char *key)
 {
 	enum v4l2_buf_type type = V4L2_BUF_TYPE_VIDEO_CAPTURE;
 	struct pollfd pfd = {fd, POLLIN, 0};
@@ -104,12 +107,12 @@ static void capture_one(struct example *ex, int fd, struct v4l2_buffer *vb)
 	r = xioctl(fd, VIDIOC_DQBUF, vb);
 	if (r < 0)
 		example_die(ex, "VIDIOC_DQBUF: %s", strerror(-r));
-	example_say("captured", "%u bytes", vb->bytesused);
+	example_say(key, "%u bytes", vb->bytesused);
 	xioctl(fd, VIDIOC_STREAMOFF, &type);
 }
 
 static int cmd_capture(struct example *ex, int instance, bool contiguous, const char *backend,
-		       int tokens)
+		       int tokens, bool move)
 {
 	struct dmabroker_alloc_spec spec = {
 		.width = WIDTH,
@@ -145,7 +148,19 @@ static int cmd_capture(struct example *ex, int instance, bool contiguous, const 
 	vb.index = 0;
 	vb.m.fd = dmabroker_buffer_get_fd(buf);
 	vb.length = (uint32_t)dmabroker_buffer_get_size(buf);
-	capture_one(ex, fd, &vb);
+	capture_one(ex, fd, &vb, "captured");
+	if (move) {
+		/* The owner moves it, then reacquires its new fd like any holder. */
+		r = dmabroker_buffer_move(buf);
+		if (r >= 0)
+			r = dmabroker_buffer_reacquire(buf);
+		if (r < 0)
+			example_die(ex, "move: %s (%s)", strerror(-r),
+				    dmabroker_last_error(ex->ctx));
+		example_say("moved", "%s", dmabroker_buffer_get_backend(buf));
+		vb.m.fd = dmabroker_buffer_get_fd(buf);
+		capture_one(ex, fd, &vb, "captured-after-move");
+	}
 	/* The frame is in the broker's buffer: free the device for other clients. */
 	req.count = 0;
 	xioctl(fd, VIDIOC_REQBUFS, &req);
@@ -186,7 +201,7 @@ static int cmd_export(struct example *ex, int instance)
 	vb.index = 0;
 	if (xioctl(fd, VIDIOC_QUERYBUF, &vb) < 0)
 		example_die(ex, "VIDIOC_QUERYBUF: %s", strerror(errno));
-	capture_one(ex, fd, &vb);
+	capture_one(ex, fd, &vb, "captured");
 	/* The frame through V4L2's own mapping, as vivid wrote it. */
 	p = mmap(NULL, vb.length, PROT_READ, MAP_SHARED, fd, vb.m.offset);
 	if (p == MAP_FAILED)
@@ -227,7 +242,7 @@ int main(int argc, char **argv)
 	struct example ex = {.prog = "media-client"};
 	const char *devices[] = {NULL, NULL};
 	const char *backend = NULL;
-	bool dynamic = false, contiguous = false;
+	bool dynamic = false, contiguous = false, move = false;
 	int instance = 0, tokens = 1, fd, r;
 	char node[64];
 
@@ -240,6 +255,8 @@ int main(int argc, char **argv)
 			dynamic = true;
 		else if (!strcmp(argv[i], "--contiguous"))
 			contiguous = true;
+		else if (!strcmp(argv[i], "--move"))
+			move = true;
 		else if (!strcmp(argv[i], "--instance") && i + 1 < argc)
 			instance = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--backend") && i + 1 < argc)
@@ -254,7 +271,7 @@ int main(int argc, char **argv)
 	}
 	example_start(&ex, "media-client", "media", dynamic, devices[0] ? devices : NULL);
 	if (!strcmp(argv[1], "capture"))
-		r = cmd_capture(&ex, instance, contiguous, backend, tokens);
+		r = cmd_capture(&ex, instance, contiguous, backend, tokens, move);
 	else if (!strcmp(argv[1], "export"))
 		r = cmd_export(&ex, instance);
 	else

@@ -350,6 +350,20 @@ int main(void)
 			       "a contiguous buffer is refused on a kernel that cannot provide one "
 			       "safely (no CMA heap, unfixed hugetlb vmap)");
 		finish(&a);
+		if (patched) {
+			/* Dynamic, so that its direct attachment does not pin it: then the move
+			 * must keep it contiguous, or vivid's dma-contig QBUF refuses the new
+			 * backing ("contiguous chunk is too small"). */
+			const char *moving[] = {media,		"capture",   "--instance", "1",
+						"--contiguous", "--dynamic", "--move",	   NULL};
+
+			run(&a, moving);
+			tap_ok(get(&a, "moved") && get(&a, "captured-after-move"),
+			       "a contiguous buffer moved stays contiguous: vivid dma-contig "
+			       "captures into its new backing (%s)",
+			       get(&a, "error") ? get(&a, "error") : "ok");
+			finish(&a);
+		}
 	}
 
 	tap_ok(fixture_wait_clients(&f, 0, 10000), "every client is gone");
