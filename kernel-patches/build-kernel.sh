@@ -90,13 +90,15 @@ fi
 
 # --- the working tree: pristine plus the series ---
 # Files the last series touched go back to pristine and are touched, so that make rebuilds
-# them even though their restored contents are older than their objects.
+# them even though their restored contents are older than their objects. They are replaced,
+# never written in place: mutation-test.py hard-links this tree.
 if [ ! -d "$tree" ]; then
 	cp -a "$pristine" "$tree"
 fi
 if [ -f "$tree/.dmabroker-touched" ]; then
 	while read -r f; do
 		if [ -e "$pristine/$f" ]; then
+			rm -f "$tree/$f"
 			cp -a "$pristine/$f" "$tree/$f"
 			touch "$tree/$f"
 		else
