@@ -43,9 +43,50 @@ static void on_changed(const struct db_change *change, void *userdata)
 }
 
 /* A client that goes loses its peer connection with it. */
+/*
+ * A client that dies mid-call may leave the fd of a reply in flight (in the bus daemon's
+ * queue, or a socket being torn down) when the daemon looks at the buffers it let go of:
+ * they would linger until some quota check. So after a client leaves, the lingering buffers
+ * are asked about again a few times, 250 ms, 1 s, 4 s and 16 s later (each time at most
+ * DB_LINGER_CHECKS fdinfo reads): bounded work, started by an event, never a periodic poll.
+ */
+#define LINGER_RECHECK_USEC (250 * 1000ull)
+#define LINGER_RECHECK_TRIES 4
+
+static int on_linger_recheck(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	struct db_broker *b = userdata;
+
+	(void)usec;
+	db_registry_sweep_lingering(b->reg);
+	if (db_registry_count_lingering(b->reg) == 0 || ++b->linger_tries >= LINGER_RECHECK_TRIES)
+		return sd_event_source_set_enabled(s, SD_EVENT_OFF);
+	(void)sd_event_source_set_time_relative(s, LINGER_RECHECK_USEC << (2 * b->linger_tries));
+	return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+}
+
+static void schedule_linger_recheck(struct db_broker *b)
+{
+	b->linger_tries = 0;
+	if (!b->event)
+		return;
+	if (!b->linger_timer) {
+		if (sd_event_add_time_relative(b->event, &b->linger_timer, CLOCK_MONOTONIC,
+					       LINGER_RECHECK_USEC, 0, on_linger_recheck, b) < 0)
+			b->linger_timer = NULL;
+		return;
+	}
+	(void)sd_event_source_set_time_relative(b->linger_timer, LINGER_RECHECK_USEC);
+	(void)sd_event_source_set_enabled(b->linger_timer, SD_EVENT_ONESHOT);
+}
+
 static void on_client_freed(struct db_client *c, void *userdata)
 {
+	struct db_broker *b = userdata;
+
 	db_peer_close(c->bus_data);
+	if (db_registry_count_lingering(b->reg) > 0)
+		schedule_linger_recheck(b);
 }
 
 static void on_devices_changed(void *userdata)
@@ -106,6 +147,7 @@ struct db_broker *db_broker_free(struct db_broker *b)
 		g_hash_table_unref(b->peers);
 	db_monitor_free(b->monitor);
 	sd_event_source_disable_unref(b->udev_source);
+	sd_event_source_disable_unref(b->linger_timer);
 	db_devices_free(b->devices);
 	sd_bus_unref(b->bus);
 	sd_event_unref(b->event);

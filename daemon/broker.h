@@ -18,6 +18,9 @@ struct db_broker {
 	char *config_path;
 	struct db_devices *devices;
 	sd_event_source *udev_source;
+	/* After a client left: lingering buffers asked about again a few times (see broker.c). */
+	sd_event_source *linger_timer;
+	unsigned linger_tries;
 	GHashTable *peers; /* sd_bus * -> struct db_peer *, owned */
 	GHashTable *moves; /* &buffer id -> struct db_move *, owned (move.c) */
 	struct db_monitor *monitor; /* event subscribers, owned (monitor.c) */
