@@ -550,7 +550,7 @@ static struct raw_rep raw_call(int sock, uint32_t op, uint32_t id, uint64_t size
 			       const uint8_t *token, int send_fd, int *ret_fd)
 {
 	struct raw_req q = {.op = op, .id = id, .size = size};
-	struct raw_rep a;
+	struct raw_rep a = {0};
 	int fd;
 
 	if (token)
@@ -762,8 +762,8 @@ static void store_start(struct fake_store *s, const char *tag)
 	if (sock < 0 || bind(sock, (struct sockaddr *)&sa, len) < 0)
 		die("fake fd store: cannot bind");
 	setsockopt(sock, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
-	s->stats = mmap(NULL, sizeof(*s->stats), PROT_READ | PROT_WRITE,
-			MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	s->stats = mmap(NULL, sizeof(*s->stats), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+			-1, 0);
 	s->pid = fork();
 	if (s->pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -1130,8 +1130,8 @@ static void bench_concurrency(int n, int cycles)
 	}
 	for (int r = 0; r < rounds; r++)
 		for (int k = 0; k < 3; k++)
-			tput[k][r] = conc_round((enum conc_kind)k, n, cycles, lat[k] + per_round * r,
-						&cap[k][r]);
+			tput[k][r] = conc_round((enum conc_kind)k, n, cycles,
+						lat[k] + per_round * r, &cap[k][r]);
 	for (int k = 0; k < 3; k++) {
 		char key[48], name[80];
 
@@ -1237,8 +1237,8 @@ struct scalar {
 static struct scalar scalars[8];
 static int n_scalars;
 
-static struct scalar *new_scalar(const char *key, const char *name, const char *unit,
-				 double value, enum goal goal, double target)
+static struct scalar *new_scalar(const char *key, const char *name, const char *unit, double value,
+				 enum goal goal, double target)
 {
 	struct scalar *s = &scalars[n_scalars++];
 
@@ -1310,8 +1310,9 @@ static void bench_scale(int idle_seconds)
 		struct op ops[] = {
 			{"alloc-4k-peer-fdstore-empty", "allocate 4 KiB, peer, fd store, empty",
 			 op_allocate, db_arg_new(a1, NULL, 4 * KIB), -1, GOAL_NONE, 0, NULL},
-			{"alloc-4k-peer-fdstore-10k", "allocate 4 KiB, peer, 10k buffers/1k clients",
-			 op_allocate, db_arg_new(a2, NULL, 4 * KIB), 0, GOAL_LE, 1.2, NULL},
+			{"alloc-4k-peer-fdstore-10k",
+			 "allocate 4 KiB, peer, 10k buffers/1k clients", op_allocate,
+			 db_arg_new(a2, NULL, 4 * KIB), 0, GOAL_LE, 1.2, NULL},
 			{"share-import-4k-peer-fdstore-empty",
 			 "share+import 4 KiB, peer, fd store, empty", op_share_import,
 			 db_arg_held(a1, b1, 4 * KIB), -1, GOAL_NONE, 0, NULL},
@@ -1393,7 +1394,8 @@ static void describe_machine(void)
 	snprintf(kernel, sizeof(kernel), "%s %s %s", u.sysname, u.release, u.machine);
 	if (pin)
 		snprintf(placement, sizeof(placement),
-			 "clients on CPU %d; raw server, dmabrokerd, dbus-daemon, fd store on CPU %d",
+			 "clients on CPU %d; raw server, dmabrokerd, dbus-daemon, fd store on CPU "
+			 "%d",
 			 client_cpu, server_cpu);
 	else
 		snprintf(placement, sizeof(placement), "not pinned");
@@ -1408,8 +1410,8 @@ static void print_row(const struct row *r)
 		snprintf(spread, sizeof(spread), "%.2f-%.2f", ratio_min(r), ratio_max(r));
 	}
 	if (r->goal != GOAL_NONE)
-		snprintf(target, sizeof(target), "%s %.2fx", r->goal == GOAL_LE ? "<=" : ">=",
-			 r->target);
+		snprintf(target, sizeof(target), "%s %.2fx",
+			 r->goal == GOAL_LE ? "<=" : ">=", r->target);
 	if (!strcmp(r->unit, "calls/s"))
 		snprintf(value, sizeof(value), "%.0f/s", r->value);
 	printf("%-56s %9.1f %9.1f %9s %7s %-11s %-28s %-9s %s\n", r->name, r->p50, r->p99, value,
@@ -1474,8 +1476,9 @@ static void write_json(const char *path, bool guest, const char *config_note)
 	json_string(f, placement);
 	fprintf(f, ",\n  \"daemon_config\": ");
 	json_string(f, config_note);
-	fprintf(f, ",\n  \"guest\": %s,\n  \"rounds\": %d,\n  \"iterations\": %d,\n"
-		   "  \"warmup\": %d,\n  \"time\": %ld,\n",
+	fprintf(f,
+		",\n  \"guest\": %s,\n  \"rounds\": %d,\n  \"iterations\": %d,\n"
+		"  \"warmup\": %d,\n  \"time\": %ld,\n",
 		guest ? "true" : "false", rounds, iterations, warmup, (long)time(NULL));
 	fprintf(f, "  \"load\": [%.2f, %.2f],\n  \"rows\": [\n", load_start[0], load_end[0]);
 	for (int i = 0; i < n_rows; i++) {
@@ -1485,14 +1488,16 @@ static void write_json(const char *path, bool guest, const char *config_note)
 		json_string(f, r->key);
 		fprintf(f, ", \"name\": ");
 		json_string(f, r->name);
-		fprintf(f, ", \"unit\": \"%s\", \"value\": %.3f, \"p50_us\": %.3f, \"p99_us\": %.3f,"
-			   " \"n\": %ld",
+		fprintf(f,
+			", \"unit\": \"%s\", \"value\": %.3f, \"p50_us\": %.3f, \"p99_us\": %.3f,"
+			" \"n\": %ld",
 			r->unit, r->value, r->p50, r->p99, r->n);
 		if (r->n_ratio) {
 			fprintf(f, ", \"vs\": ");
 			json_string(f, r->vs);
-			fprintf(f, ", \"ratio\": %.4f, \"ratio_min\": %.4f, \"ratio_max\": %.4f, "
-				   "\"ratios\": [",
+			fprintf(f,
+				", \"ratio\": %.4f, \"ratio_min\": %.4f, \"ratio_max\": %.4f, "
+				"\"ratios\": [",
 				ratio_median(r), ratio_min(r), ratio_max(r));
 			for (int k = 0; k < r->n_ratio; k++)
 				fprintf(f, "%s%.4f", k ? ", " : "", r->ratio[k]);
@@ -1511,8 +1516,9 @@ static void write_json(const char *path, bool guest, const char *config_note)
 		json_string(f, s->key);
 		fprintf(f, ", \"name\": ");
 		json_string(f, s->name);
-		fprintf(f, ", \"unit\": \"%s\", \"value\": %.3f, \"goal\": \"%s\", \"target\": %.3f, "
-			   "\"met\": %s, \"detail\": ",
+		fprintf(f,
+			", \"unit\": \"%s\", \"value\": %.3f, \"goal\": \"%s\", \"target\": %.3f, "
+			"\"met\": %s, \"detail\": ",
 			s->unit, s->value, s->goal == GOAL_LE ? "le" : "ge", s->target,
 			!strcmp(scalar_met(s), "met") ? "true" : "false");
 		json_string(f, s->detail ? s->detail : "");
@@ -1542,8 +1548,7 @@ static int profile(const char *what, int calls)
 	else
 		start_daemon(&d0, fdstore ? &store1 : NULL, "p");
 	fprintf(stderr, "profile pids: client %d raw-server %d daemon %d bus %d store %d\n",
-		(int)getpid(), (int)raw_pid, (int)d0.daemon_pid, (int)d0.bus_pid,
-		(int)store1.pid);
+		(int)getpid(), (int)raw_pid, (int)d0.daemon_pid, (int)d0.bus_pid, (int)store1.pid);
 	if (!is_raw) {
 		uint32_t flags = strstr(what, "bus-") ? DMABROKER_CONNECT_NO_PEER : 0;
 
@@ -1571,9 +1576,10 @@ static int profile(const char *what, int calls)
 		fn = op_allocate;
 		da = db_arg_new(a, NULL, 4 * KIB);
 	} else {
-		fprintf(stderr, "--profile: raw-alloc, raw-alloc-server, raw-get, raw-share-import, "
-				"{peer,bus}-alloc[-daemon-memory|-fdstore], "
-				"{peer,bus}-share-import[-fdstore]\n");
+		fprintf(stderr,
+			"--profile: raw-alloc, raw-alloc-server, raw-get, raw-share-import, "
+			"{peer,bus}-alloc[-daemon-memory|-fdstore], "
+			"{peer,bus}-share-import[-fdstore]\n");
 		return 2;
 	}
 	arg = ra ? (void *)ra : (void *)da;
@@ -1716,17 +1722,17 @@ int main(int argc, char **argv)
 		{
 			struct op ops[] = {
 				{"raw-alloc-4k", "raw: client memfd -> server -> fd (baseline)",
-				 op_raw_alloc_client, raw_arg_new(4 * KIB, false), -1, GOAL_NONE,
-				 0, NULL},
+				 op_raw_alloc_client, raw_arg_new(4 * KIB, false), -1, GOAL_NONE, 0,
+				 NULL},
 				{"raw-alloc-server-4k", "raw: server makes the memfd",
-				 op_raw_alloc_server, raw_arg_new(4 * KIB, false), 0, GOAL_NONE,
-				 0, NULL},
+				 op_raw_alloc_server, raw_arg_new(4 * KIB, false), 0, GOAL_NONE, 0,
+				 NULL},
 				{"alloc-4k-peer", "allocate 4 KiB, library default (peer)",
 				 op_allocate, db_arg_new(p0, NULL, 4 * KIB), 0, GOAL_LE, 1.15,
 				 NULL},
 				{"alloc-4k-peer-async", "allocate 4 KiB, peer, async + dispatch",
-				 op_allocate_async, db_arg_new(p0, NULL, 4 * KIB), 0, GOAL_LE,
-				 1.15, NULL},
+				 op_allocate_async, db_arg_new(p0, NULL, 4 * KIB), 0, GOAL_LE, 1.15,
+				 NULL},
 				{"alloc-4k-bus", "allocate 4 KiB, through dbus-daemon", op_allocate,
 				 db_arg_new(bus0, NULL, 4 * KIB), 0, GOAL_LE, 1.8, NULL},
 				{"alloc-4k-peer-fdstore", "allocate 4 KiB, peer, fd store on",
@@ -1748,9 +1754,9 @@ int main(int argc, char **argv)
 				{"alloc-4k-peer-fdstore-vs-off",
 				 "allocate 4 KiB, peer, fd store on vs off", op_allocate,
 				 db_arg_new(p1, NULL, 4 * KIB), 0, GOAL_NONE, 0, NULL},
-				{"share-import-4k-peer-d0", "share+import 4 KiB, peer, fd store off",
-				 op_share_import, db_arg_held(p0, p0b, 4 * KIB), -1, GOAL_NONE, 0,
-				 NULL},
+				{"share-import-4k-peer-d0",
+				 "share+import 4 KiB, peer, fd store off", op_share_import,
+				 db_arg_held(p0, p0b, 4 * KIB), -1, GOAL_NONE, 0, NULL},
 				{"share-import-4k-peer-fdstore-vs-off",
 				 "share+import 4 KiB, peer, fd store on vs off", op_share_import,
 				 db_arg_held(p1, p1b, 4 * KIB), 2, GOAL_NONE, 0, NULL},
@@ -1763,17 +1769,18 @@ int main(int argc, char **argv)
 		{
 			struct op ops[] = {
 				{"raw-alloc-server-4k-b", "raw: server makes the memfd (baseline)",
-				 op_raw_alloc_server, raw_arg_new(4 * KIB, false), -1, GOAL_NONE,
-				 0, NULL},
-				{"alloc-4k-peer-daemon-memory", "allocate 4 KiB, peer, daemon memory",
-				 op_allocate, db_arg_new(dm0, NULL, 4 * KIB), 0, GOAL_LE, 1.15,
+				 op_raw_alloc_server, raw_arg_new(4 * KIB, false), -1, GOAL_NONE, 0,
 				 NULL},
+				{"alloc-4k-peer-daemon-memory",
+				 "allocate 4 KiB, peer, daemon memory", op_allocate,
+				 db_arg_new(dm0, NULL, 4 * KIB), 0, GOAL_LE, 1.15, NULL},
 				{"alloc-4k-bus-daemon-memory",
 				 "allocate 4 KiB, dbus-daemon, daemon memory", op_allocate,
 				 db_arg_new(dmbus0, NULL, 4 * KIB), 0, GOAL_LE, 1.8, NULL},
 				{"alloc-many-8", "AllocateMany of 8 x 4 KiB, peer (vs one)",
 				 op_allocate_many,
-				 &(struct db_arg){.ctx = dm0, .spec = {.size = 4 * KIB}, .count = 8},
+				 &(struct db_arg){
+					 .ctx = dm0, .spec = {.size = 4 * KIB}, .count = 8},
 				 1, GOAL_LE, 3.0, NULL},
 			};
 
@@ -1783,8 +1790,8 @@ int main(int argc, char **argv)
 		{
 			struct op ops[] = {
 				{"raw-alloc-4m", "raw 4 MiB: client memfd (baseline)",
-				 op_raw_alloc_client, raw_arg_new(4 * MIB, false), -1, GOAL_NONE,
-				 0, NULL},
+				 op_raw_alloc_client, raw_arg_new(4 * MIB, false), -1, GOAL_NONE, 0,
+				 NULL},
 				{"alloc-4m-peer", "allocate 4 MiB, library default (peer)",
 				 op_allocate, db_arg_new(p0, NULL, 4 * MIB), 0, GOAL_LE, 1.15,
 				 NULL},
@@ -1792,7 +1799,8 @@ int main(int argc, char **argv)
 				 db_arg_new(bus0, NULL, 4 * MIB), 0, GOAL_LE, 1.8, NULL},
 			};
 
-			run_group("allocate 4 MiB", ops, 3, iterations / 4 > 10 ? iterations / 4 : 10);
+			run_group("allocate 4 MiB", ops, 3,
+				  iterations / 4 > 10 ? iterations / 4 : 10);
 		}
 		/* 4. Share + import: two calls against one raw round trip carrying an fd. */
 		{
@@ -1802,14 +1810,15 @@ int main(int argc, char **argv)
 				{"raw-share-import-4k", "raw: share + import (two round trips)",
 				 op_raw_share_import, raw_arg_new(4 * KIB, true), 0, GOAL_NONE, 0,
 				 NULL},
-				{"share-import-4k-peer", "share+import 4 KiB, peer", op_share_import,
-				 db_arg_held(p0, p0b, 4 * KIB), 0, GOAL_LE, 2.3, NULL},
+				{"share-import-4k-peer", "share+import 4 KiB, peer",
+				 op_share_import, db_arg_held(p0, p0b, 4 * KIB), 0, GOAL_LE, 2.3,
+				 NULL},
 				{"share-import-4k-bus", "share+import 4 KiB, through dbus-daemon",
-				 op_share_import, db_arg_held(bus0, bus0b, 4 * KIB), 0, GOAL_NONE, 0,
-				 NULL},
-				{"share-import-4k-peer-fdstore", "share+import 4 KiB, peer, fd store on",
-				 op_share_import, db_arg_held(p1, p1b, 4 * KIB), 0, GOAL_LE, 2.3,
-				 NULL},
+				 op_share_import, db_arg_held(bus0, bus0b, 4 * KIB), 0, GOAL_NONE,
+				 0, NULL},
+				{"share-import-4k-peer-fdstore",
+				 "share+import 4 KiB, peer, fd store on", op_share_import,
+				 db_arg_held(p1, p1b, 4 * KIB), 0, GOAL_LE, 2.3, NULL},
 			};
 
 			run_group("share + import", ops, 5, iterations);

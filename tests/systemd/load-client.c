@@ -74,6 +74,8 @@ static sd_bus *raw_bus;
 static uint64_t max_id, n_ops, n_errors, n_corrupt, n_since_check_errors;
 static char last_errors[512];
 
+static void say(const char *key, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 static void say(const char *key, const char *fmt, ...)
 {
 	va_list ap;
