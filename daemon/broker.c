@@ -42,7 +42,6 @@ static void on_changed(const struct db_change *change, void *userdata)
 	db_monitor_changed(userdata, change);
 }
 
-/* A client that goes loses its peer connection with it. */
 /*
  * A client that dies mid-call may leave the fd of a reply in flight (in the bus daemon's
  * queue, or a socket being torn down) when the daemon looks at the buffers it let go of:
@@ -80,11 +79,16 @@ static void schedule_linger_recheck(struct db_broker *b)
 	(void)sd_event_source_set_enabled(b->linger_timer, SD_EVENT_ONESHOT);
 }
 
+/* A client that goes loses its peer connection first: unsent replies there hold fds. */
+static void on_client_leaving(struct db_client *c, void *userdata)
+{
+	db_peer_close(c->bus_data);
+}
+
 static void on_client_freed(struct db_client *c, void *userdata)
 {
 	struct db_broker *b = userdata;
 
-	db_peer_close(c->bus_data);
 	if (db_registry_count_lingering(b->reg) > 0)
 		schedule_linger_recheck(b);
 }
@@ -117,6 +121,7 @@ int db_broker_new(struct db_broker **ret, sd_event *event, sd_bus *bus, const ch
 	b->reg = db_registry_new(&b->config.limits);
 	/* Every change is journaled into the fd store (with --fd-store, once restored). */
 	db_registry_set_hooks(b->reg, &(struct db_registry_hooks){
+					      .client_leaving = on_client_leaving,
 					      .client_freed = on_client_freed,
 					      .outside_refs = on_outside_refs,
 					      .changed = on_changed,

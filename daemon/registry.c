@@ -580,6 +580,10 @@ unsigned db_registry_count_lingering(const struct db_registry *reg)
 
 void db_registry_remove_client(struct db_registry *reg, struct db_client *c)
 {
+	/* First: what the client's connection still holds must not count as a reference
+	 * outside when its buffers are let go of below. */
+	if (reg->hooks.client_leaving)
+		reg->hooks.client_leaving(c, reg->hooks.userdata);
 	tokens_remove_matching(reg, NULL, c);
 	while (c->attachments->len > 0) {
 		struct db_attachment *a =

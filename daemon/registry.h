@@ -144,6 +144,10 @@ struct db_change {
 struct db_registry;
 
 struct db_registry_hooks {
+	/* A client is about to go: before its attachments (the bus layer closes its peer
+	 * connection, whose unsent replies hold copies of buffer fds). */
+	void (*client_leaving)(struct db_client *c, void *userdata);
+	/* A client went: its attachments are gone (some buffers may linger). */
 	void (*client_freed)(struct db_client *c, void *userdata);
 	/*
 	 * How many references to buf's memory exist outside the daemon (held fds, mappings,
