@@ -167,6 +167,9 @@ static int on_copy_done(sd_event_source *s, int fd, uint32_t revents, void *user
 	mv->src_fd = -1;
 
 	if (!buf || buf->lingering) {
+		/* A lingering buffer stays charged for its one backing, not for the new one. */
+		if (buf)
+			db_registry_cancel_move(b->reg, buf);
 		reply_error(mv, DB_ERROR_NOT_FOUND,
 			    "buffer %" PRIu64 " was released during the move", mv->buffer_id);
 		move_remove(mv);
