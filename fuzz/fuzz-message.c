@@ -4,6 +4,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "layout-bus.h"
+
 static const char *const keys[] = {
 	"size",		 "width", "height",	"fourcc",  "modifier", "stride_align",
 	"backend",	 "name",  "contiguous", "offsets", "strides",  "single_use",
@@ -105,17 +107,7 @@ int fuzz_dict_message(const uint8_t *data, size_t size, sd_bus_message **ret)
 
 			for (unsigned j = 0; j < n; j++)
 				v[j] = (uint32_t)take64(&rd);
-			r = sd_bus_message_open_container(m, 'e', "sv");
-			if (r >= 0)
-				r = sd_bus_message_append_basic(m, 's', key);
-			if (r >= 0)
-				r = sd_bus_message_open_container(m, 'v', "au");
-			if (r >= 0)
-				r = sd_bus_message_append_array(m, 'u', v, n * sizeof(uint32_t));
-			if (r >= 0)
-				r = sd_bus_message_close_container(m);
-			if (r >= 0)
-				r = sd_bus_message_close_container(m);
+			r = db_dict_append_u32_array(m, key, v, n);
 			break;
 		}
 		case 5:
