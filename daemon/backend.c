@@ -48,21 +48,47 @@ static int memfd_new(size_t size, unsigned int flags, unsigned int seals, int *r
 	return 0;
 }
 
-static size_t huge_page_size(void)
+static int read_meminfo(char *buf, size_t len)
 {
 	_cleanup_(closep) int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
-	char buf[4096];
 	ssize_t n;
-	char *p;
 
 	if (fd < 0)
-		return 0;
-	n = read(fd, buf, sizeof(buf) - 1);
+		return -errno;
+	n = read(fd, buf, len - 1);
 	if (n <= 0)
-		return 0;
+		return -EIO;
 	buf[n] = '\0';
+	return 0;
+}
+
+static size_t huge_page_size(void)
+{
+	char buf[4096];
+	char *p;
+
+	if (read_meminfo(buf, sizeof(buf)) < 0)
+		return 0;
 	p = strstr(buf, "Hugepagesize:");
 	return p ? strtoull(p + strlen("Hugepagesize:"), NULL, 10) * 1024 : 0;
+}
+
+size_t db_huge_page_size_if_free(void)
+{
+	char buf[4096];
+	char *p;
+
+	if (read_meminfo(buf, sizeof(buf)) < 0)
+		return 0;
+	p = strstr(buf, "HugePages_Free:");
+	if (!p || strtoull(p + strlen("HugePages_Free:"), NULL, 10) == 0)
+		return 0;
+	return huge_page_size();
+}
+
+bool db_backend_hugetlb_vmap_safe(void)
+{
+	return hugetlb_vmap_safe;
 }
 
 /* --- udmabuf: a sealed memfd turned into a dma-buf by /dev/udmabuf --- */
@@ -169,14 +195,54 @@ static int find_contiguous_heap(char *path, size_t len)
 	return r;
 }
 
-static int dma_heap_allocate(size_t size, bool contiguous, int *ret_fd)
+size_t db_dma_heaps_list(char names[][DB_HEAP_NAME_MAX], bool *contiguous, size_t max)
 {
-	char path[300] = DB_DMA_HEAP_DIR "/system";
-	_cleanup_(closep) int heap = -1;
+	DIR *dir = opendir(DB_DMA_HEAP_DIR);
+	struct dirent *de;
+	size_t n = 0;
+
+	if (!dir)
+		return 0;
+	while (n < max && (de = readdir(dir))) {
+		if (de->d_name[0] == '.' || strlen(de->d_name) >= DB_HEAP_NAME_MAX)
+			continue;
+		snprintf(names[n], DB_HEAP_NAME_MAX, "%s", de->d_name);
+		contiguous[n] = strncmp(de->d_name, "system", 6) != 0;
+		n++;
+	}
+	closedir(dir);
+	return n;
+}
+
+static int heap_allocate_path(const char *path, size_t size, int *ret_fd)
+{
+	_cleanup_(closep) int heap = open(path, O_RDONLY | O_CLOEXEC);
 	struct dma_heap_allocation_data data = {
 		.len = size,
 		.fd_flags = O_RDWR | O_CLOEXEC,
 	};
+
+	if (heap < 0)
+		return errno == ENOENT ? -ENODEV : -errno;
+	if (ioctl(heap, DMA_HEAP_IOCTL_ALLOC, &data) < 0)
+		return -errno;
+	*ret_fd = (int)data.fd;
+	return 0;
+}
+
+int db_dma_heap_allocate_from(const char *heap, size_t size, int *ret_fd)
+{
+	char path[DB_HEAP_NAME_MAX + sizeof(DB_DMA_HEAP_DIR) + 1];
+
+	if (!heap[0] || strchr(heap, '/') || strlen(heap) >= DB_HEAP_NAME_MAX)
+		return -EINVAL;
+	snprintf(path, sizeof(path), DB_DMA_HEAP_DIR "/%s", heap);
+	return heap_allocate_path(path, size, ret_fd);
+}
+
+static int dma_heap_allocate(size_t size, bool contiguous, int *ret_fd)
+{
+	char path[300] = DB_DMA_HEAP_DIR "/system";
 	int r;
 
 	if (contiguous) {
@@ -184,13 +250,7 @@ static int dma_heap_allocate(size_t size, bool contiguous, int *ret_fd)
 		if (r < 0)
 			return r;
 	}
-	heap = open(path, O_RDONLY | O_CLOEXEC);
-	if (heap < 0)
-		return errno == ENOENT ? -ENODEV : -errno;
-	if (ioctl(heap, DMA_HEAP_IOCTL_ALLOC, &data) < 0)
-		return -errno;
-	*ret_fd = (int)data.fd;
-	return 0;
+	return heap_allocate_path(path, size, ret_fd);
 }
 
 const struct db_backend db_backend_dma_heap = {

@@ -57,6 +57,20 @@ int db_udmabuf_create(int memfd, size_t size, int *ret_fd);
 #define DB_DMA_HEAP_DIR "/dev/dma_heap"
 #define DB_UDMABUF_DEV "/dev/udmabuf"
 
+/*
+ * What the collection solver needs to know of this machine (constraints.h): the heaps under
+ * DB_DMA_HEAP_DIR (every heap but the system ones is a CMA area, hence contiguous), up to
+ * max of them, their names written into names. Returns how many.
+ */
+#define DB_HEAP_NAME_MAX 64
+size_t db_dma_heaps_list(char names[][DB_HEAP_NAME_MAX], bool *contiguous, size_t max);
+/* Allocates size bytes from the named heap (*ret_fd owned). */
+int db_dma_heap_allocate_from(const char *heap, size_t size, int *ret_fd);
+/* The huge page size when at least one huge page is free (a hugetlb udmabuf can be made),
+ * else 0; and whether such buffers are safe for importers that vmap. */
+size_t db_huge_page_size_if_free(void);
+bool db_backend_hugetlb_vmap_safe(void);
+
 /* Copies size bytes from src to dst through mappings, bracketed by DMA_BUF_IOCTL_SYNC
  * where they are dma-bufs: the copy step of a move. */
 int db_buffer_copy(int dst, int src, size_t size);

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: MIT
+#include "collection.h"
 #include "broker.h"
 
 #include <errno.h>
@@ -82,6 +83,9 @@ static void schedule_linger_recheck(struct db_broker *b)
 /* A client that goes loses its peer connection first: unsent replies there hold fds. */
 static void on_client_leaving(struct db_client *c, void *userdata)
 {
+	struct db_broker *b = userdata;
+
+	db_collections_client_leaving(b, c);
 	db_peer_close(c->bus_data);
 }
 
@@ -130,6 +134,7 @@ int db_broker_new(struct db_broker **ret, sd_event *event, sd_bus *bus, const ch
 	b->peers = g_hash_table_new(g_direct_hash, g_direct_equal);
 	b->moves = g_hash_table_new(g_int64_hash, g_int64_equal);
 	db_monitor_new(&b->monitor);
+	db_collections_new(b);
 	r = db_devices_new(&b->devices, on_devices_changed, b);
 	if (r < 0)
 		log_warning("Failed to enumerate devices, continuing without: %s", strerror(-r));
@@ -145,6 +150,8 @@ struct db_broker *db_broker_free(struct db_broker *b)
 	db_fdstore_stop(b);
 	/* Copies under way hold their own fds; wait for them before the buffers go. */
 	db_moves_free(b);
+	/* Waits owed to participants are dropped with their messages. */
+	db_collections_free(b);
 	/* Clients go first: that closes their peer connections and frees every buffer. */
 	if (b->reg)
 		db_registry_free(b->reg);

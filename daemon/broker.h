@@ -24,6 +24,7 @@ struct db_broker {
 	GHashTable *peers; /* sd_bus * -> struct db_peer *, owned */
 	GHashTable *moves; /* &buffer id -> struct db_move *, owned (move.c) */
 	struct db_monitor *monitor; /* event subscribers, owned (monitor.c) */
+	struct db_collections *collections; /* buffer collections, owned (collection.c) */
 	unsigned n_moves_running; /* copies on worker threads now */
 	const char *kernel_report; /* "unknown", "available", "unavailable" */
 	bool fdstore; /* keep buffers in systemd's fd store across restarts */

@@ -17,6 +17,7 @@
 
 #include "backend.h"
 #include "broker.h"
+#include "collection.h"
 #include "bus-dict.h"
 #include "bus-objects.h"
 #include "errors.h"
@@ -48,7 +49,7 @@ static int quota_error(struct db_broker *b, sd_bus_error *error)
 }
 
 /* The registered client a call comes from: by its peer connection, or its unique name. */
-static int get_caller(struct db_broker *b, sd_bus_message *m, struct db_client **ret,
+int db_bus_get_caller(struct db_broker *b, sd_bus_message *m, struct db_client **ret,
 		      sd_bus_error *error)
 {
 	struct db_peer *peer = db_peer_of_message(b, m);
@@ -327,7 +328,7 @@ static int method_allocate_with_memfd(sd_bus_message *m, void *userdata, sd_bus_
 	struct db_buffer *buf;
 	int memfd, r;
 
-	r = get_caller(b, m, &c, error);
+	r = db_bus_get_caller(b, m, &c, error);
 	if (r < 0)
 		return r;
 	r = sd_bus_message_read_basic(m, 'h', &memfd);
@@ -383,7 +384,7 @@ static int method_allocate(sd_bus_message *m, void *userdata, sd_bus_error *erro
 	struct db_buffer *buf;
 	int r;
 
-	r = get_caller(b, m, &c, error);
+	r = db_bus_get_caller(b, m, &c, error);
 	if (r < 0)
 		return r;
 	r = db_spec_parse_alloc(m, b->reg, &plan, error);
@@ -413,7 +414,7 @@ static int method_allocate_many(sd_bus_message *m, void *userdata, sd_bus_error 
 	char path[128];
 	int r;
 
-	r = get_caller(b, m, &c, error);
+	r = db_bus_get_caller(b, m, &c, error);
 	if (r < 0)
 		return r;
 	r = sd_bus_message_read_basic(m, 'u', &count);
@@ -504,7 +505,7 @@ static int method_export(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	size_t size;
 	int borrowed, r;
 
-	r = get_caller(b, m, &c, error);
+	r = db_bus_get_caller(b, m, &c, error);
 	if (r < 0)
 		return r;
 	r = sd_bus_message_read_basic(m, 'h', &borrowed);
@@ -552,7 +553,7 @@ static int method_share(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	uint64_t now = now_usec();
 	int r;
 
-	r = get_caller(b, m, &c, error);
+	r = db_bus_get_caller(b, m, &c, error);
 	if (r < 0)
 		return r;
 	r = read_buffer(b, m, c, ACCESS_HOLDER, &buf, error);
@@ -587,7 +588,7 @@ static int method_import(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	size_t size;
 	int r;
 
-	r = get_caller(b, m, &c, error);
+	r = db_bus_get_caller(b, m, &c, error);
 	if (r < 0)
 		return r;
 	r = sd_bus_message_read_array(m, 'y', &bytes, &size);
@@ -628,7 +629,7 @@ static int method_release(sd_bus_message *m, void *userdata, sd_bus_error *error
 	struct db_buffer *buf;
 	int r;
 
-	r = get_caller(b, m, &c, error);
+	r = db_bus_get_caller(b, m, &c, error);
 	if (r < 0)
 		return r;
 	r = read_buffer(b, m, c, ACCESS_HOLDER, &buf, error);
@@ -646,7 +647,7 @@ static int method_reacquire(sd_bus_message *m, void *userdata, sd_bus_error *err
 	struct db_buffer *buf;
 	int r;
 
-	r = get_caller(b, m, &c, error);
+	r = db_bus_get_caller(b, m, &c, error);
 	if (r < 0)
 		return r;
 	r = read_buffer(b, m, c, ACCESS_HOLDER, &buf, error);
@@ -697,7 +698,7 @@ static int method_move(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	struct db_buffer *buf;
 	int r;
 
-	r = get_caller(b, m, &c, error);
+	r = db_bus_get_caller(b, m, &c, error);
 	if (r < 0)
 		return r;
 	r = read_buffer(b, m, c, ACCESS_OWNER, &buf, error);
@@ -719,7 +720,7 @@ static int method_revoke(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	char path[128];
 	int r;
 
-	r = get_caller(b, m, &c, error);
+	r = db_bus_get_caller(b, m, &c, error);
 	if (r < 0)
 		return r;
 	r = read_buffer(b, m, c, ACCESS_OWNER, &buf, error);
@@ -775,7 +776,7 @@ static int method_open_peer(sd_bus_message *m, void *userdata, sd_bus_error *err
 	if (db_peer_of_message(b, m))
 		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
 					 "this is a peer connection already");
-	r = get_caller(b, m, &c, error);
+	r = db_bus_get_caller(b, m, &c, error);
 	if (r < 0)
 		return r;
 	r = db_peer_open(b, c, &theirs);
@@ -822,6 +823,15 @@ DB_CHECKED_METHOD(method_revoke)
 DB_CHECKED_METHOD(method_open_peer)
 DB_CHECKED_METHOD(method_subscribe)
 DB_CHECKED_METHOD(method_unsubscribe)
+DB_CHECKED_METHOD(db_collection_method_create)
+DB_CHECKED_METHOD(db_collection_method_token)
+DB_CHECKED_METHOD(db_collection_method_join)
+DB_CHECKED_METHOD(db_collection_method_set_constraints)
+DB_CHECKED_METHOD(db_collection_method_commit)
+DB_CHECKED_METHOD(db_collection_method_wait)
+DB_CHECKED_METHOD(db_collection_method_get_buffers)
+DB_CHECKED_METHOD(db_collection_method_leave)
+DB_CHECKED_METHOD(db_collection_method_list)
 
 /* --- properties --- */
 
@@ -944,6 +954,35 @@ static const sd_bus_vtable broker_vtable[] = {
 				method_subscribe_checked, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("Unsubscribe", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT,
 				method_unsubscribe_checked, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("CreateCollection", SD_BUS_ARGS("a{sv}", options),
+				SD_BUS_RESULT("o", collection), db_collection_method_create_checked,
+				SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("CreateCollectionToken", SD_BUS_ARGS("o", collection),
+				SD_BUS_RESULT("ay", token), db_collection_method_token_checked,
+				SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("JoinCollection", SD_BUS_ARGS("ay", token),
+				SD_BUS_RESULT("o", collection), db_collection_method_join_checked,
+				SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("SetCollectionConstraints",
+				SD_BUS_ARGS("o", collection, "a{sv}", constraints),
+				SD_BUS_NO_RESULT, db_collection_method_set_constraints_checked,
+				SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("CommitCollection", SD_BUS_ARGS("o", collection),
+				SD_BUS_NO_RESULT, db_collection_method_commit_checked,
+				SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("WaitCollection", SD_BUS_ARGS("o", collection),
+				SD_BUS_RESULT("a{sv}", outcome, "a{sv}", layout),
+				db_collection_method_wait_checked, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("GetCollectionBuffers",
+				SD_BUS_ARGS("o", collection, "u", first, "u", count),
+				SD_BUS_RESULT("ao", buffers, "ah", fds),
+				db_collection_method_get_buffers_checked, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("LeaveCollection", SD_BUS_ARGS("o", collection),
+				SD_BUS_NO_RESULT, db_collection_method_leave_checked,
+				SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("ListCollections", SD_BUS_NO_ARGS,
+				SD_BUS_RESULT("aa{sv}", collections),
+				db_collection_method_list_checked, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_SIGNAL_WITH_ARGS("Moved", SD_BUS_ARGS("o", buffer), 0),
 	SD_BUS_SIGNAL_WITH_ARGS("Event", SD_BUS_ARGS("s", kind, "o", object, "a{sv}", details), 0),
 	SD_BUS_SIGNAL_WITH_ARGS("Revoked", SD_BUS_ARGS("o", buffer, "s", reason), 0),

@@ -20,8 +20,9 @@ void db_strv_free(char **strv)
 static const char *signature_of(enum db_dict_type t)
 {
 	static const char *const sigs[] = {
-		[DB_DICT_STRING] = "s", [DB_DICT_BOOL] = "b",  [DB_DICT_U32] = "u",
-		[DB_DICT_U64] = "t",	[DB_DICT_STRV] = "as", [DB_DICT_U32_ARRAY] = "au",
+		[DB_DICT_STRING] = "s",	    [DB_DICT_BOOL] = "b",  [DB_DICT_U32] = "u",
+		[DB_DICT_U64] = "t",	    [DB_DICT_STRV] = "as", [DB_DICT_U32_ARRAY] = "au",
+		[DB_DICT_U64_ARRAY] = "at",
 	};
 
 	return sigs[t];
@@ -63,19 +64,23 @@ static int read_value(sd_bus_message *m, struct db_dict_field *f, const char *wh
 		*(char ***)f->dest = strv;
 		return 0;
 	}
-	case DB_DICT_U32_ARRAY: {
+	case DB_DICT_U32_ARRAY:
+	case DB_DICT_U64_ARRAY: {
+		size_t elem = f->type == DB_DICT_U32_ARRAY ? sizeof(uint32_t) : sizeof(uint64_t);
 		const void *p;
 		size_t size;
 
-		r = sd_bus_message_read_array(m, 'u', &p, &size);
+		r = sd_bus_message_read_array(m, f->type == DB_DICT_U32_ARRAY ? 'u' : 't', &p,
+					      &size);
 		if (r < 0)
 			return r;
-		if (size / sizeof(uint32_t) > f->max)
+		if (size / elem > f->max)
 			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
 						 "%s: '%s' has %zu entries, at most %u are allowed",
-						 what, f->key, size / sizeof(uint32_t), f->max);
-		memcpy(f->dest, p, size);
-		*f->count = (uint32_t)(size / sizeof(uint32_t));
+						 what, f->key, size / elem, f->max);
+		if (size)
+			memcpy(f->dest, p, size);
+		*f->count = (uint32_t)(size / elem);
 		return 0;
 	}
 	}

@@ -17,6 +17,7 @@ enum db_dict_type {
 	DB_DICT_U64, /* t  -> uint64_t */
 	DB_DICT_STRV, /* as -> char ** (malloc'd; free with db_strv_free) */
 	DB_DICT_U32_ARRAY, /* au -> uint32_t[max], count in *count */
+	DB_DICT_U64_ARRAY, /* at -> uint64_t[max], count in *count */
 };
 
 struct db_dict_field {

@@ -77,6 +77,11 @@ static int caller_uid(struct db_broker *b, sd_bus *bus, uid_t *ret)
 	return 0;
 }
 
+int db_bus_caller_uid(struct db_broker *b, sd_bus_message *m, uid_t *ret)
+{
+	return caller_uid(b, sd_bus_message_get_bus(m), ret);
+}
+
 bool db_bus_client_visible(const struct db_client *c, uid_t uid)
 {
 	return uid == 0 || c->uid == uid;

@@ -25,5 +25,11 @@ int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf);
 bool db_bus_client_visible(const struct db_client *c, uid_t uid);
 bool db_bus_buffer_visible(const struct db_buffer *buf, uid_t uid);
 
+/* The registered client a call comes from (NotRegistered otherwise). */
+int db_bus_get_caller(struct db_broker *b, sd_bus_message *m, struct db_client **ret,
+		      sd_bus_error *error);
+/* The uid of whoever sent the message being handled (for the visibility rule). */
+int db_bus_caller_uid(struct db_broker *b, sd_bus_message *m, uid_t *ret);
+
 /* The org.dmabroker.Buffer1 and Client1 objects, looked up by path on demand. */
 int db_bus_add_inspection_objects(struct db_broker *b, sd_bus *bus);

@@ -15,6 +15,7 @@ void db_config_init_default(struct db_config *cfg)
 	db_limits_init_default(&cfg->limits);
 	cfg->move_deadline_ms = 5000;
 	cfg->peer_auth_timeout_ms = 5000;
+	cfg->collection_deadline_ms = 30000;
 	/* The unit's FileDescriptorStoreMax=. */
 	cfg->fd_store_max = 16384;
 }
@@ -88,6 +89,10 @@ static const struct limit_key limit_keys[] = {
 	LIMIT("MaxPeerQueuedMessages", max_peer_queued_messages, 4, 1u << 16),
 	/* The kernel keeps 31 bytes of a dma-buf's name. */
 	LIMIT("MaxNameLength", max_name_length, 1, 255),
+	LIMIT("MaxCollectionsPerClient", max_collections_per_client, 0, 1024),
+	/* The solver names conflicts among at most 64 (constraints.h). */
+	LIMIT("MaxParticipantsPerCollection", max_participants_per_collection, 1, 64),
+	LIMIT("MaxBuffersPerCollection", max_buffers_per_collection, 1, 256),
 };
 
 /* [Daemon] durations, given in seconds and kept in milliseconds. */
@@ -100,6 +105,7 @@ struct seconds_key {
 static const struct seconds_key seconds_keys[] = {
 	{"MoveDeadlineSec", offsetof(struct db_config, move_deadline_ms), 3600},
 	{"PeerAuthTimeoutSec", offsetof(struct db_config, peer_auth_timeout_ms), 60},
+	{"CollectionDeadlineSec", offsetof(struct db_config, collection_deadline_ms), 3600},
 };
 
 size_t db_config_limit_count(void)

@@ -48,6 +48,9 @@ void db_limits_init_default(struct db_limits *l)
 		.max_bytes_total = 16 * GIB,
 		.max_buffers_total = 16384,
 		.max_peer_queued_messages = 32,
+		.max_collections_per_client = 8,
+		.max_participants_per_collection = 16,
+		.max_buffers_per_collection = 32,
 	};
 }
 

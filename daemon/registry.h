@@ -32,6 +32,11 @@ struct db_limits {
 	/* Replies and signals waiting to be written to one peer connection (each carries at
 	 * most DB_ALLOCATE_MANY_MAX fds); a peer that lets more pile up is disconnected. */
 	uint64_t max_peer_queued_messages;
+	/* Buffer collections (collection.c): those a client takes part in, the participants
+	 * and unused join tokens of one collection, and the buffers one allocates. */
+	uint64_t max_collections_per_client;
+	uint64_t max_participants_per_collection;
+	uint64_t max_buffers_per_collection;
 };
 
 /* The defaults: generous for a desktop, small enough that one client cannot exhaust the

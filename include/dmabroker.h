@@ -346,6 +346,123 @@ int dmabroker_dispatch(struct dmabroker *ctx);
 int dmabroker_attach_event(struct dmabroker *ctx, struct sd_event *event, int64_t priority);
 int dmabroker_detach_event(struct dmabroker *ctx);
 
+/*
+ * Buffer collections: every participant states its constraints, and the daemon allocates one
+ * set of buffers that satisfies all of them (or says who conflicts). A creator makes the
+ * collection and hands a token to each other participant (dmabroker_token_to_string() for
+ * text channels); each joins, sets its constraints, and waits. When all are set (and the
+ * creator committed, or the expected number joined) every participant gets the same buffers.
+ * The buffers belong to the collection object: dmabroker_collection_leave() releases them.
+ */
+struct dmabroker_collection;
+
+/* One participant's constraints; passed with its size. Zero (or NULL) means no constraint. */
+struct dmabroker_constraints {
+	/* The device this participant speaks for: one given to dmabroker_register(). */
+	const char *device;
+	uint32_t min_buffers_for_camping; /* held at once by this participant; summed */
+	uint32_t min_buffers;
+	uint32_t max_buffers;
+	uint64_t min_size;
+	uint64_t max_size;
+	uint32_t size_divisor;
+	/* Allowed DRM fourccs and modifiers (only DRM_FORMAT_MOD_LINEAR is laid out); no fourcc
+	 * from anyone: plain bytes. */
+	const uint32_t *fourccs;
+	uint32_t n_fourccs;
+	const uint64_t *modifiers;
+	uint32_t n_modifiers;
+	uint32_t width, height; /* what is asked for; else the smallest the ranges allow */
+	uint32_t min_width, max_width;
+	uint32_t min_height, max_height;
+	uint32_t min_strides[DMABROKER_MAX_PLANES];
+	uint32_t max_strides[DMABROKER_MAX_PLANES];
+	uint32_t stride_divisor;
+	uint32_t offset_divisor;
+	bool contiguous; /* physically contiguous memory */
+	uint64_t max_segment_size; /* the device's DMA segment limit */
+	uint32_t dma_address_bits;
+	bool device_import; /* a device imports the buffers: they must be dma-bufs */
+	/* NULL-terminated: "udmabuf", "memfd", "dma-heap", "dma-heap:NAME"; NULL: any. */
+	const char *const *backends;
+	bool cpu_read;
+	bool cpu_write;
+};
+
+/* What the daemon allocated for a collection. */
+struct dmabroker_collection_info {
+	uint32_t buffer_count;
+	uint32_t camping; /* the camping minimums the count covers */
+	uint64_t size;
+	char backend[80]; /* "udmabuf", "dma-heap:linux,cma", ... */
+	bool contiguous;
+	bool dmabuf;
+	uint64_t max_segment; /* the largest DMA segment of a buffer */
+	enum dmabroker_path path; /* how this participant is attached */
+	bool segment_limit_not_met; /* a participant's max_segment_size is below max_segment */
+	bool address_bits_unchecked;
+	char note[512]; /* what the flags mean, naming participants */
+};
+
+typedef void (*dmabroker_collection_func_t)(int result, struct dmabroker_collection *col,
+					    void *userdata);
+
+/* Creates a collection. participants: allocate once that many have set constraints (0: wait
+ * for dmabroker_collection_commit()). name may be NULL. */
+int dmabroker_collection_create(struct dmabroker *ctx, const char *name, unsigned participants,
+				struct dmabroker_collection **ret);
+int dmabroker_collection_create_async(struct dmabroker *ctx, const char *name,
+				      unsigned participants, dmabroker_collection_func_t done,
+				      void *userdata, struct dmabroker_call **ret_call);
+
+/* A single-use token another client joins with (any participant may make them). */
+int dmabroker_collection_token(struct dmabroker_collection *col, struct dmabroker_token *ret);
+int dmabroker_collection_token_async(struct dmabroker_collection *col, dmabroker_token_func_t done,
+				     void *userdata, struct dmabroker_call **ret_call);
+
+int dmabroker_collection_join(struct dmabroker *ctx, const struct dmabroker_token *token,
+			      struct dmabroker_collection **ret);
+int dmabroker_collection_join_async(struct dmabroker *ctx, const struct dmabroker_token *token,
+				    dmabroker_collection_func_t done, void *userdata,
+				    struct dmabroker_call **ret_call);
+
+/* Sets (before the allocation: replaces) this participant's constraints. -EOPNOTSUPP for a
+ * late joiner the buffers do not fit (dmabroker_last_error() says why). */
+int dmabroker_collection_set_constraints(struct dmabroker_collection *col,
+					 const struct dmabroker_constraints *constraints,
+					 size_t constraints_size);
+int dmabroker_collection_set_constraints_async(struct dmabroker_collection *col,
+					       const struct dmabroker_constraints *constraints,
+					       size_t constraints_size, dmabroker_done_func_t done,
+					       void *userdata, struct dmabroker_call **ret_call);
+
+/* The creator: nobody else comes before the allocation. */
+int dmabroker_collection_commit(struct dmabroker_collection *col);
+int dmabroker_collection_commit_async(struct dmabroker_collection *col, dmabroker_done_func_t done,
+				      void *userdata, struct dmabroker_call **ret_call);
+
+/*
+ * Waits for the allocation and fetches every buffer (in batches the bus can carry). A
+ * conflict is -EOPNOTSUPP with the daemon's message naming the conflicting participants in
+ * dmabroker_last_error(); a creator that left, -ENOENT.
+ */
+int dmabroker_collection_wait(struct dmabroker_collection *col);
+int dmabroker_collection_wait_async(struct dmabroker_collection *col, dmabroker_done_func_t done,
+				    void *userdata, struct dmabroker_call **ret_call);
+
+/* After a successful wait: what was allocated, and the buffers (owned by col). */
+const struct dmabroker_collection_info *
+dmabroker_collection_get_info(const struct dmabroker_collection *col);
+unsigned dmabroker_collection_get_buffer_count(const struct dmabroker_collection *col);
+struct dmabroker_buffer *dmabroker_collection_get_buffer(const struct dmabroker_collection *col,
+							 unsigned index);
+/* The collection's D-Bus object path (borrowed). */
+const char *dmabroker_collection_get_path(const struct dmabroker_collection *col);
+
+/* Leaves the collection and frees col with its buffers (their fds are closed, mappings
+ * undone); the daemon drops this client's attachments. Accepts NULL. */
+int dmabroker_collection_leave(struct dmabroker_collection *col);
+
 #ifdef __cplusplus
 }
 #endif

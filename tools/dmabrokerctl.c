@@ -430,6 +430,99 @@ static int cmd_monitor(sd_bus *bus, bool snapshot)
 	return r;
 }
 
+/* One a{sv} entry's string value, or "" (the dictionaries ListCollections returns). */
+static const char *dict_str(sd_bus_message *m, const char *want, char *out, size_t len)
+{
+	const char *key, *contents, *v;
+	char type;
+
+	out[0] = '\0';
+	sd_bus_message_rewind(m, false);
+	while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+		if (sd_bus_message_read_basic(m, 's', &key) > 0 && strcmp(key, want) == 0 &&
+		    sd_bus_message_peek_type(m, &type, &contents) > 0 &&
+		    (strcmp(contents, "s") == 0 || strcmp(contents, "o") == 0) &&
+		    sd_bus_message_read(m, "v", contents, &v) > 0)
+			snprintf(out, len, "%s", v);
+		else
+			sd_bus_message_skip(m, NULL);
+		sd_bus_message_exit_container(m);
+	}
+	return out;
+}
+
+static int print_collection(sd_bus_message *m)
+{
+	char path[128], name[64], state[32], creator[128], outcome[1024];
+	const char *key;
+	int r;
+
+	r = sd_bus_message_enter_container(m, 'a', "{sv}");
+	if (r <= 0)
+		return r;
+	dict_str(m, "collection", path, sizeof(path));
+	dict_str(m, "name", name, sizeof(name));
+	dict_str(m, "state", state, sizeof(state));
+	dict_str(m, "creator", creator, sizeof(creator));
+	dict_str(m, "outcome", outcome, sizeof(outcome));
+	printf("%s  %s  %s  created by %s\n", path, name[0] ? name : "-", state, creator);
+	if (outcome[0])
+		printf("  outcome: %s\n", outcome);
+	sd_bus_message_rewind(m, false);
+	while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+		if (sd_bus_message_read_basic(m, 's', &key) > 0 &&
+		    strcmp(key, "participants") == 0 &&
+		    sd_bus_message_enter_container(m, 'v', "aa{sv}") > 0 &&
+		    sd_bus_message_enter_container(m, 'a', "a{sv}") > 0) {
+			while (sd_bus_message_enter_container(m, 'a', "{sv}") > 0) {
+				char label[192], cons[512], apath[16];
+
+				dict_str(m, "label", label, sizeof(label));
+				dict_str(m, "constraints", cons, sizeof(cons));
+				dict_str(m, "path", apath, sizeof(apath));
+				printf("  participant %s%s%s\n    constraints: %s\n", label,
+				       apath[0] ? ", attached " : "", apath, cons);
+				sd_bus_message_exit_container(m);
+			}
+			sd_bus_message_exit_container(m);
+			sd_bus_message_exit_container(m);
+		} else {
+			sd_bus_message_skip(m, NULL);
+		}
+		sd_bus_message_exit_container(m);
+	}
+	sd_bus_message_exit_container(m);
+	return 1;
+}
+
+/* Collections the caller may see: participants, their constraints, and the outcome. */
+static int cmd_collections(sd_bus *bus)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	int n = 0, r;
+
+	r = sd_bus_call_method(bus, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER, "ListCollections",
+			       &error, &reply, NULL);
+	if (r < 0) {
+		fprintf(stderr, "dmabrokerctl: cannot list collections: %s\n",
+			error.message ? error.message : strerror(-r));
+		sd_bus_error_free(&error);
+		return r;
+	}
+	if (json) {
+		r = json_value(stdout, reply);
+		fputc('\n', stdout);
+		return r;
+	}
+	r = sd_bus_message_enter_container(reply, 'a', "a{sv}");
+	while (r >= 0 && (r = print_collection(reply)) > 0)
+		n++;
+	if (n == 0)
+		printf("no collections\n");
+	return r;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "Usage: dmabrokerctl [--user] [--json] COMMAND\n"
@@ -439,6 +532,7 @@ static void usage(FILE *f)
 		   "  status              version, counts, backends, devices, limits\n"
 		   "  buffers             every buffer: size, backend, owner, attachments, pinned\n"
 		   "  clients             every client: role, dynamic, uid, pid\n"
+		   "  collections         buffer collections: participants, constraints, outcome\n"
 		   "  monitor [--snapshot]\n"
 		   "                      print events as they happen (clients coming and going,\n"
 		   "                      allocations, shares, moves, revocations); --snapshot\n"
@@ -476,6 +570,8 @@ int main(int argc, char **argv)
 		r = for_each_object(bus, DB_IFACE_BUFFER, json ? print_json : print_buffer);
 	else if (strcmp(argv[i], "clients") == 0)
 		r = for_each_object(bus, DB_IFACE_CLIENT, json ? print_json : print_client);
+	else if (strcmp(argv[i], "collections") == 0)
+		r = cmd_collections(bus);
 	else if (strcmp(argv[i], "monitor") == 0)
 		r = cmd_monitor(bus, i + 1 < argc && strcmp(argv[i + 1], "--snapshot") == 0);
 	else {

@@ -7,6 +7,7 @@
  * Exit status: 0 done, 2 the daemon refused (the error is printed), 3 wrong contents.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +89,15 @@ int main(int argc, char **argv)
 	}
 	if (dmabroker_token_from_string(argv[2], &token) < 0)
 		return 64;
+	if (strcmp(argv[1], "join-and-die") == 0) {
+		struct dmabroker_collection *col = NULL;
+
+		/* Joins a collection and is killed before it sets constraints. */
+		r = dmabroker_collection_join(ctx, &token, &col);
+		if (r < 0)
+			return 2;
+		kill(getpid(), SIGKILL);
+	}
 	r = dmabroker_import(ctx, &token, &buf);
 	if (r < 0) {
 		printf("error %s\n", dmabroker_last_error(ctx));
