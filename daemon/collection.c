@@ -284,8 +284,16 @@ static void describe_machine(struct db_broker *b, struct machine *m)
 	m->info.n_heaps = n;
 	m->info.udmabuf = db_backend_available(&db_backend_udmabuf);
 	m->info.udmabuf_size_limit = db_udmabuf_size_limit();
-	/* Only when a huge page is free now: the solver would promise what cannot be made. */
+	/*
+	 * Only when a huge page is free now: the solver would promise what cannot be made. And
+	 * only without a CMA heap: as for single allocations, a CMA heap comes first for
+	 * contiguous memory (the solver tries udmabuf, hugetlb included, before heaps), since a
+	 * huge page caps a buffer and the pool is small.
+	 */
 	m->info.huge_page_size = m->info.udmabuf ? db_huge_page_size_if_free() : 0;
+	for (size_t i = 0; i < n; i++)
+		if (m->heaps[i].contiguous)
+			m->info.huge_page_size = 0;
 	m->info.hugetlb_vmap_safe = db_backend_hugetlb_vmap_safe();
 	m->info.memfd = true;
 	m->info.max_buffer_size = db_registry_limits(b->reg)->max_buffer_size;

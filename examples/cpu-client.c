@@ -39,6 +39,63 @@ static bool is_vivid_colorbar_yuyv(const uint8_t *p, uint32_t width, uint32_t he
 	return row[(width / 16) * 2] > 150 && last < 40;
 }
 
+/*
+ * Joins a buffer collection as the CPU participant (it reads what the camera captured). Once
+ * told the frames are in, checks vivid's colour bars in every buffer, near the top and in the
+ * last row (the whole frame was written, not its first pages), and prints each checksum.
+ */
+static int cmd_collection(struct example *ex, int argc, char **argv)
+{
+	const struct dmabroker_constraints c = {
+		.min_buffers_for_camping = 1,
+		.cpu_read = true,
+	};
+	struct dmabroker_collection *col;
+	struct dmabroker_token token;
+	unsigned n_ok = 0, n;
+	int r;
+
+	example_parse_token(ex, argc > 0 ? argv[0] : NULL, &token);
+	r = dmabroker_collection_join(ex->ctx, &token, &col);
+	if (r >= 0)
+		r = dmabroker_collection_set_constraints(col, &c, sizeof(c));
+	if (r >= 0)
+		example_say("joined", "%s", dmabroker_collection_get_path(col));
+	if (r >= 0)
+		r = dmabroker_collection_wait(col);
+	if (r < 0)
+		example_die(ex, "collection: %s", dmabroker_last_error(ex->ctx));
+	n = dmabroker_collection_get_buffer_count(col);
+	example_say("buffers", "%u", n);
+	example_say("ready", "waiting for frames");
+	if (!example_wait_line())
+		example_die(ex, "the driver went away");
+	for (unsigned i = 0; i < n; i++) {
+		struct dmabroker_buffer *buf = dmabroker_collection_get_buffer(col, i);
+		uint32_t w = dmabroker_buffer_get_width(buf), h = dmabroker_buffer_get_height(buf);
+		uint32_t stride = dmabroker_buffer_get_stride(buf, 0);
+		const uint8_t *p;
+		bool ok;
+
+		r = dmabroker_buffer_map(buf, (void **)&p);
+		if (r < 0)
+			example_die(ex, "map buffer %u: %s", i, strerror(-r));
+		dmabroker_buffer_begin_cpu_access(buf, DMABROKER_ACCESS_READ);
+		ok = is_vivid_colorbar_yuyv(p, w, h, stride) &&
+		     is_vivid_colorbar_yuyv(p + (size_t)stride * (h / 4 - 1), w, h, stride);
+		example_say(
+			"checksum", "%016llx",
+			(unsigned long long)example_checksum(p, dmabroker_buffer_get_size(buf)));
+		dmabroker_buffer_end_cpu_access(buf, DMABROKER_ACCESS_READ);
+		n_ok += ok;
+	}
+	example_say("colour-bars", "%u of %u", n_ok, n);
+	example_say("done", "read");
+	example_hold();
+	dmabroker_collection_leave(col);
+	return 0;
+}
+
 static int cmd_allocate(struct example *ex, int argc, char **argv)
 {
 	struct dmabroker_alloc_spec spec = {.size = 1 << 20};
@@ -167,6 +224,8 @@ int main(int argc, char **argv)
 		r = cmd_allocate(&ex, argc - 2, argv + 2);
 	else if (!strcmp(argv[1], "read"))
 		r = cmd_read(&ex, argc - 2, argv + 2);
+	else if (!strcmp(argv[1], "collection"))
+		r = cmd_collection(&ex, argc - 2, argv + 2);
 	else
 		example_die(&ex, "unknown command %s", argv[1]);
 	example_finish(&ex);

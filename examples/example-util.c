@@ -87,6 +87,16 @@ void example_hold(void)
 		;
 }
 
+bool example_wait_line(void)
+{
+	char c;
+
+	while (read(STDIN_FILENO, &c, 1) > 0)
+		if (c == '\n')
+			return true;
+	return false;
+}
+
 uint64_t example_checksum(const void *p, size_t len)
 {
 	const uint8_t *b = p;

@@ -40,6 +40,9 @@ void example_parse_token(struct example *ex, const char *hex, struct dmabroker_t
 /* Waits until stdin reaches end of file: the driver decides how long we hold. */
 void example_hold(void);
 
+/* Waits for one line on stdin (the driver says "go"); false at end of file. */
+bool example_wait_line(void);
+
 /* FNV-1a over the bytes: the same on every side that sees the same memory. */
 uint64_t example_checksum(const void *p, size_t len);
 

@@ -5,6 +5,7 @@
  * dumb buffer, exports it with drmPrimeHandleToFD and hands it to the broker with Export.
  *
  *   gpu-client import TOKEN [--dynamic]
+ *   gpu-client collection TOKEN [--stride-divisor N]
  *   gpu-client export [--width W --height H] [--dynamic]
  */
 #include <errno.h>
@@ -78,6 +79,70 @@ static int cmd_import(struct example *ex, const char *hex)
 	return 0;
 }
 
+/*
+ * Joins a buffer collection as the GPU participant. vgem publishes no constraints of its own;
+ * a real GPU's stride alignment is declared here as a GPU driver would know it. Once the media
+ * side says its frames are in (a line on stdin), imports every buffer with PRIME and reads it.
+ */
+static int cmd_collection(struct example *ex, const char *hex, uint32_t stride_divisor,
+			  const char *device)
+{
+	const uint64_t linear = DRM_FORMAT_MOD_LINEAR;
+	struct dmabroker_constraints c = {
+		.device = device,
+		.min_buffers_for_camping = 2, /* one scanned out, one being composited */
+		.modifiers = &linear,
+		.n_modifiers = 1,
+		.stride_divisor = stride_divisor,
+		.device_import = true,
+	};
+	const struct dmabroker_collection_info *info;
+	struct dmabroker_collection *col;
+	struct dmabroker_token token;
+	char node[64];
+	int drm, r;
+
+	drm = open_vgem("renderD", 128, node, sizeof(node));
+	if (drm < 0)
+		example_die(ex, "no vgem render node");
+	example_parse_token(ex, hex, &token);
+	r = dmabroker_collection_join(ex->ctx, &token, &col);
+	if (r >= 0)
+		r = dmabroker_collection_set_constraints(col, &c, sizeof(c));
+	if (r >= 0)
+		example_say("joined", "%s", dmabroker_collection_get_path(col));
+	if (r >= 0)
+		r = dmabroker_collection_wait(col);
+	if (r < 0)
+		example_die(ex, "collection: %s", dmabroker_last_error(ex->ctx));
+	info = dmabroker_collection_get_info(col);
+	example_say("buffers", "%u", dmabroker_collection_get_buffer_count(col));
+	example_say("path", "%s", info->path == DMABROKER_PATH_CACHED ? "cached" : "direct");
+	example_say("ready", "waiting for frames");
+	if (!example_wait_line())
+		example_die(ex, "the driver went away");
+	for (unsigned i = 0; i < dmabroker_collection_get_buffer_count(col); i++) {
+		struct dmabroker_buffer *buf = dmabroker_collection_get_buffer(col, i);
+		uint64_t sum;
+		uint32_t handle;
+
+		/* The kernel attaches vgem's device to each dma-buf here. */
+		if (drmPrimeFDToHandle(drm, dmabroker_buffer_get_fd(buf), &handle) < 0)
+			example_die(ex, "drmPrimeFDToHandle of buffer %u: %s", i, strerror(errno));
+		r = example_checksum_fd(dmabroker_buffer_get_fd(buf),
+					dmabroker_buffer_get_size(buf), &sum);
+		if (r < 0)
+			example_die(ex, "read buffer %u: %s", i, strerror(-r));
+		example_say("checksum", "%016llx", (unsigned long long)sum);
+		drmCloseBufferHandle(drm, handle);
+	}
+	example_say("done", "imported");
+	example_hold();
+	dmabroker_collection_leave(col);
+	close(drm);
+	return 0;
+}
+
 static int cmd_export(struct example *ex, uint32_t width, uint32_t height)
 {
 	struct drm_mode_create_dumb create = {.width = width, .height = height, .bpp = 32};
@@ -130,7 +195,7 @@ static int cmd_export(struct example *ex, uint32_t width, uint32_t height)
 int main(int argc, char **argv)
 {
 	const char *devices[] = {NULL, NULL};
-	uint32_t width = 256, height = 128;
+	uint32_t width = 256, height = 128, stride_divisor = 256;
 	bool dynamic = false;
 	struct example ex = {.prog = "gpu-client"};
 	char node[64];
@@ -147,6 +212,8 @@ int main(int argc, char **argv)
 			width = (uint32_t)atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--height") && i + 1 < argc)
 			height = (uint32_t)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--stride-divisor") && i + 1 < argc)
+			stride_divisor = (uint32_t)atoi(argv[++i]);
 	}
 	/* Declare the render node so the daemon can predict how the kernel attaches. */
 	fd = open_vgem("renderD", 128, node, sizeof(node));
@@ -159,6 +226,8 @@ int main(int argc, char **argv)
 		r = cmd_import(&ex, argc > 2 ? argv[2] : NULL);
 	else if (!strcmp(argv[1], "export"))
 		r = cmd_export(&ex, width, height);
+	else if (!strcmp(argv[1], "collection"))
+		r = cmd_collection(&ex, argc > 2 ? argv[2] : NULL, stride_divisor, devices[0]);
 	else
 		example_die(&ex, "unknown command %s", argv[1]);
 	example_finish(&ex);

@@ -7,6 +7,7 @@
  *   media-client capture [--instance 0|1] [--contiguous] [--backend B] [--dynamic]
  *                        [--tokens N] [--move]
  *   media-client export [--instance 0|1] [--dynamic]
+ *   media-client collection [--instance 0|1] [--participants N] [--renegotiate WxH]
  *
  * vivid instance 0 uses vb2-vmalloc (it vmaps an imported dma-buf, no attachment), instance 1
  * vb2-dma-contig (a real attachment; it needs physically contiguous memory). With --move
@@ -173,6 +174,211 @@ static int cmd_capture(struct example *ex, int instance, bool contiguous, const 
 	return 0;
 }
 
+/* vivid's allocator for an instance (its "allocators" module parameter): 1 is dma-contig. */
+static bool vivid_needs_contiguous(int instance)
+{
+	char buf[128], *p = buf;
+	FILE *f = fopen("/sys/module/vivid/parameters/allocators", "re");
+	bool contig = false;
+
+	if (!f)
+		return false;
+	if (fgets(buf, sizeof(buf), f)) {
+		for (int i = 0; i < instance && p; i++) {
+			p = strchr(p, ',');
+			p = p ? p + 1 : NULL;
+		}
+		contig = p && atoi(p) == 1;
+	}
+	fclose(f);
+	return contig;
+}
+
+/*
+ * What this capture queue needs, asked of the device rather than assumed: the format's
+ * minimum bytesperline and sizeimage (VIDIOC_TRY_FMT), the buffers vb2 keeps queued
+ * (VIDIOC_REQBUFS raises the count to its minimum), and contiguity from the instance's
+ * allocator. vivid's DMA segment limit (dma_set_max_seg_size(64 KiB)) and 32-bit DMA mask are
+ * not published to userspace, so they are declared as its driver sets them.
+ */
+static void derive_constraints(struct example *ex, int fd, int instance, uint32_t w, uint32_t h,
+			       struct dmabroker_constraints *c, const char *device)
+{
+	static uint32_t yuyv = DRM_FORMAT_YUYV;
+	struct v4l2_format fmt = {.type = V4L2_BUF_TYPE_VIDEO_CAPTURE};
+	struct v4l2_requestbuffers req = {
+		.count = 1, .type = V4L2_BUF_TYPE_VIDEO_CAPTURE, .memory = V4L2_MEMORY_DMABUF};
+	int input = 0;
+
+	xioctl(fd, VIDIOC_S_INPUT, &input);
+	fmt.fmt.pix.width = w;
+	fmt.fmt.pix.height = h;
+	fmt.fmt.pix.pixelformat = V4L2_PIX_FMT_YUYV;
+	fmt.fmt.pix.field = V4L2_FIELD_NONE;
+	if (xioctl(fd, VIDIOC_TRY_FMT, &fmt) < 0 || fmt.fmt.pix.width != w ||
+	    fmt.fmt.pix.height != h)
+		example_die(ex, "vivid cannot capture %ux%u YUYV", w, h);
+	if (xioctl(fd, VIDIOC_REQBUFS, &req) < 0)
+		example_die(ex, "VIDIOC_REQBUFS(DMABUF): %s", strerror(errno));
+	example_say("device-minimums", "stride %u size %u buffers %u", fmt.fmt.pix.bytesperline,
+		    fmt.fmt.pix.sizeimage, req.count);
+	*c = (struct dmabroker_constraints){
+		.device = device,
+		.min_buffers_for_camping = req.count,
+		.fourccs = &yuyv,
+		.n_fourccs = 1,
+		.width = w,
+		.height = h,
+		.min_strides = {fmt.fmt.pix.bytesperline},
+		.min_size = fmt.fmt.pix.sizeimage,
+		.contiguous = vivid_needs_contiguous(instance),
+		.max_segment_size = 64 * 1024,
+		.dma_address_bits = 32,
+		.device_import = true,
+	};
+	req.count = 0;
+	xioctl(fd, VIDIOC_REQBUFS, &req);
+}
+
+/* Sets the negotiated layout on the queue and captures one frame into every buffer. */
+static void capture_all(struct example *ex, int fd, struct dmabroker_collection *col)
+{
+	unsigned n = dmabroker_collection_get_buffer_count(col);
+	struct dmabroker_buffer *first = dmabroker_collection_get_buffer(col, 0);
+	enum v4l2_buf_type type = V4L2_BUF_TYPE_VIDEO_CAPTURE;
+	struct v4l2_requestbuffers req = {
+		.count = n, .type = V4L2_BUF_TYPE_VIDEO_CAPTURE, .memory = V4L2_MEMORY_DMABUF};
+	struct v4l2_format fmt = {.type = V4L2_BUF_TYPE_VIDEO_CAPTURE};
+	unsigned full = 0;
+	int r;
+
+	fmt.fmt.pix.width = dmabroker_buffer_get_width(first);
+	fmt.fmt.pix.height = dmabroker_buffer_get_height(first);
+	fmt.fmt.pix.pixelformat = V4L2_PIX_FMT_YUYV;
+	fmt.fmt.pix.field = V4L2_FIELD_NONE;
+	fmt.fmt.pix.bytesperline = dmabroker_buffer_get_stride(first, 0);
+	if (xioctl(fd, VIDIOC_S_FMT, &fmt) < 0)
+		example_die(ex, "VIDIOC_S_FMT: %s", strerror(errno));
+	if (fmt.fmt.pix.bytesperline != dmabroker_buffer_get_stride(first, 0))
+		example_die(ex, "vivid took stride %u, not the negotiated %u",
+			    fmt.fmt.pix.bytesperline, dmabroker_buffer_get_stride(first, 0));
+	example_say("format", "%ux%u YUYV stride %u size %u", fmt.fmt.pix.width, fmt.fmt.pix.height,
+		    fmt.fmt.pix.bytesperline, fmt.fmt.pix.sizeimage);
+	if (xioctl(fd, VIDIOC_REQBUFS, &req) < 0 || req.count < n)
+		example_die(ex, "VIDIOC_REQBUFS(%u, DMABUF): %s", n, strerror(errno));
+	for (unsigned i = 0; i < n; i++) {
+		struct dmabroker_buffer *buf = dmabroker_collection_get_buffer(col, i);
+		struct v4l2_buffer vb = {
+			.type = V4L2_BUF_TYPE_VIDEO_CAPTURE,
+			.memory = V4L2_MEMORY_DMABUF,
+			.index = i,
+			.length = (uint32_t)dmabroker_buffer_get_size(buf),
+		};
+
+		vb.m.fd = dmabroker_buffer_get_fd(buf);
+		/* dma-contig checks here that the memory is one contiguous chunk. */
+		r = xioctl(fd, VIDIOC_QBUF, &vb);
+		if (r < 0)
+			example_die(ex, "VIDIOC_QBUF of buffer %u: %s", i, strerror(-r));
+	}
+	r = xioctl(fd, VIDIOC_STREAMON, &type);
+	if (r < 0)
+		example_die(ex, "VIDIOC_STREAMON: %s", strerror(-r));
+	for (unsigned i = 0; i < n; i++) {
+		struct pollfd pfd = {fd, POLLIN, 0};
+		struct v4l2_buffer vb = {.type = V4L2_BUF_TYPE_VIDEO_CAPTURE,
+					 .memory = V4L2_MEMORY_DMABUF};
+
+		/* TCG is slow: give vivid's kthread time. */
+		if (poll(&pfd, 1, 30000) <= 0)
+			example_die(ex, "frame %u did not come within 30 s", i);
+		r = xioctl(fd, VIDIOC_DQBUF, &vb);
+		if (r < 0)
+			example_die(ex, "VIDIOC_DQBUF: %s", strerror(-r));
+		full += vb.bytesused == fmt.fmt.pix.sizeimage && !(vb.flags & V4L2_BUF_FLAG_ERROR);
+	}
+	xioctl(fd, VIDIOC_STREAMOFF, &type);
+	req.count = 0;
+	xioctl(fd, VIDIOC_REQBUFS, &req);
+	example_say("captured-all", "%u of %u full frames of %u bytes", full, n,
+		    fmt.fmt.pix.sizeimage);
+}
+
+static void say_outcome(struct dmabroker_collection *col)
+{
+	const struct dmabroker_collection_info *info = dmabroker_collection_get_info(col);
+
+	example_say("buffers", "%u", info->buffer_count);
+	example_say("backend", "%s", info->backend);
+	example_say("contiguous", "%d", info->contiguous);
+	example_say("stride", "%u",
+		    dmabroker_buffer_get_stride(dmabroker_collection_get_buffer(col, 0), 0));
+	example_say("segment-limit", "%s", info->segment_limit_not_met ? "not-met" : "met");
+	if (info->note[0])
+		example_say("note", "%s", info->note);
+}
+
+/*
+ * The camera's side of a buffer collection: creates it, hands out tokens for the GPU and CPU
+ * participants, states what vivid needs, captures into every buffer. With --renegotiate, a
+ * format change afterwards: the old collection is left (its buffers released) and a new one
+ * negotiated for the new size.
+ */
+static int cmd_collection(struct example *ex, int instance, unsigned participants, uint32_t new_w,
+			  uint32_t new_h)
+{
+	struct dmabroker_constraints c;
+	struct dmabroker_collection *col;
+	struct dmabroker_token token;
+	char node[64], hex[DMABROKER_TOKEN_STRING_SIZE];
+	int fd, r;
+
+	fd = open_vivid_capture(instance, node, sizeof(node));
+	if (fd < 0)
+		example_die(ex, "no vivid instance %d", instance);
+	example_say("device", "%s", node);
+	derive_constraints(ex, fd, instance, WIDTH, HEIGHT, &c, node);
+	r = dmabroker_collection_create(ex->ctx, "camera", participants, &col);
+	for (unsigned i = 1; r >= 0 && i < participants; i++) {
+		r = dmabroker_collection_token(col, &token);
+		dmabroker_token_to_string(&token, hex);
+		if (r >= 0)
+			example_say("token", "%s", hex);
+	}
+	if (r >= 0)
+		r = dmabroker_collection_set_constraints(col, &c, sizeof(c));
+	if (r < 0)
+		example_die(ex, "collection: %s", dmabroker_last_error(ex->ctx));
+	example_say("ready", "negotiating");
+	r = dmabroker_collection_wait(col);
+	if (r < 0)
+		example_die(ex, "%s", dmabroker_last_error(ex->ctx));
+	say_outcome(col);
+	capture_all(ex, fd, col);
+	example_say("ready", "captured");
+	if (!example_wait_line())
+		example_die(ex, "the driver went away");
+	if (new_w) {
+		/* A format change: a new negotiation, the old buffers released first. */
+		dmabroker_collection_leave(col);
+		derive_constraints(ex, fd, instance, new_w, new_h, &c, node);
+		r = dmabroker_collection_create(ex->ctx, "camera-2", 1, &col);
+		if (r >= 0)
+			r = dmabroker_collection_set_constraints(col, &c, sizeof(c));
+		if (r >= 0)
+			r = dmabroker_collection_wait(col);
+		if (r < 0)
+			example_die(ex, "renegotiation: %s", dmabroker_last_error(ex->ctx));
+		say_outcome(col);
+		capture_all(ex, fd, col);
+	}
+	example_say("ready", "holding");
+	example_hold();
+	dmabroker_collection_leave(col);
+	close(fd);
+	return 0;
+}
+
 static int cmd_export(struct example *ex, int instance)
 {
 	struct v4l2_requestbuffers req = {
@@ -244,6 +450,7 @@ int main(int argc, char **argv)
 	const char *backend = NULL;
 	bool dynamic = false, contiguous = false, move = false;
 	int instance = 0, tokens = 1, fd, r;
+	unsigned participants = 3, new_w = 0, new_h = 0;
 	char node[64];
 
 	if (argc < 2) {
@@ -263,6 +470,10 @@ int main(int argc, char **argv)
 			backend = argv[++i];
 		else if (!strcmp(argv[i], "--tokens") && i + 1 < argc)
 			tokens = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--participants") && i + 1 < argc)
+			participants = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--renegotiate") && i + 1 < argc)
+			sscanf(argv[++i], "%ux%u", &new_w, &new_h);
 	}
 	fd = open_vivid_capture(instance, node, sizeof(node));
 	if (fd >= 0) {
@@ -274,6 +485,8 @@ int main(int argc, char **argv)
 		r = cmd_capture(&ex, instance, contiguous, backend, tokens, move);
 	else if (!strcmp(argv[1], "export"))
 		r = cmd_export(&ex, instance);
+	else if (!strcmp(argv[1], "collection"))
+		r = cmd_collection(&ex, instance, participants, new_w, new_h);
 	else
 		example_die(&ex, "unknown command %s", argv[1]);
 	example_finish(&ex);

@@ -23,7 +23,7 @@
 struct proc {
 	pid_t pid;
 	int out, in;
-	int n;
+	int n, shown;
 	char key[MAX_LINES][32];
 	char value[MAX_LINES][160];
 };
@@ -63,14 +63,15 @@ static bool read_line(int fd, char *line, size_t len)
 	return true;
 }
 
-/* Starts an example client; returns once it holds (said "ready") or ended. */
-static void run(struct proc *p, const char *const *argv)
+/* Reads a client's lines until it says "ready", "done" or "error" (or ends). first: a line
+ * already read. */
+static void collect(struct proc *p, const char *prog, const char *first_line)
 {
 	char line[256];
-	int first = 1;
+	int first = first_line != NULL;
 
-	memset(p, 0, sizeof(*p));
-	p->pid = start_client(argv, &p->out, &p->in, line, sizeof(line));
+	if (first_line)
+		snprintf(line, sizeof(line), "%s", first_line);
 	do {
 		char *space;
 
@@ -84,11 +85,46 @@ static void run(struct proc *p, const char *const *argv)
 		snprintf(p->key[p->n], sizeof(p->key[0]), "%.31s", line);
 		snprintf(p->value[p->n], sizeof(p->value[0]), "%.159s", space + 1);
 		p->n++;
-		if (!strcmp(line, "ready") || !strcmp(line, "error"))
+		if (!strcmp(line, "ready") || !strcmp(line, "error") || !strcmp(line, "done"))
 			break;
 	} while (1);
-	for (int i = 0; i < p->n; i++)
-		tap_diag("  %s: %s %s", argv[0], p->key[i], p->value[i]);
+	for (int i = p->shown; i < p->n; i++)
+		tap_diag("  %s: %s %s", prog, p->key[i], p->value[i]);
+	p->shown = p->n;
+}
+
+/* Starts an example client; returns once it holds (said "ready") or ended. */
+static void run(struct proc *p, const char *const *argv)
+{
+	char line[256];
+
+	memset(p, 0, sizeof(*p));
+	p->pid = start_client(argv, &p->out, &p->in, line, sizeof(line));
+	collect(p, argv[0], line);
+}
+
+/* Starts an example client and takes only its first line. */
+static void start(struct proc *p, const char *const *argv)
+{
+	char line[256];
+	char *space;
+
+	memset(p, 0, sizeof(*p));
+	p->pid = start_client(argv, &p->out, &p->in, line, sizeof(line));
+	space = strchr(line, ' ');
+	if (space) {
+		*space = '\0';
+		snprintf(p->key[0], sizeof(p->key[0]), "%.31s", line);
+		snprintf(p->value[0], sizeof(p->value[0]), "%.159s", space + 1);
+		p->n = 1;
+	}
+}
+
+/* Tells a waiting client to go on. */
+static void say_go(struct proc *p)
+{
+	if (write(p->in, "go\n", 3) != 3)
+		tap_diag("could not write to a client");
 }
 
 /* Ends a holding client (closes its stdin) and returns its exit status. */
@@ -161,6 +197,124 @@ static int kernel_attachments(sd_bus *bus, const char *path, char *dev, size_t l
 	}
 	sd_bus_message_unref(m);
 	return n;
+}
+
+/*
+ * A buffer collection across three devices: vivid's dma-contig instance (which needs
+ * contiguous memory, a 1280-byte minimum stride for 640 px YUYV and its vb2 minimum of
+ * buffers), vgem (whose client declares a stride divisor of 512 and two buffers) and a CPU
+ * reader (one buffer). On the patched kernel the CMA heap serves it: every buffer is queued
+ * to vivid at the negotiated stride (1536, neither side's own), captured into in full, read by
+ * the CPU client and imported by vgem with the same bytes. Without a CMA heap the collection
+ * is refused naming vivid's contiguity. Then a format change: a new negotiation.
+ */
+static void test_collection(sd_bus *bus, bool patched)
+{
+	const char *media = "examples/media-client", *gpu = "examples/gpu-client",
+		   *cpu = "examples/cpu-client";
+	const char *camera[] = {media,		 "collection", "--instance", "1",
+				"--renegotiate", "1280x720",   NULL};
+	struct proc cam, g, c;
+	unsigned camping = 0, n;
+	bool same_bytes = true;
+
+	run(&cam, camera);
+	tap_require(get_nth(&cam, "token", 1) != NULL, "the camera created a collection: %s",
+		    get(&cam, "error") ? get(&cam, "error") : "two tokens");
+	{
+		const char *gargv[] = {
+			gpu,   "collection", get_nth(&cam, "token", 0), "--stride-divisor",
+			"512", NULL};
+		const char *cargv[] = {cpu, "collection", get_nth(&cam, "token", 1), NULL};
+
+		start(&g, gargv);
+		start(&c, cargv);
+	}
+	tap_ok(same(g.key[0], "joined") && same(c.key[0], "joined"),
+	       "the vgem and CPU clients joined it");
+	collect(&cam, media, NULL);
+	if (!patched) {
+		const char *e = get(&cam, "error");
+
+		tap_ok(e && strstr(e, "vivid") && strstr(e, "contiguous"),
+		       "without a CMA heap the collection is refused, naming vivid's contiguity: "
+		       "%s",
+		       e ? e : "no error");
+		collect(&g, gpu, NULL);
+		collect(&c, cpu, NULL);
+		tap_ok(get(&g, "error") && get(&c, "error"), "and the other participants are told");
+		finish(&g);
+		finish(&c);
+		finish(&cam);
+		tap_is(broker_u32(bus, "NBuffers"), 0, "nothing was allocated");
+		return;
+	}
+	if (get(&cam, "device-minimums"))
+		sscanf(strstr(get(&cam, "device-minimums"), "buffers ") + 8, "%u", &camping);
+	n = get(&cam, "buffers") ? (unsigned)atoi(get(&cam, "buffers")) : 0;
+	tap_ok(n == camping + 3 && camping >= 1,
+	       "%u buffers: vivid's REQBUFS minimum (%u) + vgem's 2 + the CPU's 1", n, camping);
+	tap_ok(get(&cam, "backend") && strncmp(get(&cam, "backend"), "dma-heap:", 9) == 0 &&
+		       same(get(&cam, "contiguous"), "1"),
+	       "contiguous, from the CMA heap (%s)", get(&cam, "backend"));
+	tap_ok(same(get(&cam, "stride"), "1536"),
+	       "stride 1536: at least vivid's 1280 and a multiple of vgem's declared 512");
+	tap_ok(same(get(&cam, "segment-limit"), "not-met") && get(&cam, "note") &&
+		       strstr(get(&cam, "note"), "64 KiB"),
+	       "vivid's 64 KiB DMA segment limit is flagged, not hidden: %s",
+	       get(&cam, "note") ? get(&cam, "note") : "no note");
+	{
+		char want[64];
+
+		snprintf(want, sizeof(want), "%u of %u full frames", n, n);
+		tap_ok(get(&cam, "captured-all") &&
+			       strncmp(get(&cam, "captured-all"), want, strlen(want)) == 0,
+		       "vivid dma-contig took every buffer at that stride and filled each: %s",
+		       get(&cam, "captured-all") ? get(&cam, "captured-all") : get(&cam, "error"));
+	}
+	collect(&g, gpu, NULL);
+	collect(&c, cpu, NULL);
+	tap_ok(same(get(&g, "buffers"), get(&cam, "buffers")) &&
+		       same(get(&c, "buffers"), get(&cam, "buffers")),
+	       "vgem and CPU clients hold the same %u buffers", n);
+	tap_ok(same(get(&g, "path"), "cached"), "vgem (static) is attached cached, pinned");
+	say_go(&g);
+	say_go(&c);
+	collect(&g, gpu, NULL);
+	collect(&c, cpu, NULL);
+	{
+		char want[32];
+
+		snprintf(want, sizeof(want), "%u of %u", n, n);
+		tap_ok(same(get(&c, "colour-bars"), want),
+		       "the CPU client sees vivid's colour bars in every buffer, top to last row "
+		       "(%s)",
+		       get(&c, "colour-bars") ? get(&c, "colour-bars") : get(&c, "error"));
+	}
+	for (unsigned i = 0; i < n; i++)
+		same_bytes &=
+			same(get_nth(&g, "checksum", (int)i), get_nth(&c, "checksum", (int)i));
+	tap_ok(same_bytes && get_nth(&g, "checksum", (int)n - 1),
+	       "vgem imported each with PRIME and read the same bytes as the CPU client");
+	finish(&g);
+	finish(&c);
+	/* The format changes: the camera leaves, negotiates again, captures again. */
+	say_go(&cam);
+	collect(&cam, media, NULL);
+	{
+		const char *n2 = get_nth(&cam, "buffers", 1),
+			   *cap = get_nth(&cam, "captured-all", 1);
+
+		tap_ok(n2 && cap && get_nth(&cam, "format", 1) &&
+			       strstr(get_nth(&cam, "format", 1), "1280x720") &&
+			       strncmp(cap, n2, strlen(n2)) == 0,
+		       "a format change is a new negotiation: %s buffers at 1280x720, captured "
+		       "(%s)",
+		       n2 ? n2 : "no", cap ? cap : get(&cam, "error"));
+		tap_ok(n2 && broker_u32(bus, "NBuffers") == (uint32_t)atoi(n2),
+		       "and only the new buffers are left: the old ones were released");
+	}
+	finish(&cam);
 }
 
 int main(void)
@@ -365,6 +519,8 @@ int main(void)
 			finish(&a);
 		}
 	}
+
+	test_collection(bus, patched);
 
 	tap_ok(fixture_wait_clients(&f, 0, 10000), "every client is gone");
 	tap_is(broker_u32(bus, "NBuffers"), 0, "the daemon holds no buffer");
