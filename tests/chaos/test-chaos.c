@@ -78,6 +78,7 @@ enum kind {
 	K_REACQUIRE,
 	K_OPEN_PEER,
 	K_PROPERTY,
+	K_COLLECTION,
 	K_FORGED_NOC,
 	K_ABANDONED,
 	K_UNREAD,
@@ -98,6 +99,7 @@ static const char *const kind_names[N_KINDS] = {
 	[K_REACQUIRE] = "Reacquire",
 	[K_OPEN_PEER] = "OpenPeer",
 	[K_PROPERTY] = "property Get/GetAll",
+	[K_COLLECTION] = "collection calls",
 	[K_FORGED_NOC] = "forged NameOwnerChanged",
 	[K_ABANDONED] = "sent, then the caller died",
 	[K_UNREAD] = "sent, reply never read",
@@ -366,6 +368,8 @@ struct client {
 	struct held held[HELD_MAX];
 	int n_held;
 	int kept[KEPT_MAX]; /* fds held on purpose: silent peers, flooded peers, old buffers */
+	char cols[4][PATH_LEN]; /* collections it created or joined */
+	int n_cols;
 	int n_kept;
 	bool silent_peer;
 };
@@ -681,6 +685,147 @@ static void op_on_buffer(struct client *c, enum kind k)
 	sd_bus_message_unref(reply);
 }
 
+/* Random constraints: sensible, contradictory, huge, malformed. */
+static void append_constraints(sd_bus_message *m)
+{
+	static const uint32_t fourccs[] = {DRM_FORMAT_YUYV, DRM_FORMAT_NV12, DRM_FORMAT_XRGB8888,
+					   0x20202020};
+	static const char *const backends[] = {
+		"memfd",   "udmabuf", "dma-heap", "dma-heap:system", "dma-heap:linux,cma",
+		"nonsense"};
+	uint32_t set[4];
+	unsigned n;
+
+	sd_bus_message_open_container(m, 'a', "{sv}");
+	if (chance(60))
+		sd_bus_message_append(m, "{sv}", "min-buffers-for-camping", "u",
+				      chance(5) ? 100000u : pick(6));
+	if (chance(20))
+		sd_bus_message_append(m, "{sv}", "max-buffers", "u", pick(10));
+	if (chance(50))
+		sd_bus_message_append(m, "{sv}", "min-size", "t",
+				      chance(5) ? (uint64_t)1 << 62 : (uint64_t)4096 << pick(10));
+	if (chance(20))
+		sd_bus_message_append(m, "{sv}", "max-size", "t", (uint64_t)4096 << pick(12));
+	if (chance(30)) {
+		n = 1 + pick(4);
+		for (unsigned i = 0; i < n; i++)
+			set[i] = fourccs[pick(4)];
+		sd_bus_message_open_container(m, 'e', "sv");
+		sd_bus_message_append_basic(m, 's', "fourccs");
+		sd_bus_message_open_container(m, 'v', "au");
+		sd_bus_message_append_array(m, 'u', set, (chance(10) ? 0 : n) * sizeof(uint32_t));
+		sd_bus_message_close_container(m);
+		sd_bus_message_close_container(m);
+		sd_bus_message_append(m, "{sv}{sv}", "width", "u",
+				      chance(5) ? 0xffffffffu : 2 + 2 * pick(1000), "height", "u",
+				      1 + pick(1000));
+	}
+	if (chance(20))
+		sd_bus_message_append(m, "{sv}", "stride-divisor", "u",
+				      chance(10) ? 3u : 1u << pick(13));
+	if (chance(10))
+		sd_bus_message_append(m, "{sv}", "contiguous", "b", 1);
+	if (chance(10))
+		sd_bus_message_append(m, "{sv}", "max-segment-size", "t",
+				      (uint64_t)4096 << pick(8));
+	if (chance(15))
+		sd_bus_message_append(m, "{sv}", "backends", "as", 1, backends[pick(6)]);
+	if (chance(10))
+		sd_bus_message_append(m, "{sv}", "device", "s", hostile_string());
+	if (chance(5))
+		sd_bus_message_append(m, "{sv}", "colour", "s", "red");
+	sd_bus_message_append(m, "{sv}", "cpu-read", "b", (int)chance(50));
+	sd_bus_message_close_container(m);
+}
+
+static void some_collection(struct client *c, char *out)
+{
+	if (c->n_cols && chance(85))
+		snprintf(out, PATH_LEN, "%s", c->cols[pick((unsigned)c->n_cols)]);
+	else
+		snprintf(out, PATH_LEN, "%s/%u", DB_COLLECTION_PATH_PREFIX, pick(200));
+}
+
+static void remember_collection(struct client *c, const char *path)
+{
+	if (c->n_cols < 4)
+		snprintf(c->cols[c->n_cols++], PATH_LEN, "%s", path);
+}
+
+/* Buffer collections: create, invite, join, constrain, commit, wait, fetch, leave, list. */
+static void op_collection(struct client *c)
+{
+	static const char *const members[] = {
+		"CreateCollection",	    "CreateCollectionToken", "JoinCollection",
+		"SetCollectionConstraints", "CommitCollection",	     "WaitCollection",
+		"GetCollectionBuffers",	    "LeaveCollection",	     "ListCollections"};
+	unsigned which = pick(9);
+	sd_bus_message *m = new_call(call_bus(c), c, members[which]), *reply = NULL;
+	char path[PATH_LEN];
+	const char *got;
+	uint8_t token[DMABROKER_TOKEN_SIZE];
+	const void *bytes;
+	size_t len;
+	int r;
+
+	some_collection(c, path);
+	if (m) {
+		switch (which) {
+		case 0:
+			sd_bus_message_append(m, "a{sv}", 2, "name", "s",
+					      chance(30) ? hostile_string() : "chaos",
+					      "participants", "u", chance(5) ? 1000u : pick(4));
+			break;
+		case 2:
+			if (!token_get(token))
+				getrandom(token, sizeof(token), 0);
+			sd_bus_message_append_array(m, 'y', token, sizeof(token));
+			break;
+		case 3:
+			sd_bus_message_append(m, "o", path);
+			append_constraints(m);
+			break;
+		case 6:
+			sd_bus_message_append(m, "ouu", path, pick(40),
+					      chance(10) ? 1000u : pick(17));
+			break;
+		case 8:
+			break;
+		default:
+			sd_bus_message_append(m, "o", path);
+			break;
+		}
+	}
+	r = do_call(c, K_COLLECTION, m, &reply);
+	if (r < 0) {
+		sd_bus_message_unref(reply);
+		return;
+	}
+	if ((which == 0 || which == 2) && sd_bus_message_read(reply, "o", &got) > 0)
+		remember_collection(c, got);
+	if (which == 1 && sd_bus_message_read_array(reply, 'y', &bytes, &len) >= 0 &&
+	    len == DMABROKER_TOKEN_SIZE)
+		token_put(bytes);
+	if (which == 6 && sd_bus_message_enter_container(reply, 'a', "o") > 0) {
+		const char *paths[32];
+		unsigned n = 0;
+		int fd;
+
+		while (n < 32 && sd_bus_message_read_basic(reply, 'o', &paths[n]) > 0)
+			n++;
+		sd_bus_message_exit_container(reply);
+		sd_bus_message_enter_container(reply, 'a', "h");
+		for (unsigned i = 0; i < n && sd_bus_message_read_basic(reply, 'h', &fd) > 0; i++)
+			hold(c, paths[i], fd);
+	}
+	if (which == 7)
+		for (int i = 0; i < c->n_cols; i++)
+			if (strcmp(c->cols[i], path) == 0)
+				snprintf(c->cols[i], PATH_LEN, "%s", c->cols[--c->n_cols]);
+	sd_bus_message_unref(reply);
+}
+
 static void op_property(struct client *c)
 {
 	static const char *const props[] = {"NClients", "NBuffers", "BytesInUse", "Limits",
@@ -911,8 +1056,9 @@ static _Noreturn void lib_client(void)
 		case 1:
 			if (n + DMABROKER_ALLOCATE_MANY_MAX > HELD_MAX)
 				continue;
-			r = dmabroker_allocate_many(
-				ctx, &spec, sizeof(spec), 1 + pick(DMABROKER_ALLOCATE_MANY_MAX), bufs + n);
+			r = dmabroker_allocate_many(ctx, &spec, sizeof(spec),
+						    1 + pick(DMABROKER_ALLOCATE_MANY_MAX),
+						    bufs + n);
 			lib_count(ctx, K_ALLOCATE_MANY, r, true);
 			while (r >= 0 && n < HELD_MAX && bufs[n])
 				n++;
@@ -1016,8 +1162,10 @@ static _Noreturn void raw_client(void)
 			op_on_buffer(&c, K_MOVE);
 		else if (roll < 85)
 			op_on_buffer(&c, K_REVOKE);
-		else if (roll < 90)
+		else if (roll < 88)
 			op_on_buffer(&c, K_REACQUIRE);
+		else if (roll < 97)
+			op_collection(&c);
 		else
 			op_property(&c);
 		if (chance(20))
@@ -1277,6 +1425,7 @@ int main(void)
 {
 	static const char config[] = "[Daemon]\n"
 				     "MoveDeadlineSec=1\n"
+				     "CollectionDeadlineSec=1\n"
 				     "[Limits]\n"
 				     "MaxBufferSize=16M\n"
 				     "MaxBytesPerClient=32M\n"
@@ -1287,7 +1436,9 @@ int main(void)
 				     "MaxTokensPerUid=64\n"
 				     "MaxClients=64\n"
 				     "MaxClientsPerUid=24\n"
-				     "MaxNameLength=64\n";
+				     "MaxNameLength=64\n"
+				     "MaxCollectionsPerClient=4\n"
+				     "MaxBuffersPerCollection=16\n";
 	const char *env = getenv("DMABROKER_CHAOS_SECONDS");
 	unsigned seconds = env ? (unsigned)strtoul(env, NULL, 10) : 60;
 	pid_t kids[CONCURRENT] = {0};
