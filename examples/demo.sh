@@ -17,6 +17,8 @@ cleanup() {
 	rm -rf "$work"
 }
 trap cleanup EXIT
+# Writing to a client that has died must not end the demo.
+trap '' PIPE
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -38,24 +40,48 @@ until "$build/tools/dmabrokerctl" status >/dev/null 2>&1; do sleep 0.1; done
 say "dmabrokerd is up"
 "$build/tools/dmabrokerctl" status
 
+# Waits until client NAME (process PID) printed a line starting with WORD, or failed.
+wait_for() {
+	local name=$1 pid=$2 word=$3
+	until grep -qE "^($word|error)" "$work/$name.out" 2>/dev/null; do
+		if ! kill -0 "$pid" 2>/dev/null; then break; fi
+		sleep 0.1
+	done
+}
+
 # Starts a client in the background with its stdin held open; its "key value" lines go to a
-# file; waits until it holds (or failed).
-start() {
-	local name=$1
-	shift
+# file; waits until it says WORD (start: until it holds) or failed.
+start_until() {
+	local name=$1 word=$2
+	shift 2
 	mkfifo "$work/$name.in"
 	"$@" <"$work/$name.in" >"$work/$name.out" 2>"$work/$name.err" &
 	pids+=($!)
+	eval "pid_$name=${pids[-1]}"
 	exec {fd}>"$work/$name.in"
 	eval "hold_$name=$fd"
-	until grep -qE '^(ready|error)' "$work/$name.out" 2>/dev/null; do
-		if ! kill -0 "${pids[-1]}" 2>/dev/null; then break; fi
-		sleep 0.1
-	done
+	wait_for "$name" "${pids[-1]}" "$word"
 	sed "s/^/  [$name] /" "$work/$name.out"
 	if grep -q '^error' "$work/$name.out"; then
 		sed "s/^/  [$name] /" "$work/$name.err"
 	fi
+}
+start() {
+	local name=$1
+	shift
+	start_until "$name" ready "$@"
+}
+# Tells a waiting client to go on, waits until it says WORD, and shows what it said since.
+go_until() {
+	local name=$1 word=$2 pid fd seen
+	eval "pid=\$pid_$name fd=\$hold_$name"
+	seen=$(wc -l <"$work/$name.out")
+	echo go >&"$fd" || true # a client that failed has gone: SIGPIPE is ignored
+	until [ "$(grep -cE "^($word|error)" "$work/$name.out")" -gt "$(head -n "$seen" "$work/$name.out" | grep -cE "^($word|error)")" ]; do
+		if ! kill -0 "$pid" 2>/dev/null; then break; fi
+		sleep 0.1
+	done
+	tail -n +"$((seen + 1))" "$work/$name.out" | grep -v '^vivid-bar' | sed "s/^/  [$name] /"
 }
 value() { awk -v k="$2" '$1 == k { print $2; exit }' "$work/$1.out"; }
 nth_token() { awk '$1 == "token" { print $2 }' "$work/$1.out" | sed -n "$2p"; }
@@ -80,12 +106,30 @@ start mediaexp "$ex/media-client" export --instance 0
 "$ex/cpu-client" read "$(value mediaexp token)" --vivid-yuyv 640x360 | sed 's/^/  [cpu] /'
 echo "  exporter checksum $(value mediaexp checksum)"
 
+say "buffer collection: vivid, vgem and the CPU client each state what they need"
+echo "  (vivid: TRY_FMT's stride and size, REQBUFS' minimum; vgem's client: a stride divisor of 512)"
+start_until colmedia ready "$ex/media-client" collection --instance 0
+start_until colgpu joined "$ex/gpu-client" collection "$(nth_token colmedia 1)" --stride-divisor 512
+start_until colcpu joined "$ex/cpu-client" collection "$(nth_token colmedia 2)"
+wait_for colmedia "$pid_colmedia" "ready captured"
+sed -n '/^ready negotiating/,$p' "$work/colmedia.out" | tail -n +2 | sed "s/^/  [colmedia] /"
+wait_for colgpu "$pid_colgpu" ready
+wait_for colcpu "$pid_colcpu" ready
+"$build/tools/dmabrokerctl" collections
+say "the camera filled every buffer; vgem imports each, the CPU client checks each"
+go_until colgpu done
+go_until colcpu done
+
+say "vivid's dma-contig instance needs physically contiguous memory"
+start_until colcontig error "$ex/media-client" collection --instance 1 --participants 1
+
 say "who holds what"
 "$build/tools/dmabrokerctl" clients
 "$build/tools/dmabrokerctl" buffers
 
 say "clients leave; the daemon lets go of everything"
-for v in hold_media hold_gpu hold_gpuexp hold_mediaexp; do eval "exec {$v}>&-"; done
+for v in hold_media hold_gpu hold_gpuexp hold_mediaexp hold_colmedia hold_colgpu hold_colcpu \
+	hold_colcontig; do eval "exec {$v}>&-"; done
 sleep 1
 "$build/tools/dmabrokerctl" status | head -3
 if [ -r /sys/kernel/debug/dma_buf/bufinfo ]; then

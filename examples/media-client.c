@@ -351,14 +351,16 @@ static int cmd_collection(struct example *ex, int instance, unsigned participant
 		example_die(ex, "collection: %s", dmabroker_last_error(ex->ctx));
 	example_say("ready", "negotiating");
 	r = dmabroker_collection_wait(col);
-	if (r < 0)
-		example_die(ex, "%s", dmabroker_last_error(ex->ctx));
+	if (r < 0) {
+		/* The daemon's reason, for whoever drives us. */
+		example_say("refused", "%s", dmabroker_last_error(ex->ctx));
+		example_die(ex, "the collection failed");
+	}
 	say_outcome(col);
 	capture_all(ex, fd, col);
 	example_say("ready", "captured");
-	if (!example_wait_line())
-		example_die(ex, "the driver went away");
-	if (new_w) {
+	/* The driver says when the others are done; at end of file there is nothing more. */
+	if (example_wait_line() && new_w) {
 		/* A format change: a new negotiation, the old buffers released first. */
 		dmabroker_collection_leave(col);
 		derive_constraints(ex, fd, instance, new_w, new_h, &c, node);
@@ -371,9 +373,9 @@ static int cmd_collection(struct example *ex, int instance, unsigned participant
 			example_die(ex, "renegotiation: %s", dmabroker_last_error(ex->ctx));
 		say_outcome(col);
 		capture_all(ex, fd, col);
+		example_say("ready", "holding");
+		example_hold();
 	}
-	example_say("ready", "holding");
-	example_hold();
 	dmabroker_collection_leave(col);
 	close(fd);
 	return 0;
