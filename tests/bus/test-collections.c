@@ -476,6 +476,7 @@ static void test_hostile(sd_bus *inspect)
 		char out[256] = "";
 		int status = run_client(argv, true, out, sizeof(out));
 
+		out[strcspn(out, "\n")] = '\0';
 		tap_ok(status == 0 && strstr(out, "no collections") != NULL,
 		       "uid 65534 lists no collection of ours (%s)", out);
 	}
