@@ -101,11 +101,6 @@ start gpuexp "$ex/gpu-client" export
 "$ex/cpu-client" read "$(value gpuexp token)" | sed 's/^/  [cpu] /'
 echo "  exporter checksum $(value gpuexp checksum)"
 
-say "media client exports a vivid buffer (VIDIOC_EXPBUF); the CPU client reads it"
-start mediaexp "$ex/media-client" export --instance 0
-"$ex/cpu-client" read "$(value mediaexp token)" --vivid-yuyv 640x360 | sed 's/^/  [cpu] /'
-echo "  exporter checksum $(value mediaexp checksum)"
-
 say "buffer collection: vivid, vgem and the CPU client each state what they need"
 echo "  (vivid: TRY_FMT's stride and size, REQBUFS' minimum; vgem's client: a stride divisor of 512)"
 start_until colmedia ready "$ex/media-client" collection --instance 0
@@ -122,6 +117,11 @@ go_until colcpu done
 
 say "vivid's dma-contig instance needs physically contiguous memory"
 start_until colcontig error "$ex/media-client" collection --instance 1 --participants 1
+
+say "media client exports a vivid buffer (VIDIOC_EXPBUF); the CPU client reads it"
+start mediaexp "$ex/media-client" export --instance 0
+"$ex/cpu-client" read "$(value mediaexp token)" --vivid-yuyv 640x360 | sed 's/^/  [cpu] /'
+echo "  exporter checksum $(value mediaexp checksum)"
 
 say "who holds what"
 "$build/tools/dmabrokerctl" clients

@@ -491,6 +491,16 @@ static void test_hostile(sd_bus *inspect)
 			n++;
 		tap_is(n, 1, "and sees the raw client's one");
 	}
+	{
+		const char *argv[] = {"tools/dmabrokerctl", "collections", NULL};
+		char out[2048] = "";
+		int status = run_client(argv, false, out, sizeof(out));
+
+		tap_diag("dmabrokerctl collections:\n%s", out);
+		tap_ok(status == 0 && strstr(out, "negotiating") && strstr(out, "participant raw") &&
+			       strstr(out, "constraints: not set"),
+		       "dmabrokerctl collections shows it to root, with its participant");
+	}
 	/* The raw client goes while its wait is owed: the daemon does not care. */
 	sd_bus_flush_close_unref(raw);
 	free((char *)path);
