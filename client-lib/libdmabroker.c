@@ -2962,6 +2962,18 @@ int dmabroker_collection_leave(struct dmabroker_collection *col)
 	r = new_collection_call(ctx, CALL_COLLECTION_LEAVE, col->path, &m);
 	if (r >= 0)
 		r = collection_call_sync(ctx, CALL_COLLECTION_LEAVE, m, NULL);
+	/*
+	 * A daemon that restarted kept the buffers (they are journaled) but not the negotiation:
+	 * give them back one by one.
+	 */
+	for (unsigned i = 0; r == -ENOENT && i < col->n_fetched; i++) {
+		int k = sync_on_buffer(col->buffers[i], CALL_RELEASE, NULL);
+
+		if (k < 0 && k != -ENOENT)
+			r = k;
+		else if (i == col->n_fetched - 1)
+			r = 0;
+	}
 	collection_free(col);
 	return done(ctx, r);
 }

@@ -261,7 +261,15 @@ static void test_late_join(void)
 	       "and gets the same 4 buffers");
 	tap_is(dmabroker_collection_get_info(cd)->path, DMABROKER_PATH_DIRECT,
 	       "its own path (dynamic importer of the daemon's dynamic exporter: direct)");
-	ce = join(e, ca);
+	{
+		struct dmabroker_collection *twice = NULL;
+		struct dmabroker_token once;
+
+		dmabroker_collection_token(ca, &once);
+		tap_ok(dmabroker_collection_join(e, &once, &ce) == 0, "a token works once");
+		tap_ok(dmabroker_collection_join(d, &once, &twice) == -ENOENT, "and not twice: %s",
+		       dmabroker_last_error(d));
+	}
 	tap_ok(dmabroker_collection_set_constraints(ce, &misfit, sizeof(misfit)) == -EOPNOTSUPP,
 	       "one they do not fit is refused: %s", dmabroker_last_error(e));
 	tap_is(dmabroker_collection_set_constraints(ca, &ask, sizeof(ask)), -EBUSY,
@@ -497,7 +505,8 @@ static void test_hostile(sd_bus *inspect)
 		int status = run_client(argv, false, out, sizeof(out));
 
 		tap_diag("dmabrokerctl collections:\n%s", out);
-		tap_ok(status == 0 && strstr(out, "negotiating") && strstr(out, "participant raw") &&
+		tap_ok(status == 0 && strstr(out, "negotiating") &&
+			       strstr(out, "participant raw") &&
 			       strstr(out, "constraints: not set"),
 		       "dmabrokerctl collections shows it to root, with its participant");
 	}

@@ -318,8 +318,10 @@ int main(void)
 	tap_require(dmabroker_allocate(a, &spec, sizeof(spec), &x) == 0, "a allocates x");
 	tap_require(dmabroker_buffer_map(x, (void **)&pa) == 0, "a maps x");
 	memset(pa, 0x11, spec.size);
-	tap_require(dmabroker_share(x, &reusable, sizeof(reusable), &t1) == 0, "a shares x (reusable)");
-	tap_require(dmabroker_share(x, &brief, sizeof(brief), &t2) == 0, "a shares x (expires in 200 ms)");
+	tap_require(dmabroker_share(x, &reusable, sizeof(reusable), &t1) == 0,
+		    "a shares x (reusable)");
+	tap_require(dmabroker_share(x, &brief, sizeof(brief), &t2) == 0,
+		    "a shares x (expires in 200 ms)");
 	tap_require(dmabroker_import(b, &t1, &bx) == 0, "b imports x");
 	tap_require(dmabroker_allocate(a, &small, sizeof(small), &y) == 0, "a allocates y");
 	tap_require(dmabroker_share(y, NULL, 0, &t3) == 0, "a shares y");
@@ -356,7 +358,8 @@ int main(void)
 	tap_ok(all_bytes(pc, spec.size, 0x22),
 	       "a's mapping from before the kill still is x's memory (c sees a's new bytes)");
 	max_id = buffer_id(y);
-	tap_is(dmabroker_allocate(a, &small, sizeof(small), &z), 0, "a allocates again, over the bus now");
+	tap_is(dmabroker_allocate(a, &small, sizeof(small), &z), 0,
+	       "a allocates again, over the bus now");
 	tap_ok(buffer_id(z) > max_id, "with a new id (%" PRIu64 " > %" PRIu64 ")", buffer_id(z),
 	       max_id);
 
@@ -366,6 +369,41 @@ int main(void)
 	tap_is(buffer_attachments(bus, dmabroker_buffer_get_path(x)), 2,
 	       "x is held by a and c, b's release kept");
 	tap_is(broker_u32(bus, "NClients"), 3, "the three clients are back");
+
+	/* --- a collection's buffers are ordinary buffers: they come back; a negotiation under
+	 * way does not (its participants start again) --- */
+	{
+		const struct dmabroker_constraints ask = {.min_size = 4096,
+							  .min_buffers_for_camping = 1};
+		struct dmabroker_collection *ca = NULL, *cc = NULL, *pending = NULL;
+		struct dmabroker_token tok;
+		char first[128];
+
+		tap_require(
+			dmabroker_collection_create(a, "crash", 2, &ca) == 0 &&
+				dmabroker_collection_token(ca, &tok) == 0 &&
+				dmabroker_collection_join(c, &tok, &cc) == 0 &&
+				dmabroker_collection_set_constraints(ca, &ask, sizeof(ask)) == 0 &&
+				dmabroker_collection_set_constraints(cc, &ask, sizeof(ask)) == 0 &&
+				dmabroker_collection_wait(ca) == 0 &&
+				dmabroker_collection_wait(cc) == 0,
+			"a and c negotiate a collection of 2 buffers");
+		tap_require(dmabroker_collection_create(b, "pending", 2, &pending) == 0,
+			    "b starts another");
+		snprintf(first, sizeof(first), "%s",
+			 dmabroker_buffer_get_path(dmabroker_collection_get_buffer(ca, 0)));
+		kill_and_restart(&f, SIGKILL);
+		tap_is(buffer_attachments(bus, first), 2,
+		       "the collection's buffers come back, held by both participants");
+		tap_is(dmabroker_collection_token(pending, &tok), -ENOENT,
+		       "the negotiation under way is gone: it starts again");
+		tap_is(dmabroker_collection_leave(ca), 0,
+		       "leaving after the restart releases the buffers one by one");
+		tap_is(buffer_attachments(bus, first), 1, "so a no longer holds them");
+		dmabroker_collection_leave(cc);
+		dmabroker_collection_leave(pending);
+		tap_is(buffer_attachments(bus, first), -1, "and with c gone too, they are freed");
+	}
 
 	/* --- a client that leaves while the daemon is down loses its buffers --- */
 	d = client(true, DMABROKER_CONNECT_NO_PEER);
