@@ -2697,6 +2697,20 @@ static int collection_on_reply(struct dmabroker_call *call, sd_bus_message *repl
 		if (r >= 0 && (r = collection_next_batch(call)) > 0)
 			return 1;
 		break;
+	case CALL_COLLECTION_LEAVE:
+		if (call->col) {
+			struct dmabroker_collection *gone = call->col;
+
+			/* After a daemon restart: give the buffers back one by one. */
+			for (unsigned i = 0; r == -ENOENT && i < gone->n_fetched; i++)
+				(void)dmabroker_release_async(gone->buffers[i], NULL, NULL, NULL);
+			if (r == -ENOENT) {
+				r = 0;
+				gone->n_fetched = 0; /* the buffers are freed */
+			}
+			collection_free(gone);
+		}
+		break;
 	case CALL_COLLECTION_BUFFERS:
 		if (r >= 0 && !call->col)
 			r = -ECANCELED;
@@ -2976,4 +2990,30 @@ int dmabroker_collection_leave(struct dmabroker_collection *col)
 	}
 	collection_free(col);
 	return done(ctx, r);
+}
+
+int dmabroker_collection_leave_async(struct dmabroker_collection *col, dmabroker_done_func_t cb,
+				     void *userdata, struct dmabroker_call **ret_call)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+	struct dmabroker_call *call;
+	struct dmabroker *ctx;
+	int r;
+
+	if (!col)
+		return 0;
+	ctx = col->ctx;
+	for (unsigned i = 0; i < col->n_fetched; i++)
+		buffer_let_go(col->buffers[i]);
+	r = new_collection_call(ctx, CALL_COLLECTION_LEAVE, col->path, &m);
+	if (r >= 0)
+		r = call_start(ctx, CALL_COLLECTION_LEAVE, m, (void *)cb, userdata, ret_call,
+			       &call);
+	if (r < 0) {
+		collection_free(col);
+		return done(ctx, r);
+	}
+	/* Freed when the answer comes (or with the context); the caller is done with it now. */
+	call->col = col;
+	return done(ctx, 0);
 }

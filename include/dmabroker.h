@@ -462,6 +462,9 @@ const char *dmabroker_collection_get_path(const struct dmabroker_collection *col
 /* Leaves the collection and frees col with its buffers (their fds are closed, mappings
  * undone); the daemon drops this client's attachments. Accepts NULL. */
 int dmabroker_collection_leave(struct dmabroker_collection *col);
+/* The same without waiting: col must not be used after the call; done gets the result. */
+int dmabroker_collection_leave_async(struct dmabroker_collection *col, dmabroker_done_func_t done,
+				     void *userdata, struct dmabroker_call **ret_call);
 
 #ifdef __cplusplus
 }

@@ -570,7 +570,10 @@ static void test_async(void)
 	pump(a, &s, 3);
 	tap_ok(s.result == 0 && dmabroker_collection_get_buffer_count(s.col) == 20,
 	       "20 buffers, in two batches, without blocking");
-	dmabroker_collection_leave(s.col);
+	tap_ok(dmabroker_collection_leave_async(s.col, on_done, &s, NULL) == 0,
+	       "leave, asynchronously");
+	pump(a, &s, 4);
+	tap_ok(s.calls == 4 && s.result == 0, "left");
 	dmabroker_disconnect(a);
 }
 
