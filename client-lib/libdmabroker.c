@@ -2377,24 +2377,6 @@ static int build_collection_join(struct dmabroker *ctx, const struct dmabroker_t
 	return 0;
 }
 
-static int append_u32_array_entry(sd_bus_message *m, const char *key, const uint32_t *v, size_t n)
-{
-	int r;
-
-	r = sd_bus_message_open_container(m, 'e', "sv");
-	if (r >= 0)
-		r = sd_bus_message_append_basic(m, 's', key);
-	if (r >= 0)
-		r = sd_bus_message_open_container(m, 'v', "au");
-	if (r >= 0)
-		r = sd_bus_message_append_array(m, 'u', v, n * sizeof(*v));
-	if (r >= 0)
-		r = sd_bus_message_close_container(m);
-	if (r >= 0)
-		r = sd_bus_message_close_container(m);
-	return r;
-}
-
 static int append_u32_entry(sd_bus_message *m, const char *key, uint32_t v)
 {
 	return v ? sd_bus_message_append(m, "{sv}", key, "u", v) : 0;
@@ -2451,7 +2433,7 @@ static int build_collection_set(struct dmabroker_collection *col,
 	if (r >= 0)
 		r = append_u32_entry(m, "size-divisor", c.size_divisor);
 	if (r >= 0 && c.n_fourccs)
-		r = append_u32_array_entry(m, "fourccs", c.fourccs, c.n_fourccs);
+		r = db_dict_append_u32_array(m, "fourccs", c.fourccs, c.n_fourccs);
 	if (r >= 0 && c.n_modifiers) {
 		r = sd_bus_message_open_container(m, 'e', "sv");
 		if (r >= 0)
@@ -2479,11 +2461,11 @@ static int build_collection_set(struct dmabroker_collection *col,
 	if (r >= 0)
 		r = append_u32_entry(m, "max-height", c.max_height);
 	if (r >= 0 && planes_set(c.min_strides))
-		r = append_u32_array_entry(m, "min-strides", c.min_strides,
-					   planes_set(c.min_strides));
+		r = db_dict_append_u32_array(m, "min-strides", c.min_strides,
+					     planes_set(c.min_strides));
 	if (r >= 0 && planes_set(c.max_strides))
-		r = append_u32_array_entry(m, "max-strides", c.max_strides,
-					   planes_set(c.max_strides));
+		r = db_dict_append_u32_array(m, "max-strides", c.max_strides,
+					     planes_set(c.max_strides));
 	if (r >= 0)
 		r = append_u32_entry(m, "stride-divisor", c.stride_divisor);
 	if (r >= 0)

@@ -411,7 +411,6 @@ static int method_allocate_many(sd_bus_message *m, void *userdata, sd_bus_error 
 	struct db_alloc_plan plan;
 	struct db_client *c;
 	uint32_t count, n = 0;
-	char path[128];
 	int r;
 
 	r = db_bus_get_caller(b, m, &c, error);
@@ -442,18 +441,7 @@ static int method_allocate_many(sd_bus_message *m, void *userdata, sd_bus_error 
 	r = sd_bus_message_new_method_return(m, &reply);
 	if (r < 0)
 		goto undo;
-	r = sd_bus_message_open_container(reply, 'a', "o");
-	for (uint32_t i = 0; r >= 0 && i < n; i++)
-		r = sd_bus_message_append_basic(reply, 'o',
-						db_bus_buffer_path(bufs[i], path, sizeof(path)));
-	if (r >= 0)
-		r = sd_bus_message_close_container(reply);
-	if (r >= 0)
-		r = sd_bus_message_open_container(reply, 'a', "h");
-	for (uint32_t i = 0; r >= 0 && i < n; i++)
-		r = sd_bus_message_append_basic(reply, 'h', &bufs[i]->fd);
-	if (r >= 0)
-		r = sd_bus_message_close_container(reply);
+	r = db_bus_append_buffers(reply, bufs, n);
 	if (r >= 0)
 		r = db_bus_append_layout(reply, bufs[0]);
 	if (r < 0)
@@ -583,21 +571,15 @@ static int method_import(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	struct db_token_bytes token;
 	struct db_attachment *a;
 	struct db_client *c;
-	const void *bytes;
 	char path[128];
-	size_t size;
 	int r;
 
 	r = db_bus_get_caller(b, m, &c, error);
 	if (r < 0)
 		return r;
-	r = sd_bus_message_read_array(m, 'y', &bytes, &size);
+	r = db_bus_read_token(m, &token, error);
 	if (r < 0)
 		return r;
-	if (size != sizeof(token.b))
-		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-					 "a token is %zu bytes, not %zu", sizeof(token.b), size);
-	memcpy(token.b, bytes, sizeof(token.b));
 	r = db_registry_redeem(b->reg, c, &token, now_usec(), &a);
 	if (r == -ENOENT)
 		return sd_bus_error_setf(error, DB_ERROR_NOT_FOUND,
@@ -967,19 +949,17 @@ static const sd_bus_vtable broker_vtable[] = {
 				SD_BUS_ARGS("o", collection, "a{sv}", constraints),
 				SD_BUS_NO_RESULT, db_collection_method_set_constraints_checked,
 				SD_BUS_VTABLE_UNPRIVILEGED),
-	SD_BUS_METHOD_WITH_ARGS("CommitCollection", SD_BUS_ARGS("o", collection),
-				SD_BUS_NO_RESULT, db_collection_method_commit_checked,
-				SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("CommitCollection", SD_BUS_ARGS("o", collection), SD_BUS_NO_RESULT,
+				db_collection_method_commit_checked, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("WaitCollection", SD_BUS_ARGS("o", collection),
 				SD_BUS_RESULT("a{sv}", outcome, "a{sv}", layout),
 				db_collection_method_wait_checked, SD_BUS_VTABLE_UNPRIVILEGED),
-	SD_BUS_METHOD_WITH_ARGS("GetCollectionBuffers",
-				SD_BUS_ARGS("o", collection, "u", first, "u", count),
-				SD_BUS_RESULT("ao", buffers, "ah", fds),
-				db_collection_method_get_buffers_checked, SD_BUS_VTABLE_UNPRIVILEGED),
-	SD_BUS_METHOD_WITH_ARGS("LeaveCollection", SD_BUS_ARGS("o", collection),
-				SD_BUS_NO_RESULT, db_collection_method_leave_checked,
-				SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS(
+		"GetCollectionBuffers", SD_BUS_ARGS("o", collection, "u", first, "u", count),
+		SD_BUS_RESULT("ao", buffers, "ah", fds), db_collection_method_get_buffers_checked,
+		SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("LeaveCollection", SD_BUS_ARGS("o", collection), SD_BUS_NO_RESULT,
+				db_collection_method_leave_checked, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("ListCollections", SD_BUS_NO_ARGS,
 				SD_BUS_RESULT("aa{sv}", collections),
 				db_collection_method_list_checked, SD_BUS_VTABLE_UNPRIVILEGED),

@@ -143,6 +143,42 @@ struct db_client *db_bus_client_from_path(struct db_broker *b, const char *path)
 	return id ? db_registry_find_client(b->reg, id) : NULL;
 }
 
+int db_bus_append_buffers(sd_bus_message *m, struct db_buffer *const *bufs, size_t n)
+{
+	char path[128];
+	int r;
+
+	r = sd_bus_message_open_container(m, 'a', "o");
+	for (size_t i = 0; r >= 0 && i < n; i++)
+		r = sd_bus_message_append_basic(m, 'o',
+						db_bus_buffer_path(bufs[i], path, sizeof(path)));
+	if (r >= 0)
+		r = sd_bus_message_close_container(m);
+	if (r >= 0)
+		r = sd_bus_message_open_container(m, 'a', "h");
+	for (size_t i = 0; r >= 0 && i < n; i++)
+		r = sd_bus_message_append_basic(m, 'h', &bufs[i]->fd);
+	if (r >= 0)
+		r = sd_bus_message_close_container(m);
+	return r;
+}
+
+int db_bus_read_token(sd_bus_message *m, struct db_token_bytes *ret, sd_bus_error *error)
+{
+	const void *bytes;
+	size_t size;
+	int r;
+
+	r = sd_bus_message_read_array(m, 'y', &bytes, &size);
+	if (r < 0)
+		return r;
+	if (size != sizeof(ret->b))
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "a token is %zu bytes, not %zu", sizeof(ret->b), size);
+	memcpy(ret->b, bytes, sizeof(ret->b));
+	return 0;
+}
+
 int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf)
 {
 	struct db_layout_dict d = {

@@ -17,6 +17,12 @@ struct db_client *db_bus_client_from_path(struct db_broker *b, const char *path)
 int db_bus_emit_to_client(struct db_broker *b, struct db_client *c, const char *member,
 			  const char *buffer_path, const char *reason);
 
+/* Appends n buffers as their paths and their fds (ao, ah): AllocateMany, GetCollectionBuffers. */
+int db_bus_append_buffers(sd_bus_message *m, struct db_buffer *const *bufs, size_t n);
+
+/* Reads a 128-bit token argument (ay): InvalidArgument for another length. */
+int db_bus_read_token(sd_bus_message *m, struct db_token_bytes *ret, sd_bus_error *error);
+
 /* Appends the buffer's layout dictionary (a{sv}). */
 int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf);
 

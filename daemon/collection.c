@@ -664,6 +664,32 @@ static int get_collection(struct db_broker *b, sd_bus_message *m, struct db_clie
 	return 0;
 }
 
+/* Who calls and on which collection: the start of every method on a collection. */
+struct method_call {
+	struct db_client *c;
+	struct collection *col;
+	struct participant *p;
+	guint index;
+};
+
+/* Reads the caller and the collection argument; a failed collection answers with its
+ * failure unless the method works on failed ones too (leaving). */
+static int enter_method(struct db_broker *b, sd_bus_message *m, bool failed_ok,
+			struct method_call *ret, sd_bus_error *error)
+{
+	int r;
+
+	r = db_bus_get_caller(b, m, &ret->c, error);
+	if (r < 0)
+		return r;
+	r = get_collection(b, m, ret->c, &ret->col, &ret->p, &ret->index, error);
+	if (r < 0)
+		return r;
+	if (!failed_ok && ret->col->state == COLLECTION_FAILED)
+		return sd_bus_error_setf(error, ret->col->failure_name, "%s", ret->col->failure);
+	return 0;
+}
+
 static bool set_is_valid(size_t n, uint32_t seen)
 {
 	return !seen || n > 0;
@@ -779,22 +805,6 @@ static int read_constraints(struct db_broker *b, sd_bus_message *m, struct db_cl
 	return 0;
 }
 
-static int read_token(sd_bus_message *m, struct db_token_bytes *ret, sd_bus_error *error)
-{
-	const void *bytes;
-	size_t size;
-	int r;
-
-	r = sd_bus_message_read_array(m, 'y', &bytes, &size);
-	if (r < 0)
-		return r;
-	if (size != sizeof(ret->b))
-		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-					 "a token is %zu bytes, not %zu", sizeof(ret->b), size);
-	memcpy(ret->b, bytes, sizeof(ret->b));
-	return 0;
-}
-
 static void sweep_tokens(struct collection *col, uint64_t now)
 {
 	for (guint i = col->tokens->len; i-- > 0;)
@@ -872,24 +882,18 @@ int db_collection_method_token(sd_bus_message *m, void *userdata, sd_bus_error *
 	struct db_broker *b = userdata;
 	const struct db_limits *limits = db_registry_limits(b->reg);
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	struct method_call mc;
 	struct join_token t;
-	struct collection *col;
-	struct participant *p;
-	struct db_client *c;
 	uint64_t now = now_usec();
 	int r;
 
-	r = db_bus_get_caller(b, m, &c, error);
+	r = enter_method(b, m, false, &mc, error);
 	if (r < 0)
 		return r;
-	r = get_collection(b, m, c, &col, &p, NULL, error);
-	if (r < 0)
-		return r;
-	if (col->state == COLLECTION_FAILED)
-		return sd_bus_error_setf(error, col->failure_name, "%s", col->failure);
-	sweep_tokens(col, now);
+	sweep_tokens(mc.col, now);
 	/* Every token may become a participant: both count against the one limit. */
-	if (col->participants->len + col->tokens->len >= limits->max_participants_per_collection)
+	if (mc.col->participants->len + mc.col->tokens->len >=
+	    limits->max_participants_per_collection)
 		return sd_bus_error_setf(error, DB_ERROR_QUOTA_EXCEEDED,
 					 "MaxParticipantsPerCollection (%" PRIu64
 					 ") would be exceeded (participants and unused tokens)",
@@ -898,7 +902,7 @@ int db_collection_method_token(sd_bus_message *m, void *userdata, sd_bus_error *
 	if (r < 0)
 		return r;
 	t.expires_usec = now + (uint64_t)b->config.collection_deadline_ms * 1000;
-	g_array_append_val(col->tokens, t);
+	g_array_append_val(mc.col->tokens, t);
 	r = sd_bus_message_new_method_return(m, &reply);
 	if (r >= 0)
 		r = sd_bus_message_append_array(reply, 'y', t.bytes.b, sizeof(t.bytes.b));
@@ -925,7 +929,7 @@ int db_collection_method_join(sd_bus_message *m, void *userdata, sd_bus_error *e
 	r = db_bus_get_caller(b, m, &c, error);
 	if (r < 0)
 		return r;
-	r = read_token(m, &token, error);
+	r = db_bus_read_token(m, &token, error);
 	if (r < 0)
 		return r;
 	g_hash_table_iter_init(&it, b->collections->by_id);
@@ -1026,89 +1030,68 @@ static int join_late(struct collection *col, struct participant *p, struct db_cl
 int db_collection_method_set_constraints(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
 	struct db_broker *b = userdata;
-	struct collection *col;
-	struct participant *p;
-	struct db_client *c;
+	struct method_call mc;
 	int r;
 
-	r = db_bus_get_caller(b, m, &c, error);
+	r = enter_method(b, m, false, &mc, error);
 	if (r < 0)
 		return r;
-	r = get_collection(b, m, c, &col, &p, NULL, error);
-	if (r < 0)
-		return r;
-	if (col->state == COLLECTION_FAILED)
-		return sd_bus_error_setf(error, col->failure_name, "%s", col->failure);
-	if (p->allocated)
+	if (mc.p->allocated)
 		return sd_bus_error_setf(error, DB_ERROR_BUSY,
 					 "the buffers are allocated: leave, and negotiate a new "
 					 "collection for other constraints");
-	r = read_constraints(b, m, c, p, error);
+	r = read_constraints(b, m, mc.c, mc.p, error);
 	if (r < 0)
 		return r;
-	if (col->state == COLLECTION_ALLOCATED) {
-		r = join_late(col, p, c, error);
+	if (mc.col->state == COLLECTION_ALLOCATED) {
+		r = join_late(mc.col, mc.p, mc.c, error);
 		if (r < 0)
 			return r;
-		p->has_constraints = true;
+		mc.p->has_constraints = true;
 		r = sd_bus_reply_method_return(m, NULL);
-		reply_wait_allocated(col, p);
+		reply_wait_allocated(mc.col, mc.p);
 		return r;
 	}
-	p->has_constraints = true;
+	mc.p->has_constraints = true;
 	r = sd_bus_reply_method_return(m, NULL);
-	try_allocate(col, false);
+	try_allocate(mc.col, false);
 	return r;
 }
 
 int db_collection_method_commit(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
 	struct db_broker *b = userdata;
-	struct collection *col;
-	struct participant *p;
-	struct db_client *c;
+	struct method_call mc;
 	int r;
 
-	r = db_bus_get_caller(b, m, &c, error);
+	r = enter_method(b, m, false, &mc, error);
 	if (r < 0)
 		return r;
-	r = get_collection(b, m, c, &col, &p, NULL, error);
-	if (r < 0)
-		return r;
-	if (c->id != col->creator_id)
+	if (mc.c->id != mc.col->creator_id)
 		return sd_bus_error_setf(error, DB_ERROR_PERMISSION_DENIED,
 					 "only the collection's creator commits it");
-	if (col->state == COLLECTION_FAILED)
-		return sd_bus_error_setf(error, col->failure_name, "%s", col->failure);
-	col->committed = true;
+	mc.col->committed = true;
 	r = sd_bus_reply_method_return(m, NULL);
-	try_allocate(col, false);
+	try_allocate(mc.col, false);
 	return r;
 }
 
 int db_collection_method_wait(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
 	struct db_broker *b = userdata;
-	struct collection *col;
-	struct participant *p;
-	struct db_client *c;
+	struct method_call mc;
 	int r;
 
-	r = db_bus_get_caller(b, m, &c, error);
+	r = enter_method(b, m, false, &mc, error);
 	if (r < 0)
 		return r;
-	r = get_collection(b, m, c, &col, &p, NULL, error);
-	if (r < 0)
-		return r;
-	if (col->state == COLLECTION_FAILED)
-		return sd_bus_error_setf(error, col->failure_name, "%s", col->failure);
 	/* One answer owed per participant bounds what the daemon keeps for it. */
-	if (p->wait)
+	if (mc.p->wait)
 		return sd_bus_error_setf(error, DB_ERROR_BUSY,
 					 "a WaitCollection of yours is waiting already");
-	p->wait = sd_bus_message_ref(m);
-	if (p->allocated)
-		reply_wait_allocated(col, p);
+	mc.p->wait = sd_bus_message_ref(m);
+	if (mc.p->allocated)
+		reply_wait_allocated(mc.col, mc.p);
 	return 1;
 }
 
@@ -1117,56 +1100,39 @@ int db_collection_method_get_buffers(sd_bus_message *m, void *userdata, sd_bus_e
 	struct db_broker *b = userdata;
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
 	struct db_buffer *bufs[DB_ALLOCATE_MANY_MAX];
-	struct collection *col;
-	struct participant *p;
-	struct db_client *c;
+	struct method_call mc;
 	uint32_t first, count;
-	char path[128];
 	int r;
 
-	r = db_bus_get_caller(b, m, &c, error);
-	if (r < 0)
-		return r;
-	r = get_collection(b, m, c, &col, &p, NULL, error);
+	r = enter_method(b, m, false, &mc, error);
 	if (r < 0)
 		return r;
 	r = sd_bus_message_read(m, "uu", &first, &count);
 	if (r < 0)
 		return r;
-	if (!p->allocated)
+	if (!mc.p->allocated)
 		return sd_bus_error_setf(error, DB_ERROR_BUSY,
 					 "the collection has no buffers for you yet: call "
 					 "WaitCollection first");
-	if (count == 0 || count > DB_ALLOCATE_MANY_MAX || first >= col->buffer_ids->len ||
-	    count > col->buffer_ids->len - first)
+	if (count == 0 || count > DB_ALLOCATE_MANY_MAX || first >= mc.col->buffer_ids->len ||
+	    count > mc.col->buffer_ids->len - first)
 		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
 					 "buffers %u..%u: the collection has %u; ask for 1 to %d "
 					 "at a time (the bus carries at most 16 descriptors in one "
 					 "message)",
-					 first, first + count, col->buffer_ids->len,
+					 first, first + count, mc.col->buffer_ids->len,
 					 DB_ALLOCATE_MANY_MAX);
 	for (uint32_t i = 0; i < count; i++) {
 		bufs[i] = db_registry_find_buffer(
-			b->reg, g_array_index(col->buffer_ids, uint64_t, first + i));
-		if (!bufs[i] || bufs[i]->lingering || !db_buffer_find_attachment(bufs[i], c))
+			b->reg, g_array_index(mc.col->buffer_ids, uint64_t, first + i));
+		if (!bufs[i] || bufs[i]->lingering || !db_buffer_find_attachment(bufs[i], mc.c))
 			return sd_bus_error_setf(error, DB_ERROR_NOT_FOUND,
 						 "you released buffer %u of the collection",
 						 first + i);
 	}
 	r = sd_bus_message_new_method_return(m, &reply);
 	if (r >= 0)
-		r = sd_bus_message_open_container(reply, 'a', "o");
-	for (uint32_t i = 0; r >= 0 && i < count; i++)
-		r = sd_bus_message_append_basic(reply, 'o',
-						db_bus_buffer_path(bufs[i], path, sizeof(path)));
-	if (r >= 0)
-		r = sd_bus_message_close_container(reply);
-	if (r >= 0)
-		r = sd_bus_message_open_container(reply, 'a', "h");
-	for (uint32_t i = 0; r >= 0 && i < count; i++)
-		r = sd_bus_message_append_basic(reply, 'h', &bufs[i]->fd);
-	if (r >= 0)
-		r = sd_bus_message_close_container(reply);
+		r = db_bus_append_buffers(reply, bufs, count);
 	if (r < 0)
 		return r;
 	return sd_bus_send(NULL, reply, NULL);
@@ -1175,20 +1141,14 @@ int db_collection_method_get_buffers(sd_bus_message *m, void *userdata, sd_bus_e
 int db_collection_method_leave(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
 	struct db_broker *b = userdata;
-	struct collection *col;
-	struct participant *p;
-	struct db_client *c;
-	guint index;
+	struct method_call mc;
 	int r;
 
-	r = db_bus_get_caller(b, m, &c, error);
+	r = enter_method(b, m, true, &mc, error);
 	if (r < 0)
 		return r;
-	r = get_collection(b, m, c, &col, &p, &index, error);
-	if (r < 0)
-		return r;
-	if (!leave(col, index, true))
-		try_allocate(col, false);
+	if (!leave(mc.col, mc.index, true))
+		try_allocate(mc.col, false);
 	return sd_bus_reply_method_return(m, NULL);
 }
 

@@ -51,22 +51,11 @@ static int cmd_collection(struct example *ex, int argc, char **argv)
 		.cpu_read = true,
 	};
 	struct dmabroker_collection *col;
-	struct dmabroker_token token;
 	unsigned n_ok = 0, n;
 	int r;
 
-	example_parse_token(ex, argc > 0 ? argv[0] : NULL, &token);
-	r = dmabroker_collection_join(ex->ctx, &token, &col);
-	if (r >= 0)
-		r = dmabroker_collection_set_constraints(col, &c, sizeof(c));
-	if (r >= 0)
-		example_say("joined", "%s", dmabroker_collection_get_path(col));
-	if (r >= 0)
-		r = dmabroker_collection_wait(col);
-	if (r < 0)
-		example_die(ex, "collection: %s", dmabroker_last_error(ex->ctx));
+	col = example_join_collection(ex, argc > 0 ? argv[0] : NULL, &c);
 	n = dmabroker_collection_get_buffer_count(col);
-	example_say("buffers", "%u", n);
 	example_say("ready", "waiting for frames");
 	if (!example_wait_line())
 		example_die(ex, "the driver went away");

@@ -87,6 +87,27 @@ void example_hold(void)
 		;
 }
 
+struct dmabroker_collection *example_join_collection(struct example *ex, const char *hex,
+						     const struct dmabroker_constraints *c)
+{
+	struct dmabroker_collection *col = NULL;
+	struct dmabroker_token token;
+	int r;
+
+	example_parse_token(ex, hex, &token);
+	r = dmabroker_collection_join(ex->ctx, &token, &col);
+	if (r >= 0)
+		r = dmabroker_collection_set_constraints(col, c, sizeof(*c));
+	if (r >= 0)
+		example_say("joined", "%s", dmabroker_collection_get_path(col));
+	if (r >= 0)
+		r = dmabroker_collection_wait(col);
+	if (r < 0)
+		example_die(ex, "collection: %s", dmabroker_last_error(ex->ctx));
+	example_say("buffers", "%u", dmabroker_collection_get_buffer_count(col));
+	return col;
+}
+
 bool example_wait_line(void)
 {
 	char c;

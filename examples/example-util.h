@@ -37,6 +37,11 @@ void example_share(struct example *ex, struct dmabroker_buffer *buf);
 /* Reads a token given as 32 hex characters. */
 void example_parse_token(struct example *ex, const char *hex, struct dmabroker_token *ret);
 
+/* Joins the collection a token (hex) names, sets c, says "joined PATH" and waits for the
+ * buffers; dies with the daemon's reason on failure. */
+struct dmabroker_collection *example_join_collection(struct example *ex, const char *hex,
+						     const struct dmabroker_constraints *c);
+
 /* Waits until stdin reaches end of file: the driver decides how long we hold. */
 void example_hold(void);
 

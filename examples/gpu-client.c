@@ -98,25 +98,14 @@ static int cmd_collection(struct example *ex, const char *hex, uint32_t stride_d
 	};
 	const struct dmabroker_collection_info *info;
 	struct dmabroker_collection *col;
-	struct dmabroker_token token;
 	char node[64];
 	int drm, r;
 
 	drm = open_vgem("renderD", 128, node, sizeof(node));
 	if (drm < 0)
 		example_die(ex, "no vgem render node");
-	example_parse_token(ex, hex, &token);
-	r = dmabroker_collection_join(ex->ctx, &token, &col);
-	if (r >= 0)
-		r = dmabroker_collection_set_constraints(col, &c, sizeof(c));
-	if (r >= 0)
-		example_say("joined", "%s", dmabroker_collection_get_path(col));
-	if (r >= 0)
-		r = dmabroker_collection_wait(col);
-	if (r < 0)
-		example_die(ex, "collection: %s", dmabroker_last_error(ex->ctx));
+	col = example_join_collection(ex, hex, &c);
 	info = dmabroker_collection_get_info(col);
-	example_say("buffers", "%u", dmabroker_collection_get_buffer_count(col));
 	example_say("path", "%s", info->path == DMABROKER_PATH_CACHED ? "cached" : "direct");
 	example_say("ready", "waiting for frames");
 	if (!example_wait_line())
