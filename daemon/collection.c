@@ -21,6 +21,7 @@
 #include "fdstore.h"
 #include "log.h"
 #include "macros.h"
+#include "monitor.h"
 #include "protocol.h"
 #include "token.h"
 
@@ -241,6 +242,33 @@ static void reply_wait_allocated(struct collection *col, struct participant *p)
 	p->wait = sd_bus_message_unref(p->wait);
 }
 
+/* What was allocated, in one line (free it). */
+static char *describe_outcome(const struct collection *col)
+{
+	return g_strdup_printf("%u x %zu bytes from %s%s%s%s", col->plan.buffer_count,
+			       col->plan.size, col->plan.backend,
+			       col->plan.contiguous ? ", contiguous" : "",
+			       col->plan.note[0] ? "; " : "", col->plan.note);
+}
+
+/* Tells event subscribers (dmabrokerctl monitor) who may see the collection. */
+static void tell_monitor(struct collection *col, const char *kind, const char *outcome)
+{
+	g_autofree uid_t *uids = g_new0(uid_t, col->participants->len + 1);
+	size_t n = 0;
+	char path[128];
+
+	for (guint i = 0; i < col->participants->len; i++) {
+		const struct participant *p = g_ptr_array_index(col->participants, i);
+		struct db_client *c = db_registry_find_client(col->b->reg, p->client_id);
+
+		if (c)
+			uids[n++] = c->uid;
+	}
+	db_monitor_collection(col->b, kind, collection_path(col, path, sizeof(path)), outcome,
+			      uids, n);
+}
+
 static void fail(struct collection *col, const char *name, const char *fmt, ...) _printf_(3, 4);
 
 /* Ends the negotiation: every participant's wait (now or later) gets this error. */
@@ -258,6 +286,7 @@ static void fail(struct collection *col, const char *name, const char *fmt, ...)
 	col->deadline = sd_event_source_disable_unref(col->deadline);
 	log_info("Collection %s failed: %s", collection_path(col, path, sizeof(path)),
 		 col->failure);
+	tell_monitor(col, "collection-failed", col->failure);
 	for (guint i = 0; i < col->participants->len; i++)
 		reply_wait_error(g_ptr_array_index(col->participants, i), name, col->failure);
 }
@@ -454,6 +483,11 @@ static void allocate(struct collection *col)
 	log_info("Collection %s allocated %u x %zu bytes from %s for %zu participant(s)%s%s",
 		 collection_path(col, path, sizeof(path)), col->plan.buffer_count, col->plan.size,
 		 col->plan.backend, n, col->plan.note[0] ? ": " : "", col->plan.note);
+	{
+		g_autofree char *outcome = describe_outcome(col);
+
+		tell_monitor(col, "collection-allocated", outcome);
+	}
 	for (guint i = 0; i < n; i++) {
 		struct participant *p = g_ptr_array_index(col->participants, i);
 
@@ -1224,10 +1258,7 @@ static int append_collection(struct db_broker *b, sd_bus_message *reply, struct 
 	if (r >= 0 && col->state == COLLECTION_FAILED)
 		r = sd_bus_message_append(reply, "{sv}", "outcome", "s", col->failure);
 	if (r >= 0 && col->state == COLLECTION_ALLOCATED) {
-		g_autofree char *outcome = g_strdup_printf(
-			"%u x %zu bytes from %s%s%s%s", col->plan.buffer_count, col->plan.size,
-			col->plan.backend, col->plan.contiguous ? ", contiguous" : "",
-			col->plan.note[0] ? "; " : "", col->plan.note);
+		g_autofree char *outcome = describe_outcome(col);
 
 		r = sd_bus_message_append(reply, "{sv}", "outcome", "s", outcome);
 	}

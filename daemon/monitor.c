@@ -74,6 +74,10 @@ struct event {
 	struct db_buffer *buffer; /* may be NULL */
 	const char *path; /* attachment path, or NULL */
 	const char *reason; /* Revoke's, or NULL */
+	/* A collection's outcome: seen by root and by these uids (its participants'). */
+	const char *outcome;
+	const uid_t *uids;
+	size_t n_uids;
 };
 
 static int append_details(sd_bus_message *s, const struct event *e, bool show_client)
@@ -99,6 +103,8 @@ static int append_details(sd_bus_message *s, const struct event *e, bool show_cl
 		r = sd_bus_message_append(s, "{sv}", "path", "s", e->path);
 	if (r >= 0 && e->reason)
 		r = sd_bus_message_append(s, "{sv}", "reason", "s", e->reason);
+	if (r >= 0 && e->outcome)
+		r = sd_bus_message_append(s, "{sv}", "outcome", "s", e->outcome);
 	if (r < 0)
 		return r;
 	return sd_bus_message_close_container(s);
@@ -108,6 +114,12 @@ static int append_details(sd_bus_message *s, const struct event *e, bool show_cl
  * another uid) is named only to those who may see that client too. */
 static bool visible(const struct subscriber *sub, const struct event *e)
 {
+	if (e->outcome) {
+		for (size_t i = 0; i < e->n_uids; i++)
+			if (e->uids[i] == sub->uid)
+				return true;
+		return sub->uid == 0;
+	}
 	if (e->buffer)
 		return db_bus_buffer_visible(e->buffer, sub->uid);
 	return db_bus_client_visible(e->client, sub->uid);
@@ -199,6 +211,21 @@ void db_monitor_revoked(struct db_broker *b, struct db_buffer *buf, const char *
 		.buffer = buf,
 		.reason = reason,
 		.object = db_bus_buffer_path(buf, object, sizeof(object)),
+	};
+
+	if (b->monitor && b->monitor->subscribers->len > 0)
+		send_event(b, &e);
+}
+
+void db_monitor_collection(struct db_broker *b, const char *kind, const char *path,
+			   const char *outcome, const uid_t *uids, size_t n_uids)
+{
+	struct event e = {
+		.kind = kind,
+		.object = path,
+		.outcome = outcome,
+		.uids = uids,
+		.n_uids = n_uids,
 	};
 
 	if (b->monitor && b->monitor->subscribers->len > 0)

@@ -24,6 +24,11 @@ void db_monitor_changed(struct db_broker *b, const struct db_change *change);
 /* An event the registry does not see (Revoke's reason). */
 void db_monitor_revoked(struct db_broker *b, struct db_buffer *buf, const char *reason);
 
+/* A collection was allocated or failed (kind "collection-allocated", "collection-failed"):
+ * told to root and to the uids of its participants. */
+void db_monitor_collection(struct db_broker *b, const char *kind, const char *path,
+			   const char *outcome, const uid_t *uids, size_t n_uids);
+
 /* A bus name left: its subscription goes with it. */
 void db_monitor_name_gone(struct db_broker *b, const char *bus_name);
 

@@ -170,6 +170,64 @@ static void test_many_buffers(void)
 	dmabroker_disconnect(b);
 }
 
+static void read_all(int fd, char *out, size_t len, int quiet_ms)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	size_t got = 0;
+
+	while (got + 1 < len && poll(&pfd, 1, quiet_ms) == 1) {
+		ssize_t n = read(fd, out + got, len - 1 - got);
+
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	out[got] = '\0';
+}
+
+/* dmabrokerctl monitor tells root and the participants' uids, and nobody else. */
+static void test_monitor(void)
+{
+	const char *argv[] = {"tools/dmabrokerctl", "monitor", NULL};
+	struct dmabroker *a = client("watched", false);
+	struct dmabroker_collection *ok = NULL, *bad = NULL;
+	const struct dmabroker_constraints ask = {.min_size = 4096};
+	const struct dmabroker_constraints odd = {.min_size = 8192, .max_size = 4096};
+	static char root_out[8192], nobody_out[4096];
+	int root_fd, nobody_fd;
+	pid_t root, nobody;
+
+	root = spawn_client(argv, false, &root_fd);
+	nobody = spawn_client(argv, true, &nobody_fd);
+	usleep(500 * 1000); /* they subscribe */
+	dmabroker_collection_create(a, "monitored", 1, &ok);
+	dmabroker_collection_set_constraints(ok, &ask, sizeof(ask));
+	dmabroker_collection_wait(ok);
+	dmabroker_collection_create(a, "doomed", 1, &bad);
+	tap_ok(dmabroker_collection_set_constraints(bad, &odd, sizeof(odd)) == -EINVAL,
+	       "contradictory constraints of one participant are refused at once");
+	dmabroker_collection_leave(bad);
+	dmabroker_collection_create(a, "doomed", 1, &bad);
+	dmabroker_collection_commit(bad);
+	dmabroker_collection_wait(bad);
+	read_all(root_fd, root_out, sizeof(root_out), 1000);
+	read_all(nobody_fd, nobody_out, sizeof(nobody_out), 300);
+	tap_ok(strstr(root_out, "collection-allocated") && strstr(root_out, "1 x 4096 bytes"),
+	       "root's monitor sees the allocation and what it was");
+	tap_ok(strstr(root_out, "collection-failed") && strstr(root_out, "how large"),
+	       "and a failure, with its reason");
+	tap_ok(!strstr(nobody_out, "collection-"), "uid 65534 sees neither");
+	kill(root, SIGTERM);
+	kill(nobody, SIGTERM);
+	waitpid(root, NULL, 0);
+	waitpid(nobody, NULL, 0);
+	close(root_fd);
+	close(nobody_fd);
+	dmabroker_collection_leave(ok);
+	dmabroker_collection_leave(bad);
+	dmabroker_disconnect(a);
+}
+
 /* Conflicts fail the collection for everyone, naming who conflicts. */
 static void test_conflicts(void)
 {
@@ -592,6 +650,7 @@ int main(void)
 	test_negotiation(inspect);
 	test_many_buffers();
 	test_conflicts();
+	test_monitor();
 	test_deadline();
 	test_late_join();
 	test_leaving();
