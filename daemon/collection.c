@@ -265,8 +265,8 @@ static void tell_monitor(struct collection *col, const char *kind, const char *o
 		if (c)
 			uids[n++] = c->uid;
 	}
-	db_monitor_collection(col->b, kind, collection_path(col, path, sizeof(path)), outcome,
-			      uids, n);
+	db_monitor_collection(col->b, kind, collection_path(col, path, sizeof(path)), outcome, uids,
+			      n);
 }
 
 static void fail(struct collection *col, const char *name, const char *fmt, ...) _printf_(3, 4);
@@ -767,6 +767,7 @@ static int read_constraints(struct db_broker *b, sd_bus_message *m, struct db_cl
 	};
 	struct db_constraints_error err = {0};
 	const struct db_device *dev = NULL;
+	char label[sizeof(p->label)];
 	size_t n_backends = 0;
 	bool known_device = false;
 	int r;
@@ -814,28 +815,31 @@ static int read_constraints(struct db_broker *b, sd_bus_message *m, struct db_cl
 		dev = db_devices_find(b->devices, device);
 	/* Names come from the registration, which checked them to be printable. */
 	if (device[0])
-		snprintf(p->label, sizeof(p->label), "%s (%s%s%s)", c->name[0] ? c->name : "client",
+		snprintf(label, sizeof(label), "%s (%s%s%s)", c->name[0] ? c->name : "client",
 			 dev && dev->driver[0] ? dev->driver : "",
 			 dev && dev->driver[0] ? ", " : "", device);
 	else
-		snprintf(p->label, sizeof(p->label), "%s (client %" PRIu64 ")",
+		snprintf(label, sizeof(label), "%s (client %" PRIu64 ")",
 			 c->name[0] ? c->name : "client", c->id);
-	sc.c.name = p->label;
+	sc.c.name = label;
 	sc.c.dynamic = c->dynamic;
-	/* Point into the stored copy once it is in place. */
-	db_strv_free(p->sc.backends);
-	p->sc = sc;
-	p->sc.c.fourccs = n_fourccs ? p->sc.fourccs : NULL;
-	p->sc.c.modifiers = n_modifiers ? p->sc.modifiers : NULL;
-	p->sc.c.backends = n_backends ? (const char *const *)p->sc.backends : NULL;
-	r = db_constraints_validate(&p->sc.c, &err);
+	sc.c.fourccs = n_fourccs ? sc.fourccs : NULL;
+	sc.c.modifiers = n_modifiers ? sc.modifiers : NULL;
+	sc.c.backends = n_backends ? (const char *const *)sc.backends : NULL;
+	r = db_constraints_validate(&sc.c, &err);
 	if (r < 0) {
-		db_strv_free(p->sc.backends);
-		memset(&p->sc, 0, sizeof(p->sc));
-		p->has_constraints = false;
+		/* What the participant set before stays. */
+		db_strv_free(sc.backends);
 		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT, "constraints: %s",
 					 err.message);
 	}
+	memcpy(p->label, label, sizeof(label));
+	db_strv_free(p->sc.backends);
+	p->sc = sc;
+	/* Point into the stored copy. */
+	p->sc.c.name = p->label;
+	p->sc.c.fourccs = n_fourccs ? p->sc.fourccs : NULL;
+	p->sc.c.modifiers = n_modifiers ? p->sc.modifiers : NULL;
 	return 0;
 }
 

@@ -265,6 +265,23 @@ static void test_conflicts(void)
 	tap_ok(strstr(msg, "small-one") && strstr(msg, "contiguous"),
 	       "naming the participant and its contiguity: %s", msg);
 	dmabroker_collection_leave(ca);
+
+	/* Malformed constraints are refused and leave the earlier ones in place. */
+	{
+		const struct dmabroker_constraints odd = {.min_size = 8192, .max_size = 4096};
+		const struct dmabroker_constraints page = {.min_size = 4096};
+
+		dmabroker_collection_create(a, "kept", 0, &ca);
+		dmabroker_collection_set_constraints(ca, &page, sizeof(page));
+		tap_ok(dmabroker_collection_set_constraints(ca, &odd, sizeof(odd)) == -EINVAL,
+		       "a participant's own contradiction is refused at once: %s",
+		       dmabroker_last_error(a));
+		dmabroker_collection_commit(ca);
+		tap_ok(dmabroker_collection_wait(ca) == 0 &&
+			       dmabroker_collection_get_info(ca)->size == 4096,
+		       "and what it set before stands (%s)", dmabroker_last_error(a));
+		dmabroker_collection_leave(ca);
+	}
 	dmabroker_disconnect(a);
 	dmabroker_disconnect(b);
 	dmabroker_disconnect(c);
