@@ -598,6 +598,10 @@ static int build_register(struct dmabroker *ctx, const char *role, bool dynamic,
 	if (r >= 0)
 		r = sd_bus_message_append(m, "{sv}{sv}", "role", "s", role, "dynamic", "b",
 					  (int)dynamic);
+	/* Layouts in replies without their zero entries: a plain buffer's is two entries,
+	 * not eleven (read_layout() takes an absent key as zero). */
+	if (r >= 0)
+		r = sd_bus_message_append(m, "{sv}", "compact_layouts", "b", 1);
 	if (r >= 0 && name)
 		r = append_str_entry(m, "name", name);
 	if (r >= 0 && devices) {

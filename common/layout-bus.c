@@ -53,7 +53,43 @@ int db_dict_append_u32_array(sd_bus_message *m, const char *key, const uint32_t 
 	return r;
 }
 
-int db_layout_dict_append(sd_bus_message *m, const struct db_layout_dict *d)
+static int append_u32_entry(sd_bus_message *m, unsigned k, uint32_t v)
+{
+	return sd_bus_message_append(m, "{sv}", keys[k].name, "u", v);
+}
+
+/* The compact form: only the entries whose value is not zero, false or empty. */
+static int append_compact(sd_bus_message *m, const struct db_layout_dict *d)
+{
+	const struct db_layout *l = &d->layout;
+	int r = 0;
+
+	if (l->size)
+		r = sd_bus_message_append(m, "{sv}", keys[KEY_SIZE].name, "t", (uint64_t)l->size);
+	if (r >= 0 && l->width)
+		r = append_u32_entry(m, KEY_WIDTH, l->width);
+	if (r >= 0 && l->height)
+		r = append_u32_entry(m, KEY_HEIGHT, l->height);
+	if (r >= 0 && l->fourcc)
+		r = append_u32_entry(m, KEY_FOURCC, l->fourcc);
+	if (r >= 0 && l->modifier)
+		r = sd_bus_message_append(m, "{sv}", keys[KEY_MODIFIER].name, "t", l->modifier);
+	if (r >= 0 && l->n_planes)
+		r = append_u32_entry(m, KEY_PLANES, l->n_planes);
+	if (r >= 0 && l->n_planes)
+		r = db_dict_append_u32_array(m, keys[KEY_OFFSETS].name, l->offsets, l->n_planes);
+	if (r >= 0 && l->n_planes)
+		r = db_dict_append_u32_array(m, keys[KEY_STRIDES].name, l->strides, l->n_planes);
+	if (r >= 0 && d->backend && d->backend[0])
+		r = sd_bus_message_append(m, "{sv}", keys[KEY_BACKEND].name, "s", d->backend);
+	if (r >= 0 && d->is_dmabuf)
+		r = sd_bus_message_append(m, "{sv}", keys[KEY_DMABUF].name, "b", 1);
+	if (r >= 0 && d->name && d->name[0])
+		r = sd_bus_message_append(m, "{sv}", keys[KEY_NAME].name, "s", d->name);
+	return r;
+}
+
+int db_layout_dict_append(sd_bus_message *m, const struct db_layout_dict *d, bool compact)
 {
 	const struct db_layout *l = &d->layout;
 	int r;
@@ -62,17 +98,19 @@ int db_layout_dict_append(sd_bus_message *m, const struct db_layout_dict *d)
 	if (l->n_planes > DMABROKER_MAX_PLANES)
 		return -EINVAL;
 	r = sd_bus_message_open_container(m, 'a', "{sv}");
-	if (r >= 0)
+	if (r >= 0 && compact)
+		r = append_compact(m, d);
+	else if (r >= 0)
 		r = sd_bus_message_append(
 			m, "{sv}{sv}{sv}{sv}{sv}{sv}", keys[KEY_SIZE].name, "t", (uint64_t)l->size,
 			keys[KEY_WIDTH].name, "u", l->width, keys[KEY_HEIGHT].name, "u", l->height,
 			keys[KEY_FOURCC].name, "u", l->fourcc, keys[KEY_MODIFIER].name, "t",
 			l->modifier, keys[KEY_PLANES].name, "u", l->n_planes);
-	if (r >= 0)
+	if (r >= 0 && !compact)
 		r = db_dict_append_u32_array(m, keys[KEY_OFFSETS].name, l->offsets, l->n_planes);
-	if (r >= 0)
+	if (r >= 0 && !compact)
 		r = db_dict_append_u32_array(m, keys[KEY_STRIDES].name, l->strides, l->n_planes);
-	if (r >= 0)
+	if (r >= 0 && !compact)
 		r = sd_bus_message_append(m, "{sv}{sv}{sv}", keys[KEY_BACKEND].name, "s",
 					  d->backend ? d->backend : "", keys[KEY_DMABUF].name, "b",
 					  (int)d->is_dmabuf, keys[KEY_NAME].name, "s",

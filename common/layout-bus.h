@@ -21,10 +21,12 @@ struct db_layout_dict {
 };
 
 /*
- * Appends the dictionary (the whole a{sv}) to m. NULL strings go out as "".
- * -EINVAL if the layout has more than DMABROKER_MAX_PLANES planes.
+ * Appends the dictionary (the whole a{sv}) to m. NULL strings go out as "". compact: only
+ * the entries whose value is not zero, false or empty (a plain buffer is "size" and
+ * "backend"); a reader takes an absent key as zero, so db_layout_dict_read() reads both
+ * forms alike. -EINVAL if the layout has more than DMABROKER_MAX_PLANES planes.
  */
-int db_layout_dict_append(sd_bus_message *m, const struct db_layout_dict *d);
+int db_layout_dict_append(sd_bus_message *m, const struct db_layout_dict *d, bool compact);
 
 /*
  * Reads a dictionary from m into ret; its strings point into m. Keys this version does not

@@ -100,12 +100,13 @@ static int method_register(sd_bus_message *m, void *userdata, sd_bus_error *erro
 	_cleanup_(db_strv_freep) char **devices = NULL;
 	_cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
 	const char *role = "cpu", *name = "", *sender;
-	bool dynamic = false;
+	bool dynamic = false, compact_layouts = false;
 	struct db_dict_field f[] = {
 		{"role", DB_DICT_STRING, &role},
 		{"dynamic", DB_DICT_BOOL, &dynamic},
 		{"name", DB_DICT_STRING, &name},
 		{"devices", DB_DICT_STRV, &devices, 16},
+		{"compact_layouts", DB_DICT_BOOL, &compact_layouts},
 	};
 	struct db_client *c;
 	char path[128];
@@ -155,6 +156,7 @@ static int method_register(sd_bus_message *m, void *userdata, sd_bus_error *erro
 					 db_registry_limits(b->reg)->max_name_length);
 	if (r < 0)
 		return r;
+	c->compact_layouts = compact_layouts;
 	log_debug("Registered %s as client %" PRIu64 " (uid %u, pid %d, %s, %s)", sender, c->id,
 		  (unsigned)uid, (int)pid, role, dynamic ? "dynamic" : "static");
 	return sd_bus_reply_method_return(m, "o", db_bus_client_path(c, path, sizeof(path)));
@@ -267,7 +269,7 @@ static int reply_allocated(struct db_broker *b, sd_bus_message *m, struct db_cli
 		r = sd_bus_message_append(reply, "oh", db_bus_buffer_path(buf, path, sizeof(path)),
 					  buf->fd);
 	if (r >= 0)
-		r = db_bus_append_layout(reply, buf);
+		r = db_bus_append_layout(reply, buf, c->compact_layouts);
 	if (r < 0) {
 		db_registry_detach(b->reg, c, buf);
 		return r;
@@ -454,7 +456,7 @@ static int method_allocate_many(sd_bus_message *m, void *userdata, sd_bus_error 
 	if (r >= 0)
 		r = sd_bus_message_close_container(reply);
 	if (r >= 0)
-		r = db_bus_append_layout(reply, bufs[0]);
+		r = db_bus_append_layout(reply, bufs[0], c->compact_layouts);
 	if (r < 0)
 		goto undo;
 	return sd_bus_send(NULL, reply, NULL);
@@ -615,7 +617,7 @@ static int method_import(sd_bus_message *m, void *userdata, sd_bus_error *error)
 					  db_bus_buffer_path(a->buffer, path, sizeof(path)),
 					  a->buffer->fd, db_attach_path_name(a->path));
 	if (r >= 0)
-		r = db_bus_append_layout(reply, a->buffer);
+		r = db_bus_append_layout(reply, a->buffer, c->compact_layouts);
 	if (r < 0)
 		return r;
 	return sd_bus_send(NULL, reply, NULL);
@@ -656,7 +658,7 @@ static int method_reacquire(sd_bus_message *m, void *userdata, sd_bus_error *err
 	if (r >= 0)
 		r = sd_bus_message_append(reply, "h", buf->fd);
 	if (r >= 0)
-		r = db_bus_append_layout(reply, buf);
+		r = db_bus_append_layout(reply, buf, c->compact_layouts);
 	if (r < 0)
 		return r;
 	/* Settle after the reply holds its own copy of the fd. */

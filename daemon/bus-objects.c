@@ -138,7 +138,7 @@ struct db_client *db_bus_client_from_path(struct db_broker *b, const char *path)
 	return id ? db_registry_find_client(b->reg, id) : NULL;
 }
 
-int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf)
+int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf, bool compact)
 {
 	struct db_layout_dict d = {
 		.layout = buf->layout,
@@ -149,7 +149,7 @@ int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf)
 
 	/* "size" is the buffer's (page-aligned) size, which is what a client maps. */
 	d.layout.size = buf->size;
-	return db_layout_dict_append(m, &d);
+	return db_layout_dict_append(m, &d, compact);
 }
 
 /* --- org.dmabroker.Buffer1 --- */
@@ -220,7 +220,7 @@ BUFFER_PROP(buffer_prop_exporter)
 
 BUFFER_PROP(buffer_prop_layout)
 {
-	return db_bus_append_layout(reply, userdata);
+	return db_bus_append_layout(reply, userdata, false);
 }
 
 BUFFER_PROP(buffer_prop_attachments)

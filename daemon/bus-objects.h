@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <systemd/sd-bus.h>
 
@@ -17,8 +18,9 @@ struct db_client *db_bus_client_from_path(struct db_broker *b, const char *path)
 int db_bus_emit_to_client(struct db_broker *b, struct db_client *c, const char *member,
 			  const char *buffer_path, const char *reason);
 
-/* Appends the buffer's layout dictionary (a{sv}). */
-int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf);
+/* Appends the buffer's layout dictionary (a{sv}); compact: the compact form
+ * (common/layout-bus.h), for a client that registered with "compact_layouts". */
+int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf, bool compact);
 
 /* The visibility rule every listing and event follows: root sees everything; anyone else sees
  * the clients of its own uid and the buffers its uid owns or holds. */
