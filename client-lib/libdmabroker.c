@@ -111,6 +111,9 @@ struct dmabroker {
 	int epoll_fd; /* owned; what dmabroker_get_fd() returns */
 	int kick_fd; /* owned eventfd in epoll_fd: sd-bus has work its sockets do not show */
 	int timer_fd; /* owned timerfd in epoll_fd: sd-bus's next call timeout */
+	uint64_t timer_deadline; /* what timer_fd was last armed to (UINT64_MAX: disarmed) */
+	bool timer_fired; /* drained since it was armed: arm it again even if unchanged */
+	bool kicked; /* kick_fd is readable: no need to write it again until it is drained */
 	uint64_t timeout; /* for dmabroker_get_timeout() */
 	uint32_t flags;
 	char *owner; /* unique name owning DB_BUS_NAME, NULL if none: the only sender we trust */
@@ -239,8 +242,14 @@ static bool peer_usable(struct dmabroker *ctx)
 	return p.fd >= 0 && (poll(&p, 1, 0) == 0 || !(p.revents & (POLLRDHUP | POLLHUP | POLLERR)));
 }
 
-static sd_bus *call_bus(struct dmabroker *ctx)
+/*
+ * A repeatable call needs no look first: if the peer turns out dead it is resent on the bus
+ * (call_sync(), on_reply()), so it goes to the peer whenever sd-bus has it open.
+ */
+static sd_bus *call_bus(struct dmabroker *ctx, enum call_kind kind)
 {
+	if (methods[kind].repeatable)
+		return bus_open(ctx->peer.bus) ? ctx->peer.bus : ctx->bus.bus;
 	return peer_usable(ctx) ? ctx->peer.bus : ctx->bus.bus;
 }
 
@@ -291,11 +300,13 @@ static void retire_peer(struct dmabroker *ctx)
 	log_msg(DMABROKER_LOG_INFO, "dmabroker: the peer connection closed; using the bus");
 }
 
+/* Makes the fd readable; once is enough until dispatch drains it. */
 static void kick(struct dmabroker *ctx)
 {
 	uint64_t one = 1;
 
-	(void)!write(ctx->kick_fd, &one, sizeof(one));
+	if (!ctx->kicked && write(ctx->kick_fd, &one, sizeof(one)) == sizeof(one))
+		ctx->kicked = true;
 }
 
 static void drain(int fd)
@@ -303,6 +314,15 @@ static void drain(int fd)
 	uint64_t v;
 
 	(void)!read(fd, &v, sizeof(v));
+}
+
+/* Dispatch's start and end: the eventfd is empty, and the timer may have fired. */
+static void drain_all(struct dmabroker *ctx)
+{
+	drain(ctx->kick_fd);
+	ctx->kicked = false;
+	drain(ctx->timer_fd);
+	ctx->timer_fired = true;
 }
 
 static void update_watch(struct dmabroker *ctx, struct watch *w, bool *now, uint64_t *deadline)
@@ -345,13 +365,19 @@ static void update(struct dmabroker *ctx)
 	if (now)
 		kick(ctx);
 	ctx->timeout = now ? 0 : deadline;
+	/* A blocking call leaves the deadline as it was: no syscall then. */
+	if (deadline == ctx->timer_deadline && !ctx->timer_fired)
+		return;
 	if (deadline != UINT64_MAX) {
 		its.it_value.tv_sec = (time_t)(deadline / 1000000);
 		its.it_value.tv_nsec = (long)(deadline % 1000000) * 1000;
 		if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
 			its.it_value.tv_nsec = 1; /* 0 would disarm it */
 	}
-	timerfd_settime(ctx->timer_fd, TFD_TIMER_ABSTIME, &its, NULL);
+	if (timerfd_settime(ctx->timer_fd, TFD_TIMER_ABSTIME, &its, NULL) == 0) {
+		ctx->timer_deadline = deadline;
+		ctx->timer_fired = false;
+	}
 }
 
 /* Ends a public entry point: the fd must show whatever the call left queued. */
@@ -474,7 +500,7 @@ static int call_sync(struct dmabroker *ctx, enum call_kind kind, sd_bus_message 
 
 static int new_call(struct dmabroker *ctx, enum call_kind kind, sd_bus_message **ret)
 {
-	sd_bus *bus = call_bus(ctx);
+	sd_bus *bus = call_bus(ctx, kind);
 
 	if (!bus_open(bus))
 		return set_error_msg(ctx, -ECONNRESET, "not connected");
@@ -640,7 +666,7 @@ static int read_register(struct dmabroker *ctx, sd_bus_message *reply)
 
 static int build_backends(struct dmabroker *ctx, sd_bus_message **ret)
 {
-	sd_bus *bus = call_bus(ctx);
+	sd_bus *bus = call_bus(ctx, CALL_BACKENDS);
 
 	return sd_bus_message_new_method_call(bus, ret, bus == ctx->bus.bus ? DB_BUS_NAME : NULL,
 					      DB_OBJECT_PATH, "org.freedesktop.DBus.Properties",
@@ -873,6 +899,7 @@ static int build_allocate(struct dmabroker *ctx, const struct dmabroker_alloc_sp
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
 	_cleanup_(closep) int memfd = -1;
 	struct dmabroker_alloc_spec spec;
+	sd_bus *bus;
 	int r;
 
 	if (!caller_spec)
@@ -886,9 +913,10 @@ static int build_allocate(struct dmabroker *ctx, const struct dmabroker_alloc_sp
 			return r;
 		/* Anything else: let the daemon judge the spec and say what is wrong. */
 	}
-	r = sd_bus_message_new_method_call(
-		call_bus(ctx), &m, call_bus(ctx) == ctx->bus.bus ? DB_BUS_NAME : NULL,
-		DB_OBJECT_PATH, DB_IFACE_BROKER, memfd >= 0 ? "AllocateWithMemfd" : "Allocate");
+	bus = call_bus(ctx, CALL_ALLOCATE); /* one look at the peer */
+	r = sd_bus_message_new_method_call(bus, &m, bus == ctx->bus.bus ? DB_BUS_NAME : NULL,
+					   DB_OBJECT_PATH, DB_IFACE_BROKER,
+					   memfd >= 0 ? "AllocateWithMemfd" : "Allocate");
 	/* The message keeps its own duplicate of the memfd. */
 	if (r >= 0 && memfd >= 0)
 		r = sd_bus_message_append_basic(m, 'h', &memfd);
@@ -1514,6 +1542,7 @@ int dmabroker_connect(struct dmabroker **ret, const char *address, uint32_t flag
 	ctx->flags = flags;
 	ctx->bus.fd = ctx->peer.fd = -1;
 	ctx->kick_fd = ctx->timer_fd = -1;
+	ctx->timer_deadline = UINT64_MAX; /* a new timerfd is disarmed */
 	ctx->n_memcg_limits = -1;
 	for (unsigned i = 0; i < MAX_OLD_PEERS; i++)
 		ctx->old_peers[i].fd = -1;
@@ -2138,8 +2167,7 @@ int dmabroker_dispatch(struct dmabroker *ctx)
 		return -EBUSY;
 	ctx->dispatching = true;
 	ctx->handled = 0;
-	drain(ctx->kick_fd);
-	drain(ctx->timer_fd);
+	drain_all(ctx);
 	/* Round after round, reading the connections afresh each time: a callback can retire
 	 * the peer, open a new one, or queue messages on a connection already done. */
 	while (progress && r >= 0) {
@@ -2168,8 +2196,7 @@ int dmabroker_dispatch(struct dmabroker *ctx)
 		dmabroker_disconnect(ctx);
 		return r < 0 ? r : 0;
 	}
-	drain(ctx->kick_fd);
-	drain(ctx->timer_fd);
+	drain_all(ctx);
 	return done(ctx, r < 0 ? r : ctx->handled);
 }
 
