@@ -158,6 +158,7 @@ struct dmabroker_call {
 	struct dmabroker_buffer *buf; /* what it acts on; NULL once released */
 	int fd; /* owned: Export's duplicate of the caller's fd, or -1 */
 	struct dmabroker_export_info info; /* Export's layout (its name is not kept) */
+	struct db_layout asked; /* Allocate*: what the spec says (see spec_asked()) */
 	unsigned count;
 	bool internal; /* the library's own: nobody is told */
 	bool cancelled;
@@ -569,13 +570,20 @@ static struct dmabroker_buffer *buffer_free(struct dmabroker_buffer *buf)
 	return NULL;
 }
 
-/* Reads a layout dictionary with the daemon's own encoding (common/layout-bus.c). */
-static int read_layout(sd_bus_message *m, struct dmabroker_buffer *buf)
+/*
+ * Reads a layout dictionary with the daemon's own encoding (common/layout-bus.c). We register
+ * with "compact_layouts": an absent key is what our spec said (asked, for an allocation), else
+ * zero. A full dictionary reads the same.
+ */
+static int read_layout(sd_bus_message *m, const struct db_layout *asked,
+		       struct dmabroker_buffer *buf)
 {
-	struct db_layout_dict d;
+	struct db_layout_dict d, implied = {0};
 	int r;
 
-	r = db_layout_dict_read(m, &d);
+	if (asked)
+		implied.layout = *asked;
+	r = db_layout_dict_read_over(m, &implied, &d);
 	if (r < 0)
 		return r;
 	buf->layout = d.layout;
@@ -624,8 +632,8 @@ static int build_register(struct dmabroker *ctx, const char *role, bool dynamic,
 	if (r >= 0)
 		r = sd_bus_message_append(m, "{sv}{sv}", "role", "s", role, "dynamic", "b",
 					  (int)dynamic);
-	/* Layouts in replies without their zero entries: a plain buffer's is two entries,
-	 * not eleven (read_layout() takes an absent key as zero). */
+	/* Layouts in replies without what our spec said or what is zero: a plain buffer's is
+	 * one entry, not eleven (read_layout()). */
 	if (r >= 0)
 		r = sd_bus_message_append(m, "{sv}", "compact_layouts", "b", 1);
 	if (r >= 0 && name)
@@ -867,6 +875,27 @@ static int make_memfd(struct dmabroker *ctx, const struct dmabroker_alloc_spec *
 	return 0;
 }
 
+/*
+ * What the spec itself says, as the daemon's spec parser records it (daemon/spec.c): a plain
+ * buffer's size rounded up to the page size, or an image's width, height, fourcc and
+ * modifier. A compact reply leaves these out. Mirrors append_spec()'s choice.
+ */
+static void spec_asked(const struct dmabroker_alloc_spec *spec, struct db_layout *ret)
+{
+	size_t aligned = 0;
+
+	*ret = (struct db_layout){0};
+	if (spec->size || (!spec->width && !spec->height && !spec->fourcc)) {
+		if (db_size_page_align(spec->size, &aligned) == 0)
+			ret->size = aligned;
+		return;
+	}
+	ret->width = spec->width;
+	ret->height = spec->height;
+	ret->fourcc = spec->fourcc;
+	ret->modifier = spec->modifier;
+}
+
 static int append_spec(sd_bus_message *m, const struct dmabroker_alloc_spec *spec)
 {
 	int r;
@@ -894,7 +923,7 @@ static int append_spec(sd_bus_message *m, const struct dmabroker_alloc_spec *spe
 }
 
 static int build_allocate(struct dmabroker *ctx, const struct dmabroker_alloc_spec *caller_spec,
-			  size_t spec_size, sd_bus_message **ret)
+			  size_t spec_size, sd_bus_message **ret, struct db_layout *ret_asked)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
 	_cleanup_(closep) int memfd = -1;
@@ -924,12 +953,13 @@ static int build_allocate(struct dmabroker *ctx, const struct dmabroker_alloc_sp
 		r = append_spec(m, &spec);
 	if (r < 0)
 		return r;
+	spec_asked(&spec, ret_asked);
 	*ret = take_ptr(m);
 	return 0;
 }
 
 static int read_allocate(struct dmabroker *ctx, sd_bus_message *reply, bool import,
-			 struct dmabroker_buffer **ret)
+			 const struct db_layout *asked, struct dmabroker_buffer **ret)
 {
 	const char *path, *attach_path = "direct";
 	struct dmabroker_buffer *buf;
@@ -944,7 +974,7 @@ static int read_allocate(struct dmabroker *ctx, sd_bus_message *reply, bool impo
 	r = buffer_from_reply(ctx, path, fd, &buf);
 	if (r < 0)
 		return r;
-	r = read_layout(reply, buf);
+	r = read_layout(reply, asked, buf);
 	if (r < 0) {
 		buffer_free(buf);
 		return r;
@@ -957,7 +987,7 @@ static int read_allocate(struct dmabroker *ctx, sd_bus_message *reply, bool impo
 
 static int build_allocate_many(struct dmabroker *ctx,
 			       const struct dmabroker_alloc_spec *caller_spec, size_t spec_size,
-			       unsigned count, sd_bus_message **ret)
+			       unsigned count, sd_bus_message **ret, struct db_layout *ret_asked)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
 	struct dmabroker_alloc_spec spec;
@@ -974,12 +1004,13 @@ static int build_allocate_many(struct dmabroker *ctx,
 		r = append_spec(m, &spec);
 	if (r < 0)
 		return r;
+	spec_asked(&spec, ret_asked);
 	*ret = take_ptr(m);
 	return 0;
 }
 
 static int read_allocate_many(struct dmabroker *ctx, sd_bus_message *reply, unsigned count,
-			      struct dmabroker_buffer **ret)
+			      const struct db_layout *asked, struct dmabroker_buffer **ret)
 {
 	const char *paths[DMABROKER_ALLOCATE_MANY_MAX];
 	int fds[DMABROKER_ALLOCATE_MANY_MAX];
@@ -999,7 +1030,7 @@ static int read_allocate_many(struct dmabroker *ctx, sd_bus_message *reply, unsi
 	if (r >= 0)
 		r = sd_bus_message_exit_container(reply);
 	if (r >= 0)
-		r = read_layout(reply, &probe);
+		r = read_layout(reply, asked, &probe);
 	if (r < 0)
 		return r;
 	if (n != count || n_fds != count)
@@ -1167,7 +1198,7 @@ static int read_reacquire(struct dmabroker_buffer *buf, sd_bus_message *reply)
 	r = sd_bus_message_read(reply, "h", &borrowed);
 	if (r < 0)
 		return r;
-	r = read_layout(reply, &probe);
+	r = read_layout(reply, NULL, &probe);
 	if (r < 0)
 		return r;
 	if (!buf)
@@ -1369,7 +1400,8 @@ static int on_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_err
 	case CALL_ALLOCATE:
 	case CALL_IMPORT:
 		if (r >= 0)
-			r = read_allocate(ctx, reply, call->kind == CALL_IMPORT, &buf);
+			r = read_allocate(ctx, reply, call->kind == CALL_IMPORT,
+					  call->kind == CALL_IMPORT ? NULL : &call->asked, &buf);
 		complete_buffer(call, r, buf);
 		call_free(call);
 		return 0;
@@ -1381,7 +1413,7 @@ static int on_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_err
 		return 0;
 	case CALL_ALLOCATE_MANY:
 		if (r >= 0)
-			r = read_allocate_many(ctx, reply, call->count, bufs);
+			r = read_allocate_many(ctx, reply, call->count, &call->asked, bufs);
 		if (call->cancelled || !call->cb.buffers) {
 			for (unsigned i = 0; r >= 0 && i < call->count; i++)
 				release_unwanted(bufs[i]);
@@ -1683,15 +1715,16 @@ int dmabroker_allocate(struct dmabroker *ctx, const struct dmabroker_alloc_spec 
 		       size_t spec_size, struct dmabroker_buffer **ret)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+	struct db_layout asked;
 	int r;
 
 	if (!ctx || !ret)
 		return -EINVAL;
-	r = build_allocate(ctx, spec, spec_size, &m);
+	r = build_allocate(ctx, spec, spec_size, &m, &asked);
 	if (r >= 0)
 		r = call_sync(ctx, CALL_ALLOCATE, m, &reply);
 	if (r >= 0)
-		r = read_allocate(ctx, reply, false, ret);
+		r = read_allocate(ctx, reply, false, &asked, ret);
 	return done(ctx, r);
 }
 
@@ -1700,13 +1733,17 @@ int dmabroker_allocate_async(struct dmabroker *ctx, const struct dmabroker_alloc
 			     struct dmabroker_call **ret_call)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+	struct dmabroker_call *call = NULL;
+	struct db_layout asked;
 	int r;
 
 	if (!ctx)
 		return -EINVAL;
-	r = build_allocate(ctx, spec, spec_size, &m);
+	r = build_allocate(ctx, spec, spec_size, &m, &asked);
 	if (r >= 0)
-		r = call_start(ctx, CALL_ALLOCATE, m, (void *)cb, userdata, ret_call, NULL);
+		r = call_start(ctx, CALL_ALLOCATE, m, (void *)cb, userdata, ret_call, &call);
+	if (r >= 0)
+		call->asked = asked;
 	return done(ctx, r);
 }
 
@@ -1714,15 +1751,16 @@ int dmabroker_allocate_many(struct dmabroker *ctx, const struct dmabroker_alloc_
 			    size_t spec_size, unsigned count, struct dmabroker_buffer **ret)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+	struct db_layout asked;
 	int r;
 
 	if (!ctx || !ret)
 		return -EINVAL;
-	r = build_allocate_many(ctx, spec, spec_size, count, &m);
+	r = build_allocate_many(ctx, spec, spec_size, count, &m, &asked);
 	if (r >= 0)
 		r = call_sync(ctx, CALL_ALLOCATE_MANY, m, &reply);
 	if (r >= 0)
-		r = read_allocate_many(ctx, reply, count, ret);
+		r = read_allocate_many(ctx, reply, count, &asked, ret);
 	return done(ctx, r);
 }
 
@@ -1732,15 +1770,18 @@ int dmabroker_allocate_many_async(struct dmabroker *ctx, const struct dmabroker_
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
 	struct dmabroker_call *call;
+	struct db_layout asked;
 	int r;
 
 	if (!ctx)
 		return -EINVAL;
-	r = build_allocate_many(ctx, spec, spec_size, count, &m);
+	r = build_allocate_many(ctx, spec, spec_size, count, &m, &asked);
 	if (r >= 0)
 		r = call_start(ctx, CALL_ALLOCATE_MANY, m, (void *)cb, userdata, ret_call, &call);
-	if (r >= 0)
+	if (r >= 0) {
 		call->count = count;
+		call->asked = asked;
+	}
 	return done(ctx, r);
 }
 
@@ -1856,7 +1897,7 @@ int dmabroker_import(struct dmabroker *ctx, const struct dmabroker_token *token,
 	if (r >= 0)
 		r = call_sync(ctx, CALL_IMPORT, m, &reply);
 	if (r >= 0)
-		r = read_allocate(ctx, reply, true, ret);
+		r = read_allocate(ctx, reply, true, NULL, ret);
 	return done(ctx, r);
 }
 

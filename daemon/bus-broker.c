@@ -258,7 +258,7 @@ static int allocate_one(struct db_broker *b, struct db_client *c, const struct d
 /* Answers an allocation: the buffer's path, its fd and layout. A reply that cannot be made
  * gives the buffer back. */
 static int reply_allocated(struct db_broker *b, sd_bus_message *m, struct db_client *c,
-			   struct db_buffer *buf)
+			   struct db_buffer *buf, const struct db_alloc_plan *plan)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
 	char path[128];
@@ -269,7 +269,7 @@ static int reply_allocated(struct db_broker *b, sd_bus_message *m, struct db_cli
 		r = sd_bus_message_append(reply, "oh", db_bus_buffer_path(buf, path, sizeof(path)),
 					  buf->fd);
 	if (r >= 0)
-		r = db_bus_append_layout(reply, buf, c->compact_layouts);
+		r = db_bus_append_layout(reply, buf, c, plan);
 	if (r < 0) {
 		db_registry_detach(b->reg, c, buf);
 		return r;
@@ -373,7 +373,7 @@ static int method_allocate_with_memfd(sd_bus_message *m, void *userdata, sd_bus_
 	if (r < 0)
 		return r;
 	fd = -1; /* the registry owns it now */
-	return reply_allocated(b, m, c, buf);
+	return reply_allocated(b, m, c, buf, &plan);
 }
 
 static int method_allocate(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -400,7 +400,7 @@ static int method_allocate(sd_bus_message *m, void *userdata, sd_bus_error *erro
 	r = allocate_one(b, c, &plan, be, &buf, error);
 	if (r < 0)
 		return r;
-	return reply_allocated(b, m, c, buf);
+	return reply_allocated(b, m, c, buf, &plan);
 }
 
 static int method_allocate_many(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -456,7 +456,7 @@ static int method_allocate_many(sd_bus_message *m, void *userdata, sd_bus_error 
 	if (r >= 0)
 		r = sd_bus_message_close_container(reply);
 	if (r >= 0)
-		r = db_bus_append_layout(reply, bufs[0], c->compact_layouts);
+		r = db_bus_append_layout(reply, bufs[0], c, &plan);
 	if (r < 0)
 		goto undo;
 	return sd_bus_send(NULL, reply, NULL);
@@ -617,7 +617,7 @@ static int method_import(sd_bus_message *m, void *userdata, sd_bus_error *error)
 					  db_bus_buffer_path(a->buffer, path, sizeof(path)),
 					  a->buffer->fd, db_attach_path_name(a->path));
 	if (r >= 0)
-		r = db_bus_append_layout(reply, a->buffer, c->compact_layouts);
+		r = db_bus_append_layout(reply, a->buffer, c, NULL);
 	if (r < 0)
 		return r;
 	return sd_bus_send(NULL, reply, NULL);
@@ -658,7 +658,7 @@ static int method_reacquire(sd_bus_message *m, void *userdata, sd_bus_error *err
 	if (r >= 0)
 		r = sd_bus_message_append(reply, "h", buf->fd);
 	if (r >= 0)
-		r = db_bus_append_layout(reply, buf, c->compact_layouts);
+		r = db_bus_append_layout(reply, buf, c, NULL);
 	if (r < 0)
 		return r;
 	/* Settle after the reply holds its own copy of the fd. */

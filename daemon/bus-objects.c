@@ -138,8 +138,10 @@ struct db_client *db_bus_client_from_path(struct db_broker *b, const char *path)
 	return id ? db_registry_find_client(b->reg, id) : NULL;
 }
 
-int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf, bool compact)
+int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf, const struct db_client *c,
+			 const struct db_alloc_plan *asked)
 {
+	struct db_layout_dict implied = {0};
 	struct db_layout_dict d = {
 		.layout = buf->layout,
 		.backend = buf->backend,
@@ -149,7 +151,13 @@ int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf, bool co
 
 	/* "size" is the buffer's (page-aligned) size, which is what a client maps. */
 	d.layout.size = buf->size;
-	return db_layout_dict_append(m, &d, compact);
+	if (!c || !c->compact_layouts)
+		return db_layout_dict_append(m, &d, NULL);
+	if (asked) {
+		implied.layout = asked->asked;
+		implied.name = asked->name;
+	}
+	return db_layout_dict_append(m, &d, &implied);
 }
 
 /* --- org.dmabroker.Buffer1 --- */
@@ -220,7 +228,7 @@ BUFFER_PROP(buffer_prop_exporter)
 
 BUFFER_PROP(buffer_prop_layout)
 {
-	return db_bus_append_layout(reply, userdata, false);
+	return db_bus_append_layout(reply, userdata, NULL, NULL);
 }
 
 BUFFER_PROP(buffer_prop_attachments)

@@ -6,6 +6,7 @@
 #include <systemd/sd-bus.h>
 
 #include "broker.h"
+#include "spec.h"
 
 /* Object paths of buffers and clients: their ids, which are never reused. */
 const char *db_bus_buffer_path(const struct db_buffer *buf, char *out, size_t len);
@@ -18,9 +19,14 @@ struct db_client *db_bus_client_from_path(struct db_broker *b, const char *path)
 int db_bus_emit_to_client(struct db_broker *b, struct db_client *c, const char *member,
 			  const char *buffer_path, const char *reason);
 
-/* Appends the buffer's layout dictionary (a{sv}); compact: the compact form
- * (common/layout-bus.h), for a client that registered with "compact_layouts". */
-int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf, bool compact);
+/*
+ * Appends the buffer's layout dictionary (a{sv}) for client c: in the full form, or in the
+ * compact form (common/layout-bus.h) if c registered with "compact_layouts", against asked
+ * (the values the client's own spec gave, see struct db_alloc_plan) or zeros if NULL.
+ * c NULL: the full form.
+ */
+int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf,
+			 const struct db_client *c, const struct db_alloc_plan *asked);
 
 /* The visibility rule every listing and event follows: root sees everything; anyone else sees
  * the clients of its own uid and the buffers its uid owns or holds. */

@@ -364,7 +364,7 @@ static int fake_import(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	ftruncate(fd, 4096);
 	sd_bus_message_new_method_return(m, &reply);
 	sd_bus_message_append(reply, "ohs", DB_BUFFER_PATH_PREFIX "/1", fd, "direct");
-	db_layout_dict_append(reply, &d, false);
+	db_layout_dict_append(reply, &d, NULL);
 	close(fd);
 	return sd_bus_send(NULL, reply, NULL);
 }
