@@ -1572,13 +1572,16 @@ static int profile(const char *what, int calls)
 	} else if (strstr(what, "-share-import")) {
 		fn = op_share_import;
 		da = db_arg_held(a, b, 4 * KIB);
+	} else if (strstr(what, "-alloc-async")) {
+		fn = op_allocate_async;
+		da = db_arg_new(a, NULL, 4 * KIB);
 	} else if (strstr(what, "-alloc")) {
 		fn = op_allocate;
 		da = db_arg_new(a, NULL, 4 * KIB);
 	} else {
 		fprintf(stderr,
 			"--profile: raw-alloc, raw-alloc-server, raw-get, raw-share-import, "
-			"{peer,bus}-alloc[-daemon-memory|-fdstore], "
+			"{peer,bus}-alloc[-daemon-memory|-fdstore|-async], "
 			"{peer,bus}-share-import[-fdstore]\n");
 		return 2;
 	}

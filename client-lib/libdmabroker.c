@@ -317,13 +317,21 @@ static void drain(int fd)
 	(void)!read(fd, &v, sizeof(v));
 }
 
-/* Dispatch's start and end: the eventfd is empty, and the timer may have fired. */
+/*
+ * Dispatch's start and end: the eventfd is emptied, and the timer may have fired. Only what
+ * can be readable is read: the eventfd is written by kick() alone, and a disarmed timer
+ * (timerfd_settime() clears its expirations) has nothing to read.
+ */
 static void drain_all(struct dmabroker *ctx)
 {
-	drain(ctx->kick_fd);
-	ctx->kicked = false;
-	drain(ctx->timer_fd);
-	ctx->timer_fired = true;
+	if (ctx->kicked) {
+		drain(ctx->kick_fd);
+		ctx->kicked = false;
+	}
+	if (ctx->timer_deadline != UINT64_MAX) {
+		drain(ctx->timer_fd);
+		ctx->timer_fired = true;
+	}
 }
 
 static void update_watch(struct dmabroker *ctx, struct watch *w, bool *now, uint64_t *deadline)
