@@ -228,7 +228,7 @@ int db_layout_dict_read_over(sd_bus_message *m, const struct db_layout_dict *imp
 	if (r < 0)
 		return r;
 	while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
-		const char *key, *contents;
+		const char *key;
 		int k;
 
 		r = sd_bus_message_read_basic(m, 's', &key);
@@ -244,12 +244,10 @@ int db_layout_dict_read_over(sd_bus_message *m, const struct db_layout_dict *imp
 			if (seen[k])
 				return -EBADMSG;
 			seen[k] = true;
-			r = sd_bus_message_peek_type(m, NULL, &contents);
-			if (r < 0)
-				return r;
-			if (strcmp(contents, keys[k].sig) != 0)
+			/* sd-bus checks the variant's type: -ENXIO if it is another. */
+			r = sd_bus_message_enter_container(m, 'v', keys[k].sig);
+			if (r == -ENXIO)
 				return -EBADMSG;
-			r = sd_bus_message_enter_container(m, 'v', contents);
 			if (r >= 0)
 				r = read_value(m, (unsigned)k, &d, &n_offsets, &n_strides);
 			if (r >= 0)
