@@ -155,6 +155,7 @@ struct dmabroker_call {
 	sd_bus_slot *slot; /* owned: the pending answer */
 	sd_bus *bus; /* borrowed: where it went (ctx keeps it until the answer came) */
 	sd_bus_message *m; /* owned: a repeatable request, kept to resend it on the bus */
+	sd_bus_message *plain; /* owned: Register without "compact_layouts", for an older daemon */
 	struct dmabroker_buffer *buf; /* what it acts on; NULL once released */
 	int fd; /* owned: Export's duplicate of the caller's fd, or -1 */
 	struct dmabroker_export_info info; /* Export's layout (its name is not kept) */
@@ -628,7 +629,7 @@ static int append_str_entry(sd_bus_message *m, const char *key, const char *v)
 }
 
 static int build_register(struct dmabroker *ctx, const char *role, bool dynamic, const char *name,
-			  const char *const *devices, sd_bus_message **ret)
+			  const char *const *devices, bool compact, sd_bus_message **ret)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
 	int r;
@@ -642,7 +643,7 @@ static int build_register(struct dmabroker *ctx, const char *role, bool dynamic,
 					  (int)dynamic);
 	/* Layouts in replies without what our spec said or what is zero: a plain buffer's is
 	 * one entry, not eleven (read_layout()). */
-	if (r >= 0)
+	if (r >= 0 && compact)
 		r = sd_bus_message_append(m, "{sv}", "compact_layouts", "b", 1);
 	if (r >= 0 && name)
 		r = append_str_entry(m, "name", name);
@@ -665,6 +666,17 @@ static int build_register(struct dmabroker *ctx, const char *role, bool dynamic,
 		return r;
 	*ret = take_ptr(m);
 	return 0;
+}
+
+/*
+ * A daemon older than "compact_layouts" refuses Register with it as an unknown key, before it
+ * registers anything: then Register is sent again without it, and replies carry full layouts
+ * (which read_layout() reads as well).
+ */
+static bool refused_compact(const sd_bus_error *e)
+{
+	return e && sd_bus_error_has_name(e, "org.dmabroker.Error.InvalidArgument") && e->message &&
+	       strstr(e->message, "'compact_layouts'");
 }
 
 static int read_register(struct dmabroker *ctx, sd_bus_message *reply)
@@ -1258,6 +1270,7 @@ static void call_free(struct dmabroker_call *call)
 		call->next->prev = call->prev;
 	sd_bus_slot_unref(call->slot);
 	sd_bus_message_unref(call->m);
+	sd_bus_message_unref(call->plain);
 	if (call->fd >= 0)
 		close(call->fd);
 	free(call);
@@ -1359,6 +1372,12 @@ static int on_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_err
 	int r = 0;
 
 	(void)ret_error;
+	if (call->kind == CALL_REGISTER && call->plain && refused_compact(e)) {
+		_cleanup_(sd_bus_message_unrefp) sd_bus_message *plain = take_ptr(call->plain);
+
+		if (call_send(call, plain) >= 0)
+			return 0; /* its answer comes here again */
+	}
 	if (e) {
 		r = judge_failure(ctx, call->kind, call->bus, e, -EIO);
 		if (r == 1) {
@@ -1674,9 +1693,15 @@ int dmabroker_register(struct dmabroker *ctx, const char *role, bool dynamic, co
 		return -EINVAL;
 	if (ctx->client_path)
 		return -EALREADY;
-	r = build_register(ctx, role, dynamic, name, devices, &m);
+	r = build_register(ctx, role, dynamic, name, devices, true, &m);
 	if (r >= 0)
 		r = call_sync(ctx, CALL_REGISTER, m, &reply);
+	if (r == -EINVAL && strstr(ctx->last_error, "'compact_layouts'")) {
+		m = sd_bus_message_unref(m);
+		r = build_register(ctx, role, dynamic, name, devices, false, &m);
+		if (r >= 0)
+			r = call_sync(ctx, CALL_REGISTER, m, &reply);
+	}
 	if (r >= 0)
 		r = read_register(ctx, reply);
 	if (r < 0)
@@ -1706,16 +1731,21 @@ int dmabroker_register_async(struct dmabroker *ctx, const char *role, bool dynam
 			     const char *name, const char *const *devices, dmabroker_done_func_t cb,
 			     void *userdata, struct dmabroker_call **ret_call)
 {
-	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *plain = NULL;
+	struct dmabroker_call *call = NULL;
 	int r;
 
 	if (!ctx || !role)
 		return -EINVAL;
 	if (ctx->client_path)
 		return -EALREADY;
-	r = build_register(ctx, role, dynamic, name, devices, &m);
+	r = build_register(ctx, role, dynamic, name, devices, true, &m);
 	if (r >= 0)
-		r = call_start(ctx, CALL_REGISTER, m, (void *)cb, userdata, ret_call, NULL);
+		r = build_register(ctx, role, dynamic, name, devices, false, &plain);
+	if (r >= 0)
+		r = call_start(ctx, CALL_REGISTER, m, (void *)cb, userdata, ret_call, &call);
+	if (r >= 0)
+		call->plain = take_ptr(plain);
 	return done(ctx, r);
 }
 
