@@ -1533,7 +1533,7 @@ static void write_json(const char *path, bool guest, const char *config_note)
  * (access("/dmabroker-bench-begin") and access("/dmabroker-bench-end")).
  */
 
-static int profile(const char *what, int calls)
+static int profile(const char *what, int calls, int idle_peers)
 {
 	bool fdstore = strstr(what, "fdstore") != NULL;
 	bool is_raw = !strncmp(what, "raw-", 4);
@@ -1556,6 +1556,9 @@ static int profile(const char *what, int calls)
 			flags |= DMABROKER_CONNECT_DAEMON_MEMORY;
 		a = client_on(&d0, flags);
 		b = client_on(&d0, flags);
+		/* Other clients' peer connections, open and quiet: what each call pays for them. */
+		for (int i = 0; i < idle_peers; i++)
+			(void)client_on(&d0, 0);
 	}
 	if (!strcmp(what, "raw-alloc")) {
 		fn = op_raw_alloc_client;
@@ -1572,13 +1575,16 @@ static int profile(const char *what, int calls)
 	} else if (strstr(what, "-share-import")) {
 		fn = op_share_import;
 		da = db_arg_held(a, b, 4 * KIB);
+	} else if (strstr(what, "-alloc-async")) {
+		fn = op_allocate_async;
+		da = db_arg_new(a, NULL, 4 * KIB);
 	} else if (strstr(what, "-alloc")) {
 		fn = op_allocate;
 		da = db_arg_new(a, NULL, 4 * KIB);
 	} else {
 		fprintf(stderr,
 			"--profile: raw-alloc, raw-alloc-server, raw-get, raw-share-import, "
-			"{peer,bus}-alloc[-daemon-memory|-fdstore], "
+			"{peer,bus}-alloc[-daemon-memory|-fdstore|-async], "
 			"{peer,bus}-share-import[-fdstore]\n");
 		return 2;
 	}
@@ -1615,7 +1621,7 @@ int main(int argc, char **argv)
 {
 	bool scale = true, concurrency = true, calls_rows = true, guest = false, awake = false;
 	const char *json = NULL, *prof = NULL, *v;
-	int calls = 1000, idle_seconds = 10;
+	int calls = 1000, idle_seconds = 10, idle_peers = 0;
 	char config_note[512];
 	struct rlimit rl;
 
@@ -1651,12 +1657,14 @@ int main(int argc, char **argv)
 			prof = v;
 		} else if ((v = arg_value(argv[i], "--calls"))) {
 			calls = atoi(v);
+		} else if ((v = arg_value(argv[i], "--idle-peers"))) {
+			idle_peers = atoi(v);
 		} else {
 			fprintf(stderr, "usage: dmabroker-bench [--quick] [--rounds=N] "
 					"[--iterations=N] [--no-scale] [--no-concurrency] "
 					"[--json=FILE] [--client-cpu=N] [--server-cpu=N] "
 					"[--no-pin] [--keep-awake] [--no-calls] [--guest] "
-					"[--profile=OP [--calls=N]]\n");
+					"[--profile=OP [--calls=N] [--idle-peers=N]]\n");
 			return 2;
 		}
 	}
@@ -1674,7 +1682,7 @@ int main(int argc, char **argv)
 	fixture_bus_limits = "  <limit name=\"max_connections_per_user\">4096</limit>\n"
 			     "  <limit name=\"max_completed_connections\">4096</limit>\n";
 	if (prof)
-		return profile(prof, calls);
+		return profile(prof, calls, idle_peers);
 
 	getloadavg(load_start, 3);
 	describe_machine();

@@ -129,6 +129,9 @@ struct dmabroker {
 	int epoll_fd; /* owned; what dmabroker_get_fd() returns */
 	int kick_fd; /* owned eventfd in epoll_fd: sd-bus has work its sockets do not show */
 	int timer_fd; /* owned timerfd in epoll_fd: sd-bus's next call timeout */
+	uint64_t timer_deadline; /* what timer_fd was last armed to (UINT64_MAX: disarmed) */
+	bool timer_fired; /* drained since it was armed: arm it again even if unchanged */
+	bool kicked; /* kick_fd is readable: no need to write it again until it is drained */
 	uint64_t timeout; /* for dmabroker_get_timeout() */
 	uint32_t flags;
 	char *owner; /* unique name owning DB_BUS_NAME, NULL if none: the only sender we trust */
@@ -171,10 +174,12 @@ struct dmabroker_call {
 	sd_bus_slot *slot; /* owned: the pending answer */
 	sd_bus *bus; /* borrowed: where it went (ctx keeps it until the answer came) */
 	sd_bus_message *m; /* owned: a repeatable request, kept to resend it on the bus */
+	sd_bus_message *plain; /* owned: Register without "compact_layouts", for an older daemon */
 	struct dmabroker_buffer *buf; /* what it acts on; NULL once released */
 	struct dmabroker_collection *col; /* what it acts on; NULL once left */
 	int fd; /* owned: Export's duplicate of the caller's fd, or -1 */
 	struct dmabroker_export_info info; /* Export's layout (its name is not kept) */
+	struct db_layout asked; /* Allocate*: what the spec says (see spec_asked()) */
 	unsigned count;
 	bool internal; /* the library's own: nobody is told */
 	bool cancelled;
@@ -260,8 +265,14 @@ static bool peer_usable(struct dmabroker *ctx)
 	return p.fd >= 0 && (poll(&p, 1, 0) == 0 || !(p.revents & (POLLRDHUP | POLLHUP | POLLERR)));
 }
 
-static sd_bus *call_bus(struct dmabroker *ctx)
+/*
+ * A repeatable call needs no look first: if the peer turns out dead it is resent on the bus
+ * (call_sync(), on_reply()), so it goes to the peer whenever sd-bus has it open.
+ */
+static sd_bus *call_bus(struct dmabroker *ctx, enum call_kind kind)
 {
+	if (methods[kind].repeatable)
+		return bus_open(ctx->peer.bus) ? ctx->peer.bus : ctx->bus.bus;
 	return peer_usable(ctx) ? ctx->peer.bus : ctx->bus.bus;
 }
 
@@ -312,11 +323,13 @@ static void retire_peer(struct dmabroker *ctx)
 	log_msg(DMABROKER_LOG_INFO, "dmabroker: the peer connection closed; using the bus");
 }
 
+/* Makes the fd readable; once is enough until dispatch drains it. */
 static void kick(struct dmabroker *ctx)
 {
 	uint64_t one = 1;
 
-	(void)!write(ctx->kick_fd, &one, sizeof(one));
+	if (!ctx->kicked && write(ctx->kick_fd, &one, sizeof(one)) == sizeof(one))
+		ctx->kicked = true;
 }
 
 static void drain(int fd)
@@ -324,6 +337,23 @@ static void drain(int fd)
 	uint64_t v;
 
 	(void)!read(fd, &v, sizeof(v));
+}
+
+/*
+ * Dispatch's start and end: the eventfd is emptied, and the timer may have fired. Only what
+ * can be readable is read: the eventfd is written by kick() alone, and a disarmed timer
+ * (timerfd_settime() clears its expirations) has nothing to read.
+ */
+static void drain_all(struct dmabroker *ctx)
+{
+	if (ctx->kicked) {
+		drain(ctx->kick_fd);
+		ctx->kicked = false;
+	}
+	if (ctx->timer_deadline != UINT64_MAX) {
+		drain(ctx->timer_fd);
+		ctx->timer_fired = true;
+	}
 }
 
 static void update_watch(struct dmabroker *ctx, struct watch *w, bool *now, uint64_t *deadline)
@@ -366,13 +396,19 @@ static void update(struct dmabroker *ctx)
 	if (now)
 		kick(ctx);
 	ctx->timeout = now ? 0 : deadline;
+	/* A blocking call leaves the deadline as it was: no syscall then. */
+	if (deadline == ctx->timer_deadline && !ctx->timer_fired)
+		return;
 	if (deadline != UINT64_MAX) {
 		its.it_value.tv_sec = (time_t)(deadline / 1000000);
 		its.it_value.tv_nsec = (long)(deadline % 1000000) * 1000;
 		if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
 			its.it_value.tv_nsec = 1; /* 0 would disarm it */
 	}
-	timerfd_settime(ctx->timer_fd, TFD_TIMER_ABSTIME, &its, NULL);
+	if (timerfd_settime(ctx->timer_fd, TFD_TIMER_ABSTIME, &its, NULL) == 0) {
+		ctx->timer_deadline = deadline;
+		ctx->timer_fired = false;
+	}
 }
 
 /* Ends a public entry point: the fd must show whatever the call left queued. */
@@ -504,7 +540,7 @@ static int call_sync(struct dmabroker *ctx, enum call_kind kind, sd_bus_message 
 
 static int new_call(struct dmabroker *ctx, enum call_kind kind, sd_bus_message **ret)
 {
-	sd_bus *bus = call_bus(ctx);
+	sd_bus *bus = call_bus(ctx, kind);
 
 	if (!bus_open(bus))
 		return set_error_msg(ctx, -ECONNRESET, "not connected");
@@ -573,13 +609,20 @@ static struct dmabroker_buffer *buffer_free(struct dmabroker_buffer *buf)
 	return NULL;
 }
 
-/* Reads a layout dictionary with the daemon's own encoding (common/layout-bus.c). */
-static int read_layout(sd_bus_message *m, struct dmabroker_buffer *buf)
+/*
+ * Reads a layout dictionary with the daemon's own encoding (common/layout-bus.c). We register
+ * with "compact_layouts": an absent key is what our spec said (asked, for an allocation), else
+ * zero. A full dictionary reads the same.
+ */
+static int read_layout(sd_bus_message *m, const struct db_layout *asked,
+		       struct dmabroker_buffer *buf)
 {
-	struct db_layout_dict d;
+	struct db_layout_dict d, implied = {0};
 	int r;
 
-	r = db_layout_dict_read(m, &d);
+	if (asked)
+		implied.layout = *asked;
+	r = db_layout_dict_read_over(m, &implied, &d);
 	if (r < 0)
 		return r;
 	buf->layout = d.layout;
@@ -616,7 +659,7 @@ static int append_str_entry(sd_bus_message *m, const char *key, const char *v)
 }
 
 static int build_register(struct dmabroker *ctx, const char *role, bool dynamic, const char *name,
-			  const char *const *devices, sd_bus_message **ret)
+			  const char *const *devices, bool compact, sd_bus_message **ret)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
 	int r;
@@ -628,6 +671,10 @@ static int build_register(struct dmabroker *ctx, const char *role, bool dynamic,
 	if (r >= 0)
 		r = sd_bus_message_append(m, "{sv}{sv}", "role", "s", role, "dynamic", "b",
 					  (int)dynamic);
+	/* Layouts in replies without what our spec said or what is zero: a plain buffer's is
+	 * one entry, not eleven (read_layout()). */
+	if (r >= 0 && compact)
+		r = sd_bus_message_append(m, "{sv}", "compact_layouts", "b", 1);
 	if (r >= 0 && name)
 		r = append_str_entry(m, "name", name);
 	if (r >= 0 && devices) {
@@ -651,6 +698,17 @@ static int build_register(struct dmabroker *ctx, const char *role, bool dynamic,
 	return 0;
 }
 
+/*
+ * A daemon older than "compact_layouts" refuses Register with it as an unknown key, before it
+ * registers anything: then Register is sent again without it, and replies carry full layouts
+ * (which read_layout() reads as well).
+ */
+static bool refused_compact(const sd_bus_error *e)
+{
+	return e && sd_bus_error_has_name(e, "org.dmabroker.Error.InvalidArgument") && e->message &&
+	       strstr(e->message, "'compact_layouts'");
+}
+
 static int read_register(struct dmabroker *ctx, sd_bus_message *reply)
 {
 	const char *path;
@@ -666,7 +724,7 @@ static int read_register(struct dmabroker *ctx, sd_bus_message *reply)
 
 static int build_backends(struct dmabroker *ctx, sd_bus_message **ret)
 {
-	sd_bus *bus = call_bus(ctx);
+	sd_bus *bus = call_bus(ctx, CALL_BACKENDS);
 
 	return sd_bus_message_new_method_call(bus, ret, bus == ctx->bus.bus ? DB_BUS_NAME : NULL,
 					      DB_OBJECT_PATH, "org.freedesktop.DBus.Properties",
@@ -867,6 +925,27 @@ static int make_memfd(struct dmabroker *ctx, const struct dmabroker_alloc_spec *
 	return 0;
 }
 
+/*
+ * What the spec itself says, as the daemon's spec parser records it (daemon/spec.c): a plain
+ * buffer's size rounded up to the page size, or an image's width, height, fourcc and
+ * modifier. A compact reply leaves these out. Mirrors append_spec()'s choice.
+ */
+static void spec_asked(const struct dmabroker_alloc_spec *spec, struct db_layout *ret)
+{
+	size_t aligned = 0;
+
+	*ret = (struct db_layout){0};
+	if (spec->size || (!spec->width && !spec->height && !spec->fourcc)) {
+		if (db_size_page_align(spec->size, &aligned) == 0)
+			ret->size = aligned;
+		return;
+	}
+	ret->width = spec->width;
+	ret->height = spec->height;
+	ret->fourcc = spec->fourcc;
+	ret->modifier = spec->modifier;
+}
+
 static int append_spec(sd_bus_message *m, const struct dmabroker_alloc_spec *spec)
 {
 	int r;
@@ -894,11 +973,12 @@ static int append_spec(sd_bus_message *m, const struct dmabroker_alloc_spec *spe
 }
 
 static int build_allocate(struct dmabroker *ctx, const struct dmabroker_alloc_spec *caller_spec,
-			  size_t spec_size, sd_bus_message **ret)
+			  size_t spec_size, sd_bus_message **ret, struct db_layout *ret_asked)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
 	_cleanup_(closep) int memfd = -1;
 	struct dmabroker_alloc_spec spec;
+	sd_bus *bus;
 	int r;
 
 	if (!caller_spec)
@@ -912,9 +992,10 @@ static int build_allocate(struct dmabroker *ctx, const struct dmabroker_alloc_sp
 			return r;
 		/* Anything else: let the daemon judge the spec and say what is wrong. */
 	}
-	r = sd_bus_message_new_method_call(
-		call_bus(ctx), &m, call_bus(ctx) == ctx->bus.bus ? DB_BUS_NAME : NULL,
-		DB_OBJECT_PATH, DB_IFACE_BROKER, memfd >= 0 ? "AllocateWithMemfd" : "Allocate");
+	bus = call_bus(ctx, CALL_ALLOCATE); /* one look at the peer */
+	r = sd_bus_message_new_method_call(bus, &m, bus == ctx->bus.bus ? DB_BUS_NAME : NULL,
+					   DB_OBJECT_PATH, DB_IFACE_BROKER,
+					   memfd >= 0 ? "AllocateWithMemfd" : "Allocate");
 	/* The message keeps its own duplicate of the memfd. */
 	if (r >= 0 && memfd >= 0)
 		r = sd_bus_message_append_basic(m, 'h', &memfd);
@@ -922,12 +1003,13 @@ static int build_allocate(struct dmabroker *ctx, const struct dmabroker_alloc_sp
 		r = append_spec(m, &spec);
 	if (r < 0)
 		return r;
+	spec_asked(&spec, ret_asked);
 	*ret = take_ptr(m);
 	return 0;
 }
 
 static int read_allocate(struct dmabroker *ctx, sd_bus_message *reply, bool import,
-			 struct dmabroker_buffer **ret)
+			 const struct db_layout *asked, struct dmabroker_buffer **ret)
 {
 	const char *path, *attach_path = "direct";
 	struct dmabroker_buffer *buf;
@@ -942,7 +1024,7 @@ static int read_allocate(struct dmabroker *ctx, sd_bus_message *reply, bool impo
 	r = buffer_from_reply(ctx, path, fd, &buf);
 	if (r < 0)
 		return r;
-	r = read_layout(reply, buf);
+	r = read_layout(reply, asked, buf);
 	if (r < 0) {
 		buffer_free(buf);
 		return r;
@@ -955,7 +1037,7 @@ static int read_allocate(struct dmabroker *ctx, sd_bus_message *reply, bool impo
 
 static int build_allocate_many(struct dmabroker *ctx,
 			       const struct dmabroker_alloc_spec *caller_spec, size_t spec_size,
-			       unsigned count, sd_bus_message **ret)
+			       unsigned count, sd_bus_message **ret, struct db_layout *ret_asked)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
 	struct dmabroker_alloc_spec spec;
@@ -972,12 +1054,13 @@ static int build_allocate_many(struct dmabroker *ctx,
 		r = append_spec(m, &spec);
 	if (r < 0)
 		return r;
+	spec_asked(&spec, ret_asked);
 	*ret = take_ptr(m);
 	return 0;
 }
 
 static int read_allocate_many(struct dmabroker *ctx, sd_bus_message *reply, unsigned count,
-			      struct dmabroker_buffer **ret)
+			      const struct db_layout *asked, struct dmabroker_buffer **ret)
 {
 	const char *paths[DMABROKER_ALLOCATE_MANY_MAX];
 	int fds[DMABROKER_ALLOCATE_MANY_MAX];
@@ -997,7 +1080,7 @@ static int read_allocate_many(struct dmabroker *ctx, sd_bus_message *reply, unsi
 	if (r >= 0)
 		r = sd_bus_message_exit_container(reply);
 	if (r >= 0)
-		r = read_layout(reply, &probe);
+		r = read_layout(reply, asked, &probe);
 	if (r < 0)
 		return r;
 	if (n != count || n_fds != count)
@@ -1165,7 +1248,7 @@ static int read_reacquire(struct dmabroker_buffer *buf, sd_bus_message *reply)
 	r = sd_bus_message_read(reply, "h", &borrowed);
 	if (r < 0)
 		return r;
-	r = read_layout(reply, &probe);
+	r = read_layout(reply, NULL, &probe);
 	if (r < 0)
 		return r;
 	if (!buf)
@@ -1217,6 +1300,7 @@ static void call_free(struct dmabroker_call *call)
 		call->next->prev = call->prev;
 	sd_bus_slot_unref(call->slot);
 	sd_bus_message_unref(call->m);
+	sd_bus_message_unref(call->plain);
 	if (call->fd >= 0)
 		close(call->fd);
 	free(call);
@@ -1321,6 +1405,12 @@ static int on_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_err
 	int r = 0;
 
 	(void)ret_error;
+	if (call->kind == CALL_REGISTER && call->plain && refused_compact(e)) {
+		_cleanup_(sd_bus_message_unrefp) sd_bus_message *plain = take_ptr(call->plain);
+
+		if (call_send(call, plain) >= 0)
+			return 0; /* its answer comes here again */
+	}
 	if (e) {
 		r = judge_failure(ctx, call->kind, call->bus, e, -EIO);
 		if (r == 1) {
@@ -1370,7 +1460,8 @@ static int on_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_err
 	case CALL_ALLOCATE:
 	case CALL_IMPORT:
 		if (r >= 0)
-			r = read_allocate(ctx, reply, call->kind == CALL_IMPORT, &buf);
+			r = read_allocate(ctx, reply, call->kind == CALL_IMPORT,
+					  call->kind == CALL_IMPORT ? NULL : &call->asked, &buf);
 		complete_buffer(call, r, buf);
 		call_free(call);
 		return 0;
@@ -1382,7 +1473,7 @@ static int on_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_err
 		return 0;
 	case CALL_ALLOCATE_MANY:
 		if (r >= 0)
-			r = read_allocate_many(ctx, reply, call->count, bufs);
+			r = read_allocate_many(ctx, reply, call->count, &call->asked, bufs);
 		if (call->cancelled || !call->cb.buffers) {
 			for (unsigned i = 0; r >= 0 && i < call->count; i++)
 				release_unwanted(bufs[i]);
@@ -1555,6 +1646,7 @@ int dmabroker_connect(struct dmabroker **ret, const char *address, uint32_t flag
 	ctx->flags = flags;
 	ctx->bus.fd = ctx->peer.fd = -1;
 	ctx->kick_fd = ctx->timer_fd = -1;
+	ctx->timer_deadline = UINT64_MAX; /* a new timerfd is disarmed */
 	ctx->n_memcg_limits = -1;
 	for (unsigned i = 0; i < MAX_OLD_PEERS; i++)
 		ctx->old_peers[i].fd = -1;
@@ -1648,9 +1740,15 @@ int dmabroker_register(struct dmabroker *ctx, const char *role, bool dynamic, co
 		return -EINVAL;
 	if (ctx->client_path)
 		return -EALREADY;
-	r = build_register(ctx, role, dynamic, name, devices, &m);
+	r = build_register(ctx, role, dynamic, name, devices, true, &m);
 	if (r >= 0)
 		r = call_sync(ctx, CALL_REGISTER, m, &reply);
+	if (r == -EINVAL && strstr(ctx->last_error, "'compact_layouts'")) {
+		m = sd_bus_message_unref(m);
+		r = build_register(ctx, role, dynamic, name, devices, false, &m);
+		if (r >= 0)
+			r = call_sync(ctx, CALL_REGISTER, m, &reply);
+	}
 	if (r >= 0)
 		r = read_register(ctx, reply);
 	if (r < 0)
@@ -1680,16 +1778,21 @@ int dmabroker_register_async(struct dmabroker *ctx, const char *role, bool dynam
 			     const char *name, const char *const *devices, dmabroker_done_func_t cb,
 			     void *userdata, struct dmabroker_call **ret_call)
 {
-	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *plain = NULL;
+	struct dmabroker_call *call = NULL;
 	int r;
 
 	if (!ctx || !role)
 		return -EINVAL;
 	if (ctx->client_path)
 		return -EALREADY;
-	r = build_register(ctx, role, dynamic, name, devices, &m);
+	r = build_register(ctx, role, dynamic, name, devices, true, &m);
 	if (r >= 0)
-		r = call_start(ctx, CALL_REGISTER, m, (void *)cb, userdata, ret_call, NULL);
+		r = build_register(ctx, role, dynamic, name, devices, false, &plain);
+	if (r >= 0)
+		r = call_start(ctx, CALL_REGISTER, m, (void *)cb, userdata, ret_call, &call);
+	if (r >= 0)
+		call->plain = take_ptr(plain);
 	return done(ctx, r);
 }
 
@@ -1697,15 +1800,16 @@ int dmabroker_allocate(struct dmabroker *ctx, const struct dmabroker_alloc_spec 
 		       size_t spec_size, struct dmabroker_buffer **ret)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+	struct db_layout asked;
 	int r;
 
 	if (!ctx || !ret)
 		return -EINVAL;
-	r = build_allocate(ctx, spec, spec_size, &m);
+	r = build_allocate(ctx, spec, spec_size, &m, &asked);
 	if (r >= 0)
 		r = call_sync(ctx, CALL_ALLOCATE, m, &reply);
 	if (r >= 0)
-		r = read_allocate(ctx, reply, false, ret);
+		r = read_allocate(ctx, reply, false, &asked, ret);
 	return done(ctx, r);
 }
 
@@ -1714,13 +1818,17 @@ int dmabroker_allocate_async(struct dmabroker *ctx, const struct dmabroker_alloc
 			     struct dmabroker_call **ret_call)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+	struct dmabroker_call *call = NULL;
+	struct db_layout asked;
 	int r;
 
 	if (!ctx)
 		return -EINVAL;
-	r = build_allocate(ctx, spec, spec_size, &m);
+	r = build_allocate(ctx, spec, spec_size, &m, &asked);
 	if (r >= 0)
-		r = call_start(ctx, CALL_ALLOCATE, m, (void *)cb, userdata, ret_call, NULL);
+		r = call_start(ctx, CALL_ALLOCATE, m, (void *)cb, userdata, ret_call, &call);
+	if (r >= 0)
+		call->asked = asked;
 	return done(ctx, r);
 }
 
@@ -1728,15 +1836,16 @@ int dmabroker_allocate_many(struct dmabroker *ctx, const struct dmabroker_alloc_
 			    size_t spec_size, unsigned count, struct dmabroker_buffer **ret)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+	struct db_layout asked;
 	int r;
 
 	if (!ctx || !ret)
 		return -EINVAL;
-	r = build_allocate_many(ctx, spec, spec_size, count, &m);
+	r = build_allocate_many(ctx, spec, spec_size, count, &m, &asked);
 	if (r >= 0)
 		r = call_sync(ctx, CALL_ALLOCATE_MANY, m, &reply);
 	if (r >= 0)
-		r = read_allocate_many(ctx, reply, count, ret);
+		r = read_allocate_many(ctx, reply, count, &asked, ret);
 	return done(ctx, r);
 }
 
@@ -1746,15 +1855,18 @@ int dmabroker_allocate_many_async(struct dmabroker *ctx, const struct dmabroker_
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
 	struct dmabroker_call *call;
+	struct db_layout asked;
 	int r;
 
 	if (!ctx)
 		return -EINVAL;
-	r = build_allocate_many(ctx, spec, spec_size, count, &m);
+	r = build_allocate_many(ctx, spec, spec_size, count, &m, &asked);
 	if (r >= 0)
 		r = call_start(ctx, CALL_ALLOCATE_MANY, m, (void *)cb, userdata, ret_call, &call);
-	if (r >= 0)
+	if (r >= 0) {
 		call->count = count;
+		call->asked = asked;
+	}
 	return done(ctx, r);
 }
 
@@ -1870,7 +1982,7 @@ int dmabroker_import(struct dmabroker *ctx, const struct dmabroker_token *token,
 	if (r >= 0)
 		r = call_sync(ctx, CALL_IMPORT, m, &reply);
 	if (r >= 0)
-		r = read_allocate(ctx, reply, true, ret);
+		r = read_allocate(ctx, reply, true, NULL, ret);
 	return done(ctx, r);
 }
 
@@ -2181,8 +2293,7 @@ int dmabroker_dispatch(struct dmabroker *ctx)
 		return -EBUSY;
 	ctx->dispatching = true;
 	ctx->handled = 0;
-	drain(ctx->kick_fd);
-	drain(ctx->timer_fd);
+	drain_all(ctx);
 	/* Round after round, reading the connections afresh each time: a callback can retire
 	 * the peer, open a new one, or queue messages on a connection already done. */
 	while (progress && r >= 0) {
@@ -2211,8 +2322,7 @@ int dmabroker_dispatch(struct dmabroker *ctx)
 		dmabroker_disconnect(ctx);
 		return r < 0 ? r : 0;
 	}
-	drain(ctx->kick_fd);
-	drain(ctx->timer_fd);
+	drain_all(ctx);
 	return done(ctx, r < 0 ? r : ctx->handled);
 }
 
@@ -2564,7 +2674,7 @@ static int read_collection_wait(struct dmabroker_collection *col, sd_bus_message
 	if (r >= 0)
 		r = sd_bus_message_exit_container(reply);
 	if (r >= 0)
-		r = read_layout(reply, &col->probe);
+		r = read_layout(reply, NULL, &col->probe);
 	if (r < 0)
 		return r;
 	if (info->buffer_count == 0 || info->buffer_count > 4096)

@@ -53,26 +53,85 @@ int db_dict_append_u32_array(sd_bus_message *m, const char *key, const uint32_t 
 	return r;
 }
 
-int db_layout_dict_append(sd_bus_message *m, const struct db_layout_dict *d)
+static int append_u32_entry(sd_bus_message *m, unsigned k, uint32_t v)
+{
+	return sd_bus_message_append(m, "{sv}", keys[k].name, "u", v);
+}
+
+static bool str_equal(const char *a, const char *b)
+{
+	return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+static bool planes_equal(const struct db_layout *a, const struct db_layout *b)
+{
+	return a->n_planes == b->n_planes &&
+	       memcmp(a->offsets, b->offsets, a->n_planes * sizeof(uint32_t)) == 0 &&
+	       memcmp(a->strides, b->strides, a->n_planes * sizeof(uint32_t)) == 0;
+}
+
+/* The compact form: only the entries whose value is not the implied one. */
+static int append_compact(sd_bus_message *m, const struct db_layout_dict *d,
+			  const struct db_layout_dict *implied)
+{
+	const struct db_layout *l = &d->layout, *i = &implied->layout;
+	int r = 0;
+
+	if (l->size != i->size)
+		r = sd_bus_message_append(m, "{sv}", keys[KEY_SIZE].name, "t", (uint64_t)l->size);
+	if (r >= 0 && l->width != i->width)
+		r = append_u32_entry(m, KEY_WIDTH, l->width);
+	if (r >= 0 && l->height != i->height)
+		r = append_u32_entry(m, KEY_HEIGHT, l->height);
+	if (r >= 0 && l->fourcc != i->fourcc)
+		r = append_u32_entry(m, KEY_FOURCC, l->fourcc);
+	if (r >= 0 && l->modifier != i->modifier)
+		r = sd_bus_message_append(m, "{sv}", keys[KEY_MODIFIER].name, "t", l->modifier);
+	/* The three go together: a reader checks them against each other. */
+	if (r >= 0 && !planes_equal(l, i)) {
+		r = append_u32_entry(m, KEY_PLANES, l->n_planes);
+		if (r >= 0)
+			r = db_dict_append_u32_array(m, keys[KEY_OFFSETS].name, l->offsets,
+						     l->n_planes);
+		if (r >= 0)
+			r = db_dict_append_u32_array(m, keys[KEY_STRIDES].name, l->strides,
+						     l->n_planes);
+	}
+	if (r >= 0 && !str_equal(d->backend, implied->backend))
+		r = sd_bus_message_append(m, "{sv}", keys[KEY_BACKEND].name, "s",
+					  d->backend ? d->backend : "");
+	if (r >= 0 && d->is_dmabuf != implied->is_dmabuf)
+		r = sd_bus_message_append(m, "{sv}", keys[KEY_DMABUF].name, "b", (int)d->is_dmabuf);
+	if (r >= 0 && !str_equal(d->name, implied->name))
+		r = sd_bus_message_append(m, "{sv}", keys[KEY_NAME].name, "s",
+					  d->name ? d->name : "");
+	return r;
+}
+
+int db_layout_dict_append(sd_bus_message *m, const struct db_layout_dict *d,
+			  const struct db_layout_dict *implied)
 {
 	const struct db_layout *l = &d->layout;
 	int r;
 
 	/* The arrays are read for n_planes entries: more would read past them. */
-	if (l->n_planes > DMABROKER_MAX_PLANES)
+	if (l->n_planes > DMABROKER_MAX_PLANES ||
+	    (implied && implied->layout.n_planes > DMABROKER_MAX_PLANES))
 		return -EINVAL;
 	r = sd_bus_message_open_container(m, 'a', "{sv}");
-	if (r >= 0)
+	if (r >= 0 && implied)
+		r = append_compact(m, d, implied);
+	else if (r >= 0)
 		r = sd_bus_message_append(
 			m, "{sv}{sv}{sv}{sv}{sv}{sv}", keys[KEY_SIZE].name, "t", (uint64_t)l->size,
 			keys[KEY_WIDTH].name, "u", l->width, keys[KEY_HEIGHT].name, "u", l->height,
 			keys[KEY_FOURCC].name, "u", l->fourcc, keys[KEY_MODIFIER].name, "t",
 			l->modifier, keys[KEY_PLANES].name, "u", l->n_planes);
-	if (r >= 0)
+	if (r >= 0 && !implied)
 		r = db_dict_append_u32_array(m, keys[KEY_OFFSETS].name, l->offsets, l->n_planes);
-	if (r >= 0)
+	if (r >= 0 && !implied)
 		r = db_dict_append_u32_array(m, keys[KEY_STRIDES].name, l->strides, l->n_planes);
-	if (r >= 0)
+	if (r >= 0 && !implied)
 		r = sd_bus_message_append(m, "{sv}{sv}{sv}", keys[KEY_BACKEND].name, "s",
 					  d->backend ? d->backend : "", keys[KEY_DMABUF].name, "b",
 					  (int)d->is_dmabuf, keys[KEY_NAME].name, "s",
@@ -153,18 +212,23 @@ static int read_value(sd_bus_message *m, unsigned k, struct db_layout_dict *d, u
 	return -EINVAL;
 }
 
-int db_layout_dict_read(sd_bus_message *m, struct db_layout_dict *ret)
+int db_layout_dict_read_over(sd_bus_message *m, const struct db_layout_dict *implied,
+			     struct db_layout_dict *ret)
 {
-	struct db_layout_dict d = {0};
-	uint32_t n_offsets = 0, n_strides = 0;
+	struct db_layout_dict d = implied ? *implied : (struct db_layout_dict){0};
+	uint32_t n_offsets, n_strides;
 	bool seen[N_KEYS] = {false};
 	int r;
 
+	if (d.layout.n_planes > DMABROKER_MAX_PLANES)
+		return -EINVAL;
+	/* Arrays not in the message are the implied ones: as long as its planes. */
+	n_offsets = n_strides = d.layout.n_planes;
 	r = sd_bus_message_enter_container(m, 'a', "{sv}");
 	if (r < 0)
 		return r;
 	while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
-		const char *key, *contents;
+		const char *key;
 		int k;
 
 		r = sd_bus_message_read_basic(m, 's', &key);
@@ -180,12 +244,10 @@ int db_layout_dict_read(sd_bus_message *m, struct db_layout_dict *ret)
 			if (seen[k])
 				return -EBADMSG;
 			seen[k] = true;
-			r = sd_bus_message_peek_type(m, NULL, &contents);
-			if (r < 0)
-				return r;
-			if (strcmp(contents, keys[k].sig) != 0)
+			/* sd-bus checks the variant's type: -ENXIO if it is another. */
+			r = sd_bus_message_enter_container(m, 'v', keys[k].sig);
+			if (r == -ENXIO)
 				return -EBADMSG;
-			r = sd_bus_message_enter_container(m, 'v', contents);
 			if (r >= 0)
 				r = read_value(m, (unsigned)k, &d, &n_offsets, &n_strides);
 			if (r >= 0)
@@ -207,4 +269,9 @@ int db_layout_dict_read(sd_bus_message *m, struct db_layout_dict *ret)
 		return -EBADMSG;
 	*ret = d;
 	return 0;
+}
+
+int db_layout_dict_read(sd_bus_message *m, struct db_layout_dict *ret)
+{
+	return db_layout_dict_read_over(m, NULL, ret);
 }

@@ -21,18 +21,31 @@ struct db_layout_dict {
 };
 
 /*
- * Appends the dictionary (the whole a{sv}) to m. NULL strings go out as "".
- * -EINVAL if the layout has more than DMABROKER_MAX_PLANES planes.
+ * Appends the dictionary (the whole a{sv}) to m. implied NULL: the full form, every key (NULL
+ * strings go out as ""). implied non-NULL: the compact form, only the entries whose value
+ * differs from implied's ("planes", "offsets" and "strides" go together); a reader that
+ * starts from the same implied values (db_layout_dict_read_over()) reads it back whole. With
+ * implied all zero, a plain buffer's dictionary is "size" and "backend".
+ * -EINVAL if a layout has more than DMABROKER_MAX_PLANES planes.
  */
-int db_layout_dict_append(sd_bus_message *m, const struct db_layout_dict *d);
+int db_layout_dict_append(sd_bus_message *m, const struct db_layout_dict *d,
+			  const struct db_layout_dict *implied);
 
 /*
  * Reads a dictionary from m into ret; its strings point into m. Keys this version does not
  * know are skipped, so the daemon can add some; a known key with another type, a key given
  * twice, more than DMABROKER_MAX_PLANES planes or offsets and strides not exactly "planes"
  * long are -EBADMSG (sd-bus's own errors pass through). ret is untouched on failure.
+ * An absent key is zero, false or NULL.
  */
 int db_layout_dict_read(sd_bus_message *m, struct db_layout_dict *ret);
+
+/*
+ * The same, an absent key taking its value from implied (its strings are copied as
+ * pointers), for a compact dictionary written against the same implied values.
+ */
+int db_layout_dict_read_over(sd_bus_message *m, const struct db_layout_dict *implied,
+			     struct db_layout_dict *ret);
 
 /* Appends one {"key": <au>} entry to an open a{sv} container. */
 int db_dict_append_u32_array(sd_bus_message *m, const char *key, const uint32_t *v, uint32_t n);

@@ -101,12 +101,13 @@ static int method_register(sd_bus_message *m, void *userdata, sd_bus_error *erro
 	_cleanup_(db_strv_freep) char **devices = NULL;
 	_cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
 	const char *role = "cpu", *name = "", *sender;
-	bool dynamic = false;
+	bool dynamic = false, compact_layouts = false;
 	struct db_dict_field f[] = {
 		{"role", DB_DICT_STRING, &role},
 		{"dynamic", DB_DICT_BOOL, &dynamic},
 		{"name", DB_DICT_STRING, &name},
 		{"devices", DB_DICT_STRV, &devices, 16},
+		{"compact_layouts", DB_DICT_BOOL, &compact_layouts},
 	};
 	struct db_client *c;
 	char path[128];
@@ -156,6 +157,7 @@ static int method_register(sd_bus_message *m, void *userdata, sd_bus_error *erro
 					 db_registry_limits(b->reg)->max_name_length);
 	if (r < 0)
 		return r;
+	c->compact_layouts = compact_layouts;
 	log_debug("Registered %s as client %" PRIu64 " (uid %u, pid %d, %s, %s)", sender, c->id,
 		  (unsigned)uid, (int)pid, role, dynamic ? "dynamic" : "static");
 	return sd_bus_reply_method_return(m, "o", db_bus_client_path(c, path, sizeof(path)));
@@ -257,7 +259,7 @@ static int allocate_one(struct db_broker *b, struct db_client *c, const struct d
 /* Answers an allocation: the buffer's path, its fd and layout. A reply that cannot be made
  * gives the buffer back. */
 static int reply_allocated(struct db_broker *b, sd_bus_message *m, struct db_client *c,
-			   struct db_buffer *buf)
+			   struct db_buffer *buf, const struct db_alloc_plan *plan)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
 	char path[128];
@@ -268,7 +270,7 @@ static int reply_allocated(struct db_broker *b, sd_bus_message *m, struct db_cli
 		r = sd_bus_message_append(reply, "oh", db_bus_buffer_path(buf, path, sizeof(path)),
 					  buf->fd);
 	if (r >= 0)
-		r = db_bus_append_layout(reply, buf);
+		r = db_bus_append_layout(reply, buf, c, plan);
 	if (r < 0) {
 		db_registry_detach(b->reg, c, buf);
 		return r;
@@ -372,7 +374,7 @@ static int method_allocate_with_memfd(sd_bus_message *m, void *userdata, sd_bus_
 	if (r < 0)
 		return r;
 	fd = -1; /* the registry owns it now */
-	return reply_allocated(b, m, c, buf);
+	return reply_allocated(b, m, c, buf, &plan);
 }
 
 static int method_allocate(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -399,7 +401,7 @@ static int method_allocate(sd_bus_message *m, void *userdata, sd_bus_error *erro
 	r = allocate_one(b, c, &plan, be, &buf, error);
 	if (r < 0)
 		return r;
-	return reply_allocated(b, m, c, buf);
+	return reply_allocated(b, m, c, buf, &plan);
 }
 
 static int method_allocate_many(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -443,7 +445,7 @@ static int method_allocate_many(sd_bus_message *m, void *userdata, sd_bus_error 
 		goto undo;
 	r = db_bus_append_buffers(reply, bufs, n);
 	if (r >= 0)
-		r = db_bus_append_layout(reply, bufs[0]);
+		r = db_bus_append_layout(reply, bufs[0], c, &plan);
 	if (r < 0)
 		goto undo;
 	return sd_bus_send(NULL, reply, NULL);
@@ -598,7 +600,7 @@ static int method_import(sd_bus_message *m, void *userdata, sd_bus_error *error)
 					  db_bus_buffer_path(a->buffer, path, sizeof(path)),
 					  a->buffer->fd, db_attach_path_name(a->path));
 	if (r >= 0)
-		r = db_bus_append_layout(reply, a->buffer);
+		r = db_bus_append_layout(reply, a->buffer, c, NULL);
 	if (r < 0)
 		return r;
 	return sd_bus_send(NULL, reply, NULL);
@@ -639,7 +641,7 @@ static int method_reacquire(sd_bus_message *m, void *userdata, sd_bus_error *err
 	if (r >= 0)
 		r = sd_bus_message_append(reply, "h", buf->fd);
 	if (r >= 0)
-		r = db_bus_append_layout(reply, buf);
+		r = db_bus_append_layout(reply, buf, c, NULL);
 	if (r < 0)
 		return r;
 	/* Settle after the reply holds its own copy of the fd. */

@@ -119,14 +119,16 @@ int db_dict_read(sd_bus_message *m, struct db_dict_field *fields, size_t n_field
 			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
 						 "%s: key '%s' given twice", what, key);
 		f->seen = true;
-		r = sd_bus_message_peek_type(m, &type, &contents);
-		if (r < 0)
-			return r;
-		if (strcmp(contents, signature_of(f->type)) != 0)
+		/* sd-bus checks the variant's type (-ENXIO if it is another): the type is looked
+		 * at separately only to say what it was. */
+		r = sd_bus_message_enter_container(m, 'v', signature_of(f->type));
+		if (r == -ENXIO) {
+			if (sd_bus_message_peek_type(m, &type, &contents) < 0 || !contents)
+				contents = "?";
 			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
 						 "%s: '%s' must be of type '%s', not '%s'", what,
 						 key, signature_of(f->type), contents);
-		r = sd_bus_message_enter_container(m, 'v', contents);
+		}
 		if (r < 0)
 			return r;
 		r = read_value(m, f, what, error);

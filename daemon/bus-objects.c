@@ -179,8 +179,10 @@ int db_bus_read_token(sd_bus_message *m, struct db_token_bytes *ret, sd_bus_erro
 	return 0;
 }
 
-int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf)
+int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf, const struct db_client *c,
+			 const struct db_alloc_plan *asked)
 {
+	struct db_layout_dict implied = {0};
 	struct db_layout_dict d = {
 		.layout = buf->layout,
 		.backend = buf->backend,
@@ -190,7 +192,13 @@ int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf)
 
 	/* "size" is the buffer's (page-aligned) size, which is what a client maps. */
 	d.layout.size = buf->size;
-	return db_layout_dict_append(m, &d);
+	if (!c || !c->compact_layouts)
+		return db_layout_dict_append(m, &d, NULL);
+	if (asked) {
+		implied.layout = asked->asked;
+		implied.name = asked->name;
+	}
+	return db_layout_dict_append(m, &d, &implied);
 }
 
 /* --- org.dmabroker.Buffer1 --- */
@@ -261,7 +269,7 @@ BUFFER_PROP(buffer_prop_exporter)
 
 BUFFER_PROP(buffer_prop_layout)
 {
-	return db_bus_append_layout(reply, userdata);
+	return db_bus_append_layout(reply, userdata, NULL, NULL);
 }
 
 BUFFER_PROP(buffer_prop_attachments)

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <systemd/sd-bus.h>
 
 #include "broker.h"
+#include "spec.h"
 
 /* Object paths of buffers and clients: their ids, which are never reused. */
 const char *db_bus_buffer_path(const struct db_buffer *buf, char *out, size_t len);
@@ -23,8 +25,14 @@ int db_bus_append_buffers(sd_bus_message *m, struct db_buffer *const *bufs, size
 /* Reads a 128-bit token argument (ay): InvalidArgument for another length. */
 int db_bus_read_token(sd_bus_message *m, struct db_token_bytes *ret, sd_bus_error *error);
 
-/* Appends the buffer's layout dictionary (a{sv}). */
-int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf);
+/*
+ * Appends the buffer's layout dictionary (a{sv}) for client c: in the full form, or in the
+ * compact form (common/layout-bus.h) if c registered with "compact_layouts", against asked
+ * (the values the client's own spec gave, see struct db_alloc_plan) or zeros if NULL.
+ * c NULL: the full form.
+ */
+int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf,
+			 const struct db_client *c, const struct db_alloc_plan *asked);
 
 /* The visibility rule every listing and event follows: root sees everything; anyone else sees
  * the clients of its own uid and the buffers its uid owns or holds. */

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "macros.h"
 #include "monitor.h"
+#include "peer.h"
 #include "protocol.h"
 #include "token.h"
 
@@ -174,7 +175,16 @@ static unsigned collections_of_client(struct db_broker *b, uint64_t client_id)
 
 /* --- answering waits --- */
 
-static void reply_wait_error(struct participant *p, const char *name, const char *message)
+/* A WaitCollection answered outside its connection's dispatch: a peer connection writes
+ * later what the kernel did not take now. */
+static void wait_answered(struct db_broker *b, struct participant *p)
+{
+	db_peer_sent(b, sd_bus_message_get_bus(p->wait));
+	p->wait = sd_bus_message_unref(p->wait);
+}
+
+static void reply_wait_error(struct db_broker *b, struct participant *p, const char *name,
+			     const char *message)
 {
 	_cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
 
@@ -183,7 +193,7 @@ static void reply_wait_error(struct participant *p, const char *name, const char
 	sd_bus_error_set(&error, name, message);
 	/* The caller may be gone, or its peer cut off for not reading: nobody to tell then. */
 	(void)sd_bus_reply_method_error(p->wait, &error);
-	p->wait = sd_bus_message_unref(p->wait);
+	wait_answered(b, p);
 }
 
 static int append_outcome(sd_bus_message *reply, struct collection *col, struct participant *p)
@@ -222,7 +232,7 @@ static int append_outcome(sd_bus_message *reply, struct collection *col, struct 
 	/* Every buffer has the same layout; the first one stands for all. */
 	if (!first)
 		return -ENOENT;
-	return db_bus_append_layout(reply, first);
+	return db_bus_append_layout(reply, first, NULL, NULL);
 }
 
 static void reply_wait_allocated(struct collection *col, struct participant *p)
@@ -235,11 +245,11 @@ static void reply_wait_allocated(struct collection *col, struct participant *p)
 	r = sd_bus_message_new_method_return(p->wait, &reply);
 	if (r >= 0)
 		r = append_outcome(reply, col, p);
-	if (r >= 0)
-		(void)sd_bus_send(NULL, reply, NULL);
-	else
-		reply_wait_error(p, DB_ERROR_FAILED, "the outcome could not be sent");
-	p->wait = sd_bus_message_unref(p->wait);
+	if (r < 0)
+		return reply_wait_error(col->b, p, DB_ERROR_FAILED,
+					"the outcome could not be sent");
+	(void)sd_bus_send(NULL, reply, NULL);
+	wait_answered(col->b, p);
 }
 
 /* What was allocated, in one line (free it). */
@@ -288,7 +298,8 @@ static void fail(struct collection *col, const char *name, const char *fmt, ...)
 		 col->failure);
 	tell_monitor(col, "collection-failed", col->failure);
 	for (guint i = 0; i < col->participants->len; i++)
-		reply_wait_error(g_ptr_array_index(col->participants, i), name, col->failure);
+		reply_wait_error(col->b, g_ptr_array_index(col->participants, i), name,
+				 col->failure);
 }
 
 /* --- allocation --- */
@@ -527,7 +538,7 @@ static void remove_participant(struct collection *col, guint index, bool detach,
 	struct participant *p = g_ptr_array_index(col->participants, index);
 	struct db_client *c = db_registry_find_client(b->reg, p->client_id);
 
-	reply_wait_error(p, DB_ERROR_NOT_FOUND, why);
+	reply_wait_error(b, p, DB_ERROR_NOT_FOUND, why);
 	if (detach && c && p->allocated)
 		for (guint i = 0; i < col->buffer_ids->len; i++) {
 			struct db_buffer *buf = db_registry_find_buffer(
@@ -545,7 +556,7 @@ static void destroy(struct collection *col)
 	struct db_broker *b = col->b;
 
 	for (guint i = 0; i < col->participants->len; i++)
-		reply_wait_error(g_ptr_array_index(col->participants, i), DB_ERROR_NOT_FOUND,
+		reply_wait_error(b, g_ptr_array_index(col->participants, i), DB_ERROR_NOT_FOUND,
 				 "the collection is gone");
 	g_hash_table_remove(b->collections->by_id, &col->id);
 }

@@ -8,6 +8,9 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <systemd/sd-id128.h>
@@ -24,11 +27,15 @@ struct db_peer {
 	sd_bus *bus; /* owned */
 	uint64_t client_id;
 	sd_event_source *auth_timer; /* owned, until the peer has authenticated */
+	sd_event_source *io; /* owned: the socket */
+	sd_event_source *more; /* owned defer, one-shot: sd-bus has work the socket does not show */
 };
 
 static void peer_free(struct db_peer *peer)
 {
 	sd_event_source_disable_unref(peer->auth_timer);
+	sd_event_source_disable_unref(peer->io);
+	sd_event_source_disable_unref(peer->more);
 	/*
 	 * Close, never flush: a flush writes what the client has not read, and a client that
 	 * never reads would hold the daemon there. What is unwritten is dropped.
@@ -98,13 +105,89 @@ static void peer_drop_slow(struct db_peer *peer)
 	db_peer_close(peer);
 }
 
+/*
+ * What the loop watches on the peer, brought up to date after anything touched it (no
+ * syscall when nothing changed): its input; output while sd-bus holds bytes the kernel did
+ * not take; and another round at once while messages wait in sd-bus's queue, or the
+ * connection is closing and its Disconnected is still to be dispatched.
+ *
+ * Why not sd_bus_attach_event(): it gives every connection a prepare callback that sd-event
+ * runs on every loop iteration, so each call on any connection paid for every open peer
+ * (sd_bus_get_events, sd_bus_get_timeout and two source updates per peer). The peer makes
+ * no method calls of its own, so sd-bus has no timeouts here that matter: the
+ * authentication deadline is auth_timer's.
+ */
+static void peer_arm(struct db_peer *peer)
+{
+	int events = sd_bus_get_events(peer->bus);
+	uint32_t io = EPOLLIN;
+	bool now = events < 0;
+	uint64_t t;
+
+	if (events > 0 && (events & POLLOUT))
+		io |= EPOLLOUT;
+	if (!now && sd_bus_get_timeout(peer->bus, &t) > 0 && t == 0)
+		now = true;
+	(void)sd_event_source_set_io_events(peer->io, io);
+	if (now)
+		(void)sd_event_source_set_enabled(peer->more, SD_EVENT_ONESHOT);
+}
+
 int db_peer_send(struct db_peer *peer, sd_bus_message *m)
 {
+	int r;
+
 	if (peer_over_limit(peer)) {
 		peer_drop_slow(peer);
 		return -ENOBUFS;
 	}
-	return sd_bus_send(peer->bus, m, NULL);
+	r = sd_bus_send(peer->bus, m, NULL);
+	peer_arm(peer);
+	return r;
+}
+
+void db_peer_sent(struct db_broker *b, sd_bus *bus)
+{
+	struct db_peer *peer = bus ? g_hash_table_lookup(b->peers, bus) : NULL;
+
+	if (peer)
+		peer_arm(peer);
+}
+
+/* One message per wake-up, as sd-bus's own loop glue does: other peers get their turn. */
+static int peer_run(struct db_peer *peer)
+{
+	struct db_broker *b = peer->broker;
+	sd_bus *bus = sd_bus_ref(peer->bus);
+	int r;
+
+	r = sd_bus_process(bus, NULL);
+	/* A handler may have closed it (Disconnected, a peer cut off for not reading). */
+	peer = g_hash_table_lookup(b->peers, bus);
+	if (peer && r < 0) {
+		log_debug("Peer connection of client %" PRIu64 " failed: %s", peer->client_id,
+			  strerror(-r));
+		db_peer_close(peer);
+		peer = NULL;
+	}
+	if (peer)
+		peer_arm(peer);
+	sd_bus_unref(bus);
+	return 0;
+}
+
+static int on_peer_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+	(void)s;
+	(void)fd;
+	(void)revents;
+	return peer_run(userdata);
+}
+
+static int on_peer_more(sd_event_source *s, void *userdata)
+{
+	(void)s;
+	return peer_run(userdata);
 }
 
 /*
@@ -205,9 +288,14 @@ int db_peer_open(struct db_broker *b, struct db_client *c, int *ret_client_fd)
 					       (uint64_t)b->config.peer_auth_timeout_ms * 1000, 0,
 					       on_auth_timeout, peer);
 	if (r >= 0)
-		r = sd_bus_attach_event(peer->bus, b->event, SD_EVENT_PRIORITY_NORMAL);
-	if (r >= 0)
 		r = sd_bus_start(peer->bus);
+	if (r >= 0)
+		r = sd_event_add_io(b->event, &peer->io, sd_bus_get_fd(peer->bus), EPOLLIN,
+				    on_peer_io, peer);
+	if (r >= 0)
+		r = sd_event_add_defer(b->event, &peer->more, on_peer_more, peer);
+	if (r >= 0)
+		r = sd_event_source_set_enabled(peer->more, SD_EVENT_OFF);
 	/*
 	 * sd-bus asks for 8 MiB of socket buffer: tens of thousands of unread replies (with the
 	 * descriptors they carry) would sit in the kernel for a client that never reads. Keep

@@ -33,6 +33,10 @@ struct db_client *db_peer_client(struct db_peer *peer);
  * waiting; then the peer is closed (-ENOBUFS) and the message dropped. */
 int db_peer_send(struct db_peer *peer, sd_bus_message *m);
 
+/* After a send on bus outside its own dispatch (a deferred reply): if bus is a peer's, the
+ * loop writes later what the kernel did not take now. */
+void db_peer_sent(struct db_broker *b, sd_bus *bus);
+
 sd_bus *db_peer_get_bus(struct db_peer *peer);
 
 /* Closes every peer connection (at exit). */

@@ -59,6 +59,7 @@ struct db_client {
 	pid_t pid;
 	char *role;
 	bool dynamic;
+	bool compact_layouts; /* Register's "compact_layouts": replies carry compact layouts */
 	char *name;
 	char **devices; /* NULL-terminated */
 	GPtrArray *attachments; /* struct db_attachment *, owned by the buffer */

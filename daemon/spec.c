@@ -112,6 +112,11 @@ int db_spec_parse_alloc(sd_bus_message *m, const struct db_registry *reg, struct
 	if (r < 0)
 		return r;
 	plan.layout.size = plan.size;
+	if (image)
+		plan.asked = (struct db_layout){
+			.width = width, .height = height, .fourcc = fourcc, .modifier = modifier};
+	else
+		plan.asked = (struct db_layout){.size = plan.size};
 	plan.backend = backend;
 	plan.name = name;
 	plan.contiguous = contiguous;

@@ -12,6 +12,10 @@
 struct db_alloc_plan {
 	size_t size; /* page-aligned */
 	struct db_layout layout; /* fourcc 0 for a plain buffer */
+	/* What the spec itself says, the rest zero: a plain buffer's page-aligned size, or an
+	 * image's width, height, fourcc and modifier. A client that registered with
+	 * "compact_layouts" knows these: the reply leaves them out. */
+	struct db_layout asked;
 	const char *backend; /* borrowed from the message; NULL: the default */
 	const char *name; /* borrowed from the message; never NULL */
 	bool contiguous;

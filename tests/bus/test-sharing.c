@@ -11,9 +11,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <drm_fourcc.h>
+
 #include "bus-util.h"
 #include "dmabroker.h"
 #include "fixture.h"
+#include "layout-bus.h"
+#include "protocol.h"
 #include "tap.h"
 
 #define SIZE (1u << 20)
@@ -46,8 +50,8 @@ static void test_same_bytes(uint32_t flags)
 	bool all = true;
 	int status;
 
-	tap_ok(dmabroker_allocate(a, &spec, sizeof(spec), &buf) == 0, "allocate %u bytes (%s)", SIZE,
-	       flags & DMABROKER_CONNECT_NO_PEER ? "bus" : "peer connection");
+	tap_ok(dmabroker_allocate(a, &spec, sizeof(spec), &buf) == 0, "allocate %u bytes (%s)",
+	       SIZE, flags & DMABROKER_CONNECT_NO_PEER ? "bus" : "peer connection");
 	p = map(buf);
 	dmabroker_buffer_begin_cpu_access(buf, DMABROKER_ACCESS_WRITE);
 	memset(p, 0x5a, SIZE);
@@ -188,7 +192,8 @@ static void test_sigkill(struct fixture *f, sd_bus *inspect)
 
 	dmabroker_allocate(a, &spec, sizeof(spec), &buf);
 	path = dmabroker_buffer_get_path(buf);
-	dmabroker_share(buf, &(struct dmabroker_share_opts){.reusable = true}, sizeof((struct dmabroker_share_opts){.reusable = true}), &token);
+	dmabroker_share(buf, &(struct dmabroker_share_opts){.reusable = true},
+			sizeof((struct dmabroker_share_opts){.reusable = true}), &token);
 	dmabroker_token_to_string(&token, hex);
 	{
 		const char *argv[] = {"tests/bus/test-client", "hold", hex, NULL};
@@ -222,6 +227,91 @@ static void test_sigkill(struct fixture *f, sd_bus *inspect)
 	dmabroker_disconnect(a);
 }
 
+/* The values a spec of 4096 bytes or a 64x32 NV12 image gives: a compact reply leaves them out. */
+static const struct db_layout_dict asked_plain = {.layout = {.size = 4096}},
+				   asked_image = {.layout = {.width = 64,
+							     .height = 32,
+							     .fourcc = DRM_FORMAT_NV12}};
+
+/* Allocates a plain buffer or an image on bus and returns how many entries the reply's layout
+ * has, its decoded layout in ret (ret->backend copied into backend, name dropped). compact:
+ * read it against what the spec said. */
+static int allocate_count(sd_bus *bus, bool image, bool compact, struct db_layout_dict *ret,
+			  char backend[16])
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	sd_bus_message *reply = NULL;
+	const char *path;
+	int fd, n = 0, r;
+
+	r = image ? sd_bus_call_method(bus, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER,
+				       "Allocate", &error, &reply, "a{sv}", 3, "width", "u", 64,
+				       "height", "u", 32, "fourcc", "u", DRM_FORMAT_NV12)
+		  : sd_bus_call_method(bus, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER,
+				       "Allocate", &error, &reply, "a{sv}", 1, "size", "t",
+				       (uint64_t)4096);
+	tap_require(r >= 0, "Allocate (%s)", error.message ? error.message : strerror(-r));
+	tap_require(sd_bus_message_read(reply, "oh", &path, &fd) > 0, "read path and fd");
+	r = sd_bus_message_enter_container(reply, 'a', "{sv}");
+	while (r >= 0 && (r = sd_bus_message_skip(reply, "{sv}")) > 0)
+		n++;
+	tap_require(r >= 0 && sd_bus_message_rewind(reply, true) >= 0 &&
+			    sd_bus_message_skip(reply, "oh") >= 0,
+		    "walk the layout");
+	tap_require(db_layout_dict_read_over(reply,
+					     compact ? (image ? &asked_image : &asked_plain) : NULL,
+					     ret) == 0,
+		    "the layout decodes");
+	/* Its strings point into the reply. */
+	snprintf(backend, 16, "%s", ret->backend ? ret->backend : "");
+	ret->backend = backend;
+	ret->name = NULL;
+	sd_bus_message_unref(reply);
+	return n;
+}
+
+/* "compact_layouts" is opt-in: a client that does not ask gets every entry, as before. */
+static void test_compact_layouts(void)
+{
+	struct db_layout_dict full, compact;
+	char full_backend[16], compact_backend[16];
+	struct db_layout want;
+	sd_bus *old = inspect_bus(), *new = inspect_bus();
+
+	tap_require(old && new, "two bus connections");
+	tap_require(sd_bus_call_method(old, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER,
+				       "Register", NULL, NULL, "a{sv}", 0) >= 0,
+		    "a client registers without compact_layouts");
+	tap_require(sd_bus_call_method(new, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER,
+				       "Register", NULL, NULL, "a{sv}", 1, "compact_layouts", "b",
+				       1) >= 0,
+		    "a client registers with compact_layouts");
+	tap_is(allocate_count(old, false, false, &full, full_backend), 11,
+	       "a plain buffer's full layout: 11 entries");
+	/* What the spec said (the size) is left out; "dmabuf" only where it is true. */
+	tap_is(allocate_count(new, false, true, &compact, compact_backend), 1 + full.is_dmabuf,
+	       "compact: \"backend\" only");
+	tap_ok(full.layout.size == 4096 && compact.layout.size == 4096 && full_backend[0] &&
+		       strcmp(compact_backend, full_backend) == 0 &&
+		       !compact.is_dmabuf == !full.is_dmabuf,
+	       "both read back as the same plain buffer");
+	tap_is(allocate_count(old, true, false, &full, full_backend), 11,
+	       "an NV12 image's full layout: 11 entries");
+	tap_is(allocate_count(new, true, true, &compact, compact_backend), 5 + full.is_dmabuf,
+	       "compact: size, planes, offsets, strides and backend");
+	tap_require(db_layout_compute(64, 32, DRM_FORMAT_NV12, DRM_FORMAT_MOD_LINEAR, 64, &want) ==
+			    0,
+		    "the layout computed here");
+	tap_ok(compact.layout.n_planes == 2 && full.layout.n_planes == 2 &&
+		       memcmp(compact.layout.offsets, want.offsets, sizeof(want.offsets)) == 0 &&
+		       memcmp(compact.layout.strides, want.strides, sizeof(want.strides)) == 0 &&
+		       memcmp(full.layout.strides, want.strides, sizeof(want.strides)) == 0 &&
+		       compact.layout.size == full.layout.size,
+	       "both read back as the layout common/layout.c computes");
+	sd_bus_flush_close_unref(old);
+	sd_bus_flush_close_unref(new);
+}
+
 int main(void)
 {
 	struct fixture f;
@@ -240,6 +330,7 @@ int main(void)
 	test_paths(inspect);
 	test_privacy();
 	test_sigkill(&f, inspect);
+	test_compact_layouts();
 
 	tap_ok(fixture_wait_clients(&f, 0, 5000), "every client is gone");
 	tap_is(broker_u32(inspect, "NBuffers"), 0, "no buffer is left");

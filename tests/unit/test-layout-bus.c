@@ -57,39 +57,107 @@ static bool layouts_equal(const struct db_layout *a, const struct db_layout *b)
 	       memcmp(a->strides, b->strides, a->n_planes * sizeof(uint32_t)) == 0;
 }
 
-/* Encodes d with a u32 after it, decodes, and checks the u32 is what comes next. */
-static void round_trip(const struct db_layout_dict *d, const char *what)
+static const struct db_layout_dict zero;
+
+/* Encodes d with a u32 after it (implied NULL: the full form, else the compact form against
+ * implied), decodes against the same implied values, and checks the u32 is what comes next. */
+static void round_trip_form(const struct db_layout_dict *d, const struct db_layout_dict *implied,
+			    const char *form, const char *what)
 {
 	sd_bus_message *m = new_message();
 	struct db_layout_dict got;
 	uint32_t tail = 0;
 
-	tap_is(db_layout_dict_append(m, d), 0, "encode");
+	tap_ok(db_layout_dict_append(m, d, implied) == 0, "%s: encode (%s)", what, form);
 	tap_is(sd_bus_message_append(m, "u", 0xc0ffeeu), 1, "a value after the dictionary");
 	tap_is(seal(m), 0, "seal");
-	tap_is(db_layout_dict_read(m, &got), 0, "decode");
-	tap_ok(layouts_equal(&d->layout, &got.layout), "%s: the layout comes back", what);
-	tap_ok(got.backend && strcmp(got.backend, d->backend ? d->backend : "") == 0, "%s: backend",
-	       what);
-	tap_ok(got.name && strcmp(got.name, d->name ? d->name : "") == 0, "%s: name", what);
+	tap_is(db_layout_dict_read_over(m, implied, &got), 0, "decode");
+	tap_ok(layouts_equal(&d->layout, &got.layout), "%s (%s): the layout comes back", what,
+	       form);
+	/* The compact form leaves out empty strings: the reader gives NULL for them. */
+	tap_ok(strcmp(got.backend ? got.backend : "", d->backend ? d->backend : "") == 0 &&
+		       (implied || got.backend),
+	       "%s (%s): backend", what, form);
+	tap_ok(strcmp(got.name ? got.name : "", d->name ? d->name : "") == 0 &&
+		       (implied || got.name),
+	       "%s (%s): name", what, form);
 	tap_is(got.is_dmabuf, d->is_dmabuf, "dmabuf");
 	tap_ok(sd_bus_message_read(m, "u", &tail) > 0 && tail == 0xc0ffeeu,
-	       "%s: the decoder stops at the dictionary's end", what);
+	       "%s (%s): the decoder stops at the dictionary's end", what, form);
 	sd_bus_message_unref(m);
+}
+
+/* Every form must read back to the same dictionary. asked: what a spec would say. */
+static void round_trip(const struct db_layout_dict *d, const struct db_layout_dict *asked,
+		       const char *what)
+{
+	round_trip_form(d, NULL, "full", what);
+	round_trip_form(d, &zero, "compact", what);
+	round_trip_form(d, asked, "compact, against a spec", what);
+}
+
+/* Entries in a compact encoding of d against implied. */
+static unsigned compact_entries(const struct db_layout_dict *d,
+				const struct db_layout_dict *implied)
+{
+	sd_bus_message *m = new_message();
+	unsigned n = 0;
+	int r;
+
+	tap_is(db_layout_dict_append(m, d, implied), 0, "encode compactly");
+	tap_is(seal(m), 0, "seal");
+	r = sd_bus_message_enter_container(m, 'a', "{sv}");
+	while (r >= 0 && (r = sd_bus_message_skip(m, "{sv}")) > 0)
+		n++;
+	sd_bus_message_unref(m);
+	return n;
+}
+
+/* The compact form holds only what differs from the implied values. */
+static void test_compact_size(void)
+{
+	struct db_layout_dict d = {.layout = {.size = 4096}, .backend = "memfd"};
+	struct db_layout_dict asked = {.layout = {.size = 4096}};
+
+	tap_is(compact_entries(&d, &zero), 2, "a plain buffer against zeros: size and backend");
+	tap_is(compact_entries(&d, &asked), 1, "against its spec: backend only");
+	d.name = asked.name = "frame";
+	tap_is(compact_entries(&d, &asked), 1, "  the name the spec gave is left out too");
+	tap_ok(db_layout_compute(64, 32, DRM_FORMAT_NV12, DRM_FORMAT_MOD_LINEAR, 64, &d.layout) ==
+		       0,
+	       "an NV12 layout");
+	asked.layout = (struct db_layout){
+		.width = 64, .height = 32, .fourcc = DRM_FORMAT_NV12, .modifier = 0};
+	tap_is(compact_entries(&d, &asked), 5,
+	       "an image against its spec: size, planes, offsets, strides, backend");
 }
 
 static void test_round_trips(void)
 {
 	struct db_layout_dict d = {.backend = "udmabuf", .is_dmabuf = true, .name = "frame"};
+	struct db_layout_dict asked;
 
 	tap_require(db_layout_compute(640, 360, DRM_FORMAT_YUV420, DRM_FORMAT_MOD_LINEAR, 64,
 				      &d.layout) == 0,
 		    "a YUV420 layout");
 	tap_is(d.layout.n_planes, 3, "three planes");
-	round_trip(&d, "YUV420, 3 planes");
+	asked = (struct db_layout_dict){.layout = {.width = 640,
+						   .height = 360,
+						   .fourcc = DRM_FORMAT_YUV420,
+						   .modifier = DRM_FORMAT_MOD_LINEAR},
+					.name = "frame"};
+	round_trip(&d, &asked, "YUV420, 3 planes");
+	/* A spec that implies planes the buffer does not have: the three go together. */
+	asked.layout.n_planes = 1;
+	asked.layout.offsets[0] = 5;
+	round_trip(&d, &asked, "YUV420 against other planes");
 
 	d = (struct db_layout_dict){.layout = {.size = 1 << 20}, .backend = "memfd"};
-	round_trip(&d, "a plain byte buffer");
+	asked = (struct db_layout_dict){.layout = {.size = 1 << 20}};
+	round_trip(&d, &asked, "a plain byte buffer");
+	/* A contiguous buffer may be bigger than its spec asked. */
+	asked.layout.size = 4096;
+	round_trip(&d, &asked, "a plain buffer bigger than asked");
 
 	/* Every field at its widest. */
 	d = (struct db_layout_dict){.layout = {.size = SIZE_MAX,
@@ -103,13 +171,14 @@ static void test_round_trips(void)
 				    .backend = "dma-heap",
 				    .is_dmabuf = true,
 				    .name = "max"};
-	round_trip(&d, "maximal values, 4 planes");
+	round_trip(&d, &zero, "maximal values, 4 planes");
 
 	d.layout.n_planes = DMABROKER_MAX_PLANES + 1;
 	{
 		sd_bus_message *m = new_message();
 
-		tap_is(db_layout_dict_append(m, &d), -EINVAL, "the encoder refuses 5 planes");
+		tap_is(db_layout_dict_append(m, &d, NULL), -EINVAL, "the encoder refuses 5 planes");
+		tap_is(db_layout_dict_append(m, &d, &zero), -EINVAL, "so does the compact one");
 		sd_bus_message_unref(m);
 	}
 }
@@ -273,6 +342,7 @@ int main(void)
 {
 	bus_setup();
 	test_round_trips();
+	test_compact_size();
 	test_strict_decoding();
 	sd_bus_flush_close_unref(bus);
 	return tap_done();
