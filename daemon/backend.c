@@ -211,10 +211,24 @@ static bool memfd_probe(void)
 
 static int memfd_allocate(size_t size, bool contiguous, int *ret_fd)
 {
+	_cleanup_(closep) int fd = -1;
+	int r;
+
 	if (contiguous)
 		return -EOPNOTSUPP;
 	/* Fully sealed: the size never changes under the holders' mappings. */
-	return memfd_new(size, 0, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL, ret_fd);
+	r = memfd_new(size, 0, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL, &fd);
+	if (r < 0)
+		return r;
+	/*
+	 * The pages now, as udmabuf pins them at creation: charged to the daemon's memory
+	 * cgroup (not to whichever holder touches them first), and a shortage is an allocation
+	 * error here rather than a SIGBUS or an OOM kill in a client later.
+	 */
+	if (fallocate(fd, 0, 0, (off_t)size) < 0)
+		return errno == ENOSPC ? -ENOMEM : -errno;
+	*ret_fd = take_fd(&fd);
+	return 0;
 }
 
 const struct db_backend db_backend_memfd = {
