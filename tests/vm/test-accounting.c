@@ -1084,8 +1084,8 @@ int main(void)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	memfd_kernel = getenv("DMABROKER_VM_EXPECT") &&
-		       strcmp(getenv("DMABROKER_VM_EXPECT"), "6.1") == 0;
+	memfd_kernel =
+		getenv("DMABROKER_VM_EXPECT") && strcmp(getenv("DMABROKER_VM_EXPECT"), "6.1") == 0;
 	/* A kernel that is not the one the suite booted for must fail, not change the checks. */
 	tap_ok((access("/dev/udmabuf", F_OK) != 0) == memfd_kernel, "/dev/udmabuf is %s",
 	       memfd_kernel ? "absent: the buffers are memfds" : "there");

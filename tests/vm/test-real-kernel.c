@@ -168,7 +168,11 @@ static int kernel_attachments(sd_bus *bus, const char *path, char *dev, size_t l
 	return n;
 }
 
-enum kernel { KERNEL_612, KERNEL_61, KERNEL_61_UDMABUF };
+enum kernel {
+	KERNEL_612,
+	KERNEL_61,
+	KERNEL_61_UDMABUF
+};
 
 #define DAEMON_LOG "/run/dmabroker-real-kernel-daemon.log"
 
@@ -252,9 +256,8 @@ int main(void)
 	tap_diag("expecting the %s kernel", expect ? expect : "6.12");
 	/* What the kernel offers must be what the suite was booted for: a module that did not
 	 * load must fail here, not turn this into the other 6.1 run. */
-	tap_ok((access("/dev/udmabuf", F_OK) == 0) == (kernel != KERNEL_61),
-	       "/dev/udmabuf is %s", kernel == KERNEL_61 ? "absent (CONFIG_UDMABUF is unset)"
-							 : "there");
+	tap_ok((access("/dev/udmabuf", F_OK) == 0) == (kernel != KERNEL_61), "/dev/udmabuf is %s",
+	       kernel == KERNEL_61 ? "absent (CONFIG_UDMABUF is unset)" : "there");
 	tap_ok((access("/dev/dma_heap/system", F_OK) == 0) == (kernel == KERNEL_612),
 	       "/dev/dma_heap/system is %s",
 	       kernel == KERNEL_612 ? "there" : "absent (CONFIG_DMABUF_HEAPS is unset)");
@@ -337,7 +340,8 @@ int main(void)
 		if (kernel == KERNEL_61)
 			tap_ok(has(get(&a, "error"), "cannot import") &&
 				       has(get(&a, "error"), "CONFIG_UDMABUF"),
-			       "the daemon refuses vivid a memfd it cannot import, and says why: %s",
+			       "the daemon refuses vivid a memfd it cannot import, and says why: "
+			       "%s",
 			       get(&a, "error") ?: "it captured");
 		else
 			tap_ok(same(get(&a, "backend"), "udmabuf") &&
@@ -498,7 +502,8 @@ int main(void)
 
 			run(&c, import);
 		}
-		tap_ok(get(&c, "gem-handle") != NULL && same(get(&a, "checksum"), get(&c, "checksum")),
+		tap_ok(get(&c, "gem-handle") != NULL &&
+			       same(get(&a, "checksum"), get(&c, "checksum")),
 		       "vgem imports vivid's adopted export and sees the same bytes (%s)",
 		       get(&c, "gem-handle") ? "ok" : get(&c, "error"));
 		finish(&c);
