@@ -9,11 +9,13 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 #include <linux/dma-buf.h>
 #include <linux/dma-heap.h>
 #include <linux/udmabuf.h>
 
+#include "log.h"
 #include "macros.h"
 
 static bool hugetlb_vmap_safe;
@@ -269,10 +271,24 @@ static bool memfd_probe(void)
 
 static int memfd_allocate(size_t size, bool contiguous, int *ret_fd)
 {
+	_cleanup_(closep) int fd = -1;
+	int r;
+
 	if (contiguous)
 		return -EOPNOTSUPP;
 	/* Fully sealed: the size never changes under the holders' mappings. */
-	return memfd_new(size, 0, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL, ret_fd);
+	r = memfd_new(size, 0, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL, &fd);
+	if (r < 0)
+		return r;
+	/*
+	 * The pages now, as udmabuf pins them at creation: charged to the daemon's memory
+	 * cgroup (not to whichever holder touches them first), and a shortage is an allocation
+	 * error here rather than a SIGBUS or an OOM kill in a client later.
+	 */
+	if (fallocate(fd, 0, 0, (off_t)size) < 0)
+		return errno == ENOSPC ? -ENOMEM : -errno;
+	*ret_fd = take_fd(&fd);
+	return 0;
 }
 
 const struct db_backend db_backend_memfd = {
@@ -300,12 +316,59 @@ const struct db_backend *db_backend_find(const char *name)
 static bool probed, available[3];
 static size_t udmabuf_limit;
 
+const char *db_backend_missing_reason(void)
+{
+	return "no " DB_UDMABUF_DEV " (CONFIG_UDMABUF) and no " DB_DMA_HEAP_DIR "/system "
+	       "(CONFIG_DMABUF_HEAPS, CONFIG_DMABUF_HEAPS_SYSTEM)";
+}
+
+bool db_udmabuf_has_vmap(void)
+{
+	struct utsname u;
+	unsigned major = 0, minor = 0;
+
+	/* udmabuf's vmap came with Linux 6.2; 6.1's, built as a module, has none. */
+	if (uname(&u) < 0 || sscanf(u.release, "%u.%u", &major, &minor) != 2)
+		return true;
+	return major > 6 || (major == 6 && minor >= 2);
+}
+
+/* Says what this kernel lacks, once for each change of what it offers. */
+static void explain_backends(void)
+{
+	static int said = -1;
+	int now = available[0] | available[1] << 1;
+
+	if (now == said)
+		return;
+	said = now;
+	if (!available[0] && !available[1]) {
+		log_warning("This kernel has no dma-buf allocator: %s. Buffers are allocated as "
+			    "sealed memfds, which the CPU can share but no device can import; "
+			    "buffers that GPU and media devices export are still adopted and "
+			    "shared. On Debian 12 install linux-image-amd64 from "
+			    "bookworm-backports or a linux-image-6.12 package, or build 6.1's "
+			    "udmabuf as a module (kernel-module/udmabuf in dmabroker's sources)",
+			    db_backend_missing_reason());
+		return;
+	}
+	if (available[0] && !db_udmabuf_has_vmap())
+		log_notice("This kernel's udmabuf has no vmap (it came with Linux 6.2): importers "
+			   "that vmap a buffer, such as V4L2 drivers on vb2-vmalloc, refuse "
+			   "udmabufs; devices that map them (DRM PRIME, vb2-dma-contig) and CPU "
+			   "clients work. Linux 6.12 (Debian 12's linux-image-6.12) has it");
+	if (!available[1])
+		log_info("No dma-heaps on this kernel (CONFIG_DMABUF_HEAPS, "
+			 "CONFIG_DMABUF_HEAPS_SYSTEM): udmabuf only");
+}
+
 void db_backends_refresh(void)
 {
 	for (size_t i = 0; db_backends[i]; i++)
 		available[i] = db_backends[i]->probe();
 	udmabuf_limit = read_udmabuf_size_limit();
 	probed = true;
+	explain_backends();
 }
 
 bool db_backend_available(const struct db_backend *be)

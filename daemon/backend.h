@@ -35,6 +35,12 @@ const struct db_backend *db_backend_find(const char *name);
 void db_backends_refresh(void);
 bool db_backend_available(const struct db_backend *be);
 
+/* What a kernel without udmabuf and dma-heaps lacks, with the config options, for messages. */
+const char *db_backend_missing_reason(void);
+
+/* Whether this kernel's udmabuf can vmap (Linux 6.2 and later): vb2-vmalloc importers need it. */
+bool db_udmabuf_has_vmap(void);
+
 /* The first available backend in preference order (memfd always is). */
 const struct db_backend *db_backend_default(void);
 

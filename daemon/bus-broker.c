@@ -164,15 +164,35 @@ static int method_register(sd_bus_message *m, void *userdata, sd_bus_error *erro
 }
 
 /*
+ * A client that registered devices imports its buffers into them, and no device imports a
+ * memfd: where the default backend is memfd (a kernel without udmabuf and dma-heaps, such as
+ * Debian 12's 6.1), say so instead of handing out a buffer its devices will refuse. A client
+ * that asks for backend memfd by name gets one.
+ */
+static int refuse_memfd_for_devices(const struct db_client *c, const struct db_backend *be,
+				    sd_bus_error *error)
+{
+	if (be->is_dmabuf || !c->devices || !c->devices[0])
+		return 0;
+	return sd_bus_error_setf(error, DB_ERROR_UNSUPPORTED,
+				 "the buffer would be a memfd, which %s cannot import: this kernel "
+				 "has no dma-buf allocator (%s); ask for backend memfd for a "
+				 "CPU-only buffer",
+				 c->devices[0], db_backend_missing_reason());
+}
+
+/*
  * Picks the backend for a plan: the one asked for, else the configured or first available
  * default. Contiguous memory narrows the choice to a CMA heap or a hugetlb udmabuf; a default
  * udmabuf too small for the size (its size_limit_mb) gives way to the system heap.
  */
-static int choose_backend(struct db_broker *b, const struct db_alloc_plan *plan,
-			  const struct db_backend **ret, sd_bus_error *error)
+static int choose_backend(struct db_broker *b, const struct db_client *c,
+			  const struct db_alloc_plan *plan, const struct db_backend **ret,
+			  sd_bus_error *error)
 {
 	size_t udmabuf_limit = db_udmabuf_size_limit();
 	const struct db_backend *be;
+	int r;
 
 	if (plan->backend) {
 		be = db_backend_find(plan->backend);
@@ -203,6 +223,9 @@ static int choose_backend(struct db_broker *b, const struct db_alloc_plan *plan,
 		if (be == &db_backend_udmabuf && udmabuf_limit && plan->size > udmabuf_limit &&
 		    db_backend_available(&db_backend_dma_heap))
 			be = &db_backend_dma_heap;
+		r = refuse_memfd_for_devices(c, be, error);
+		if (r < 0)
+			return r;
 	}
 	*ret = be;
 	return 0;
@@ -349,6 +372,11 @@ static int method_allocate_with_memfd(sd_bus_message *m, void *userdata, sd_bus_
 			: be == &db_backend_dma_heap ? "the default backend here is a dma-heap"
 						     : "another backend was asked for",
 			be->name);
+	if (!plan.backend) {
+		r = refuse_memfd_for_devices(c, be, error);
+		if (r < 0)
+			return r;
+	}
 	r = check_client_memfd(memfd, plan.size, error);
 	if (r < 0)
 		return r;
@@ -395,7 +423,7 @@ static int method_allocate(sd_bus_message *m, void *userdata, sd_bus_error *erro
 	if (db_registry_check_allocation(b->reg, c, plan.size, 1) < 0 ||
 	    db_fdstore_reserve(b, 1) < 0)
 		return quota_error(b, error);
-	r = choose_backend(b, &plan, &be, error);
+	r = choose_backend(b, c, &plan, &be, error);
 	if (r < 0)
 		return r;
 	r = allocate_one(b, c, &plan, be, &buf, error);
@@ -432,7 +460,7 @@ static int method_allocate_many(sd_bus_message *m, void *userdata, sd_bus_error 
 	if (db_registry_check_allocation(b->reg, c, plan.size, count) < 0 ||
 	    db_fdstore_reserve(b, count) < 0)
 		return quota_error(b, error);
-	r = choose_backend(b, &plan, &be, error);
+	r = choose_backend(b, c, &plan, &be, error);
 	if (r < 0)
 		return r;
 	for (; n < count; n++) {

@@ -2,7 +2,9 @@
 # The broker between real clients: dmabrokerd on a private bus, then a media client (vivid)
 # capturing into a broker buffer, a CPU client reading that frame, a GPU client (vgem)
 # importing it, and buffers exported by vgem and vivid adopted and read elsewhere.
-# Needs /dev/udmabuf, vgem and vivid: run it in the guest (scripts/run-demo does).
+# Needs vgem and vivid: run it in the guest (scripts/run-demo does). On a kernel without
+# /dev/udmabuf (Debian 12's 6.1), or with 6.1's udmabuf, which has no vmap, it shows what works
+# there and checks that what cannot work is refused with its reason (docs/debian-6.1.md).
 set -euo pipefail
 build=${1:?usage: demo.sh BUILD_DIR}
 build=$(cd "$build" && pwd)
@@ -86,14 +88,69 @@ go_until() {
 value() { awk -v k="$2" '$1 == k { print $2; exit }' "$work/$1.out"; }
 nth_token() { awk '$1 == "token" { print $2 }' "$work/$1.out" | sed -n "$2p"; }
 
-say "media client: vivid captures a 640x360 YUYV frame into a broker udmabuf"
-start media "$ex/media-client" capture --instance 0 --tokens 2
+# An expected refusal: the client's error line must give this reason.
+refused() {
+	local name=$1 why=$2
+	grep -q "^error .*$why" "$work/$name.out" ||
+		{ echo "demo: $name was not refused for '$why'" >&2; exit 1; }
+	echo "  (refused, as it must be on this kernel)"
+}
 
-say "CPU client: imports the frame and recognises vivid's colour bars"
-"$ex/cpu-client" read "$(nth_token media 1)" --vivid-yuyv 640x360 | sed 's/^/  [cpu] /'
+# What must work: the GPU client imported the buffer.
+imported() {
+	grep -q '^gem-handle' "$work/$1.out" || { echo "demo: $1 did not import" >&2; exit 1; }
+}
 
-say "GPU client: imports the same buffer into vgem (a static importer: cached path, pinned)"
-start gpu "$ex/gpu-client" import "$(nth_token media 2)"
+# udmabuf's vmap came with Linux 6.2: vivid (vb2-vmalloc) imports by vmap.
+release=$(uname -r)
+major=${release%%.*}
+minor=${release#*.}
+minor=${minor%%.*}
+if [ ! -e /dev/udmabuf ]; then
+	kernel=no-udmabuf
+elif [ "$major" -lt 6 ] || { [ "$major" = 6 ] && [ "$minor" -lt 2 ]; }; then
+	kernel=udmabuf-no-vmap
+else
+	kernel=full
+fi
+
+if [ "$kernel" = full ]; then
+	say "media client: vivid captures a 640x360 YUYV frame into a broker udmabuf"
+	start media "$ex/media-client" capture --instance 0 --tokens 2
+
+	say "CPU client: imports the frame and recognises vivid's colour bars"
+	"$ex/cpu-client" read "$(nth_token media 1)" --vivid-yuyv 640x360 | sed 's/^/  [cpu] /'
+
+	say "GPU client: imports the same buffer into vgem (a static importer: cached path, pinned)"
+	start gpu "$ex/gpu-client" import "$(nth_token media 2)"
+else
+	if [ "$kernel" = no-udmabuf ]; then
+		say "Linux $release has no /dev/udmabuf and no dma-heaps: broker buffers are memfds"
+		say "media client: vivid cannot capture into a memfd; the daemon refuses it"
+		start media "$ex/media-client" capture --instance 0 --tokens 2
+		refused media "cannot import"
+	else
+		say "Linux $release: udmabuf from kernel-module/udmabuf, which has no vmap"
+		say "media client: vivid (vb2-vmalloc) cannot vmap the udmabuf"
+		start media "$ex/media-client" capture --instance 0 --tokens 2
+		refused media "VIDIOC_QBUF"
+	fi
+
+	say "CPU client: allocates and fills a buffer; another CPU client reads it"
+	start cpualloc "$ex/cpu-client" allocate --size 1048576 --tokens 2
+	"$ex/cpu-client" read "$(nth_token cpualloc 1)" | sed 's/^/  [cpu] /'
+	echo "  allocator checksum $(value cpualloc checksum)"
+
+	if [ "$kernel" = no-udmabuf ]; then
+		say "GPU client: vgem cannot import a memfd"
+		start gpu "$ex/gpu-client" import "$(nth_token cpualloc 2)"
+		refused gpu "not a dma-buf"
+	else
+		say "GPU client: imports the udmabuf into vgem (a static importer: cached path, pinned)"
+		start gpu "$ex/gpu-client" import "$(nth_token cpualloc 2)"
+		imported gpu
+	fi
+fi
 "$build/tools/dmabrokerctl" buffers
 
 say "GPU client exports a vgem dumb buffer; the CPU client reads it"
@@ -101,35 +158,57 @@ start gpuexp "$ex/gpu-client" export
 "$ex/cpu-client" read "$(value gpuexp token)" | sed 's/^/  [cpu] /'
 echo "  exporter checksum $(value gpuexp checksum)"
 
-say "buffer collection: vivid, vgem and the CPU client each state what they need"
-echo "  (vivid: TRY_FMT's stride and size, REQBUFS' minimum; vgem's client: a stride divisor of 512)"
-start_until colmedia ready "$ex/media-client" collection --instance 0
-start_until colgpu joined "$ex/gpu-client" collection "$(nth_token colmedia 1)" --stride-divisor 512
-start_until colcpu joined "$ex/cpu-client" collection "$(nth_token colmedia 2)"
-wait_for colmedia "$pid_colmedia" "ready captured"
-sed -n '/^ready negotiating/,$p' "$work/colmedia.out" | tail -n +2 | sed "s/^/  [colmedia] /"
-wait_for colgpu "$pid_colgpu" ready
-wait_for colcpu "$pid_colcpu" ready
-"$build/tools/dmabrokerctl" collections
-say "the camera filled every buffer; vgem imports each, the CPU client checks each"
-go_until colgpu done
-go_until colcpu done
+if [ "$kernel" = full ]; then
+	say "buffer collection: vivid, vgem and the CPU client each state what they need"
+	echo "  (vivid: TRY_FMT's stride and size, REQBUFS' minimum; vgem's client: a stride divisor of 512)"
+	start_until colmedia ready "$ex/media-client" collection --instance 0
+	start_until colgpu joined "$ex/gpu-client" collection "$(nth_token colmedia 1)" \
+		--stride-divisor 512
+	start_until colcpu joined "$ex/cpu-client" collection "$(nth_token colmedia 2)"
+	wait_for colmedia "$pid_colmedia" "ready captured"
+	sed -n '/^ready negotiating/,$p' "$work/colmedia.out" | tail -n +2 | sed "s/^/  [colmedia] /"
+	wait_for colgpu "$pid_colgpu" ready
+	wait_for colcpu "$pid_colcpu" ready
+	"$build/tools/dmabrokerctl" collections
+	say "the camera filled every buffer; vgem imports each, the CPU client checks each"
+	go_until colgpu done
+	go_until colcpu done
 
-say "vivid's dma-contig instance needs physically contiguous memory"
-start_until colcontig error "$ex/media-client" collection --instance 1 --participants 1
+	say "vivid's dma-contig instance needs physically contiguous memory"
+	start_until colcontig "ready captured" "$ex/media-client" collection --instance 1 \
+		--participants 1
+elif [ "$kernel" = no-udmabuf ]; then
+	say "buffer collection: vivid needs dma-bufs, which this kernel cannot make"
+	start_until colmedia "ready captured" "$ex/media-client" collection --instance 0 \
+		--participants 1
+	refused colmedia "needs a dma-buf"
+else
+	say "buffer collection: a udmabuf for vivid, which cannot vmap it on this kernel"
+	start_until colmedia "ready captured" "$ex/media-client" collection --instance 0 \
+		--participants 1
+	refused colmedia "VIDIOC_QBUF"
+fi
 
 say "media client exports a vivid buffer (VIDIOC_EXPBUF); the CPU client reads it"
 start mediaexp "$ex/media-client" export --instance 0
 "$ex/cpu-client" read "$(value mediaexp token)" --vivid-yuyv 640x360 | sed 's/^/  [cpu] /'
 echo "  exporter checksum $(value mediaexp checksum)"
 
+say "media to GPU with devices' own buffers: vgem imports a vivid export (instance 1)"
+start mediaexp2 "$ex/media-client" export --instance 1
+start gpuimp "$ex/gpu-client" import "$(value mediaexp2 token)"
+imported gpuimp
+echo "  exporter checksum $(value mediaexp2 checksum)"
+
 say "who holds what"
 "$build/tools/dmabrokerctl" clients
 "$build/tools/dmabrokerctl" buffers
 
 say "clients leave; the daemon lets go of everything"
-for v in hold_media hold_gpu hold_gpuexp hold_mediaexp hold_colmedia hold_colgpu hold_colcpu \
-	hold_colcontig; do eval "exec {$v}>&-"; done
+for v in hold_media hold_cpualloc hold_gpu hold_gpuexp hold_mediaexp hold_mediaexp2 hold_gpuimp \
+	hold_colmedia hold_colgpu hold_colcpu hold_colcontig; do
+	if [ -n "${!v:-}" ]; then eval "exec {$v}>&-"; fi
+done
 sleep 1
 "$build/tools/dmabrokerctl" status | head -3
 if [ -r /sys/kernel/debug/dma_buf/bufinfo ]; then

@@ -13,16 +13,19 @@
 
 void example_die(struct example *ex, const char *fmt, ...)
 {
+	char msg[768];
+	size_t n;
 	va_list ap;
 
-	fprintf(stderr, "%s: ", ex->prog);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	n = strlen(msg);
 	if (ex->ctx && dmabroker_last_error(ex->ctx)[0])
-		fprintf(stderr, " (%s)", dmabroker_last_error(ex->ctx));
-	fputc('\n', stderr);
-	example_say("error", "see stderr");
+		snprintf(msg + n, sizeof(msg) - n, " (%s)", dmabroker_last_error(ex->ctx));
+	fprintf(stderr, "%s: %s\n", ex->prog, msg);
+	/* The reason on the "error" line too, for whoever reads only stdout (tests, the demo). */
+	example_say("error", "%s", msg);
 	exit(1);
 }
 

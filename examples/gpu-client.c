@@ -65,8 +65,16 @@ static int cmd_import(struct example *ex, const char *hex)
 										   : "direct");
 	/* The kernel attaches vgem's device to the dma-buf here. */
 	r = drmPrimeFDToHandle(drm, dmabroker_buffer_get_fd(buf), &handle);
-	if (r < 0)
-		example_die(ex, "drmPrimeFDToHandle on %s: %s", node, strerror(errno));
+	if (r < 0) {
+		int err = errno;
+
+		if (!dmabroker_buffer_is_dmabuf(buf))
+			example_die(ex,
+				    "drmPrimeFDToHandle on %s: %s: the buffer is a %s, not a "
+				    "dma-buf, and a device imports only dma-bufs",
+				    node, strerror(err), dmabroker_buffer_get_backend(buf));
+		example_die(ex, "drmPrimeFDToHandle on %s: %s", node, strerror(err));
+	}
 	example_say("gem-handle", "%u", handle);
 	r = example_checksum_fd(dmabroker_buffer_get_fd(buf), dmabroker_buffer_get_size(buf), &sum);
 	if (r == 0)

@@ -2,6 +2,11 @@
 /*
  * The broker on a real kernel (run inside the qemu guest by vm-run): GPU (vgem), media (vivid)
  * and CPU (udmabuf) clients, each its own process, sharing through dmabrokerd on a private bus.
+ *
+ * $DMABROKER_VM_EXPECT names the kernel the guest was booted with, and so what must differ:
+ *   6.12 (default)  Debian's 6.12 or the patched kernel: udmabuf (with vmap) and dma-heaps;
+ *   6.1             Debian 12's 6.1: neither, so allocations are memfds and devices refuse them;
+ *   6.1-udmabuf     6.1 with kernel-module/udmabuf loaded: udmabuf without vmap, no heaps.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,7 +30,7 @@ struct proc {
 	int out, in;
 	int n, shown;
 	char key[MAX_LINES][32];
-	char value[MAX_LINES][160];
+	char value[MAX_LINES][400];
 };
 
 static const char *get(const struct proc *p, const char *key)
@@ -90,7 +95,7 @@ static void collect_until(struct proc *p, const char *prog, const char *first_li
 				       !strcmp(line, "done");
 		if (p->n < MAX_LINES) {
 			snprintf(p->key[p->n], sizeof(p->key[0]), "%.31s", line);
-			snprintf(p->value[p->n], sizeof(p->value[0]), "%.159s", space + 1);
+			snprintf(p->value[p->n], sizeof(p->value[0]), "%.399s", space + 1);
 			p->n++;
 		}
 		if (last)
@@ -241,7 +246,7 @@ static bool kernel_log_has(const char *who, const char *what)
  * the CPU client and imported by vgem with the same bytes. Without a CMA heap the collection
  * is refused naming vivid's contiguity. Then a format change: a new negotiation.
  */
-static void test_collection(sd_bus *bus, bool patched)
+static void test_collection(sd_bus *bus, bool patched, bool has_dmabuf_backend)
 {
 	const char *media = "examples/media-client", *gpu = "examples/gpu-client",
 		   *cpu = "examples/cpu-client";
@@ -276,10 +281,11 @@ static void test_collection(sd_bus *bus, bool patched)
 	if (!patched) {
 		const char *e = get(&cam, "refused");
 
-		tap_ok(e && strstr(e, "vivid") && strstr(e, "contiguous"),
-		       "without a CMA heap the collection is refused, naming vivid's contiguity: "
-		       "%s",
-		       e ? e : "no error");
+		/* Without any dma-buf backend (6.1 without the module) that comes first. */
+		tap_ok(e && strstr(e, "vivid") &&
+			       strstr(e, has_dmabuf_backend ? "contiguous" : "needs a dma-buf"),
+		       "without a CMA heap the collection is refused, naming vivid's %s: %s",
+		       has_dmabuf_backend ? "contiguity" : "need of a dma-buf", e ? e : "no error");
 		collect(&g, gpu, NULL);
 		collect(&c, cpu, NULL);
 		tap_ok(get(&g, "error") && get(&c, "error"), "and the other participants are told");
@@ -373,10 +379,72 @@ static void test_collection(sd_bus *bus, bool patched)
 	finish(&cam);
 }
 
+enum kernel {
+	KERNEL_612,
+	KERNEL_61,
+	KERNEL_61_UDMABUF
+};
+
+#define DAEMON_LOG "/run/dmabroker-real-kernel-daemon.log"
+
+/* The daemon's stderr goes to a file, so that what it says about the kernel can be checked. */
+static void daemon_log_to_file(void)
+{
+	int fd = open(DAEMON_LOG, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+	if (fd >= 0)
+		dup2(fd, STDERR_FILENO);
+}
+
+static bool daemon_said(const char *what)
+{
+	char buf[16384];
+	int fd = open(DAEMON_LOG, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	return strstr(buf, what) != NULL;
+}
+
+static bool has(const char *s, const char *what)
+{
+	return s && strstr(s, what);
+}
+
+/* An allocation (default backend) read back by another process: it must be the backend
+ * expected and carry the same bytes. */
+static void allocate_and_read(const char *cpu, const char *backend, bool dmabuf)
+{
+	const char *alloc[] = {cpu, "allocate", "--size", "1048576", NULL};
+	struct proc a, b;
+
+	run(&a, alloc);
+	tap_ok(same(get(&a, "backend"), backend) && same(get(&a, "dmabuf"), dmabuf ? "1" : "0"),
+	       "a default allocation is a %s (%s): %s", backend,
+	       dmabuf ? "a dma-buf" : "not a dma-buf", get(&a, "backend") ?: get(&a, "error"));
+	{
+		const char *read_argv[] = {cpu, "read", get(&a, "token"), NULL};
+
+		run(&b, read_argv);
+	}
+	tap_ok(get(&a, "checksum") && same(get(&a, "checksum"), get(&b, "checksum")),
+	       "another process reads the same bytes from the %s buffer", backend);
+	finish(&b);
+	finish(&a);
+}
+
 int main(void)
 {
 	const char *cpu = "examples/cpu-client", *gpu = "examples/gpu-client",
 		   *media = "examples/media-client";
+	const char *expect = getenv("DMABROKER_VM_EXPECT");
+	enum kernel kernel = KERNEL_612;
 	struct proc a, b, c;
 	struct fixture f;
 	sd_bus *bus;
@@ -384,28 +452,78 @@ int main(void)
 	char *report;
 	int baseline_fds, baseline_bufs;
 
-	if (access("/dev/udmabuf", F_OK) != 0) {
-		printf("1..0 # SKIP no /dev/udmabuf: run this inside the guest "
+	if (access("/dev/dri", F_OK) != 0 && access("/dev/udmabuf", F_OK) != 0) {
+		printf("1..0 # SKIP no /dev/dri and no /dev/udmabuf: run this inside the "
+		       "guest "
 		       "(tests/vm/vm-run)\n");
 		return 77;
 	}
+	if (expect && strcmp(expect, "6.1") == 0)
+		kernel = KERNEL_61;
+	else if (expect && strcmp(expect, "6.1-udmabuf") == 0)
+		kernel = KERNEL_61_UDMABUF;
+	else
+		tap_require(!expect || strcmp(expect, "6.12") == 0,
+			    "DMABROKER_VM_EXPECT is 6.12, 6.1 or 6.1-udmabuf");
+	tap_diag("expecting the %s kernel", expect ? expect : "6.12");
+	/* What the kernel offers must be what the suite was booted for: a module that did not
+	 * load must fail here, not turn this into the other 6.1 run. */
+	tap_ok((access("/dev/udmabuf", F_OK) == 0) == (kernel != KERNEL_61), "/dev/udmabuf is %s",
+	       kernel == KERNEL_61 ? "absent (CONFIG_UDMABUF is unset)" : "there");
+	tap_ok((access("/dev/dma_heap/system", F_OK) == 0) == (kernel == KERNEL_612),
+	       "/dev/dma_heap/system is %s",
+	       kernel == KERNEL_612 ? "there" : "absent (CONFIG_DMABUF_HEAPS is unset)");
+
 	baseline_bufs = debugfs_dmabuf_objects();
+	fixture_daemon_setup = daemon_log_to_file;
 	tap_require(fixture_start(&f, "[Limits]\nMaxBufferSize=512M\n") == 0,
 		    "start a private bus and dmabrokerd in the guest");
 	bus = inspect_bus();
 	baseline_fds = fixture_daemon_fds(&f);
 	tap_diag("dma-bufs in the system before: %d; daemon fds: %d", baseline_bufs, baseline_fds);
 
-	tap_ok(first_backend_is(bus, "udmabuf", &has_heap), "udmabuf is the default backend");
-	tap_ok(has_heap, "the dma-heap backend is available");
 	report = prop_string(bus, DB_OBJECT_PATH, DB_IFACE_BROKER, "KernelAttachmentReport");
 	patched = report && strcmp(report, "available") == 0;
-	tap_ok(report && (patched || strcmp(report, "unavailable") == 0),
-	       "the kernel's attachment report is %s", report ? report : "?");
+	if (kernel == KERNEL_61) {
+		tap_ok(first_backend_is(bus, "memfd", &has_heap) && !has_heap,
+		       "memfd is the only backend");
+		tap_ok(daemon_said("no /dev/udmabuf (CONFIG_UDMABUF)") &&
+			       daemon_said("CONFIG_DMABUF_HEAPS") &&
+			       daemon_said("bookworm-backports") &&
+			       daemon_said("kernel-module/udmabuf"),
+		       "the daemon names the missing kernel options and where to get them");
+		tap_ok(report && strcmp(report, "unknown") == 0,
+		       "with no dma-buf to probe, the attachment report is unknown (%s)",
+		       report ? report : "?");
+	} else {
+		tap_ok(first_backend_is(bus, "udmabuf", &has_heap),
+		       "udmabuf is the default backend");
+		tap_ok(patched || (report && strcmp(report, "unavailable") == 0),
+		       "the kernel's attachment report is %s", report ? report : "?");
+	}
+	if (kernel == KERNEL_61_UDMABUF) {
+		tap_ok(!has_heap, "there is no dma-heap backend");
+		tap_ok(daemon_said("udmabuf has no vmap") && daemon_said("CONFIG_DMABUF_HEAPS"),
+		       "the daemon says udmabuf has no vmap and there are no heaps");
+		tap_ok(!daemon_said("no dma-buf allocator"),
+		       "and does not call the kernel one without an allocator");
+	}
 	free(report);
 
+	if (kernel != KERNEL_612) {
+		const char *alloc_heap[] = {cpu,      "allocate", "--backend", "dma-heap",
+					    "--size", "1048576",  NULL};
+
+		run(&a, alloc_heap);
+		tap_ok(has(get(&a, "error"), "backend dma-heap is not available"),
+		       "a dma-heap allocation is refused: %s", get(&a, "error") ?: "accepted");
+		finish(&a);
+		allocate_and_read(cpu, kernel == KERNEL_61 ? "memfd" : "udmabuf",
+				  kernel != KERNEL_61);
+	}
+
 	/* dma-heap and udmabuf allocations, read back by another process. */
-	{
+	if (kernel == KERNEL_612) {
 		const char *alloc_heap[] = {cpu,      "allocate", "--backend", "dma-heap",
 					    "--size", "1048576",  NULL};
 
@@ -423,8 +541,57 @@ int main(void)
 		finish(&a);
 	}
 
+	/* On 6.1 vivid cannot capture into a broker buffer: without udmabuf the daemon will not
+	 * give its device a memfd, and 6.1's udmabuf has no vmap for vb2-vmalloc. A CPU client's
+	 * buffer goes to vgem instead, which maps it (only a dma-buf can be imported). */
+	if (kernel != KERNEL_612) {
+		const char *capture[] = {media, "capture", "--instance", "0", NULL};
+		const char *alloc[] = {cpu, "allocate", "--size", "1048576", "--tokens", "2", NULL};
+
+		run(&a, capture);
+		if (kernel == KERNEL_61)
+			tap_ok(has(get(&a, "error"), "cannot import") &&
+				       has(get(&a, "error"), "CONFIG_UDMABUF"),
+			       "the daemon refuses vivid a memfd it cannot import, and "
+			       "says why: "
+			       "%s",
+			       get(&a, "error") ?: "it captured");
+		else
+			tap_ok(same(get(&a, "backend"), "udmabuf") &&
+				       has(get(&a, "error"), "VIDIOC_QBUF"),
+			       "vivid (vb2-vmalloc) cannot vmap 6.1's udmabuf: %s",
+			       get(&a, "error") ?: "it captured");
+		finish(&a);
+		run(&a, alloc);
+		{
+			const char *import[] = {gpu, "import", get_nth(&a, "token", 0), NULL};
+
+			run(&c, import);
+		}
+		if (kernel == KERNEL_61) {
+			tap_ok(has(get(&c, "error"), "not a dma-buf"),
+			       "vgem refuses a memfd, and the client says why: %s",
+			       get(&c, "error") ?: "imported");
+		} else {
+			tap_ok(get(&c, "gem-handle") != NULL,
+			       "vgem imported a broker udmabuf (handle %s)",
+			       get(&c, "gem-handle") ?: get(&c, "error"));
+			tap_ok(same(get(&c, "checksum"), get(&a, "checksum")),
+			       "and the GPU client's view of it has the same bytes");
+			tap_ok(same(get(&c, "path"), "cached"),
+			       "the static vgem client of a daemon buffer is cached");
+			tap_ok(buffer_pinned(bus, get(&a, "buffer")), "and the buffer is pinned");
+			tap_ok(kernel_attachments(bus, get(&a, "buffer"), (char[8]){0}, 8,
+						  (int[1]){0}, (int[1]){0}) == 0,
+			       "a stock kernel reports no attachment modes; the daemon "
+			       "says so");
+		}
+		finish(&c);
+		finish(&a);
+	}
+
 	/* vivid captures into a broker udmabuf; the CPU client recognises the frame, vgem imports it. */
-	{
+	if (kernel == KERNEL_612) {
 		const char *capture[] = {media,	     "capture", "--instance", "0",
 					 "--tokens", "2",	NULL};
 		const char *buffer;
@@ -467,13 +634,15 @@ int main(void)
 			int n = kernel_attachments(bus, buffer, dev, sizeof(dev), &cached, &agrees);
 
 			tap_ok(n >= 1 && strcmp(dev, "vgem") == 0 && cached,
-			       "the kernel reports vgem's attachment as cached (%d attachment(s))",
+			       "the kernel reports vgem's attachment as cached (%d "
+			       "attachment(s))",
 			       n);
 			tap_ok(agrees, "and the daemon's record agrees");
 		} else {
 			tap_ok(kernel_attachments(bus, buffer, (char[8]){0}, 8, (int[1]){0},
 						  (int[1]){0}) == 0,
-			       "a stock kernel reports no attachment modes; the daemon says so");
+			       "a stock kernel reports no attachment modes; the daemon "
+			       "says so");
 		}
 		{
 			char cmd[600];
@@ -539,6 +708,23 @@ int main(void)
 		finish(&b);
 		finish(&a);
 	}
+	{
+		/* Media to GPU with nothing but devices' own dma-bufs: works on every kernel. */
+		const char *export[] = {media, "export", "--instance", "0", NULL};
+
+		run(&a, export);
+		{
+			const char *import[] = {gpu, "import", get(&a, "token"), NULL};
+
+			run(&c, import);
+		}
+		tap_ok(get(&c, "gem-handle") != NULL &&
+			       same(get(&a, "checksum"), get(&c, "checksum")),
+		       "vgem imports vivid's adopted export and sees the same bytes (%s)",
+		       get(&c, "gem-handle") ? "ok" : get(&c, "error"));
+		finish(&c);
+		finish(&a);
+	}
 
 	/* A contiguous-memory importer (vivid dma-contig): served where the kernel allows it,
 	 * refused with a reason where it does not. */
@@ -557,7 +743,8 @@ int main(void)
 			       "vivid dma-contig captured into a contiguous broker buffer");
 		else
 			tap_ok(get(&a, "error") != NULL,
-			       "a contiguous buffer is refused on a kernel that cannot provide one "
+			       "a contiguous buffer is refused on a kernel that cannot "
+			       "provide one "
 			       "safely (no CMA heap, unfixed hugetlb vmap)");
 		finish(&a);
 		if (patched) {
@@ -569,14 +756,15 @@ int main(void)
 
 			run(&a, moving);
 			tap_ok(get(&a, "moved") && get(&a, "captured-after-move"),
-			       "a contiguous buffer moved stays contiguous: vivid dma-contig "
+			       "a contiguous buffer moved stays contiguous: vivid "
+			       "dma-contig "
 			       "captures into its new backing (%s)",
 			       get(&a, "error") ? get(&a, "error") : "ok");
 			finish(&a);
 		}
 	}
 
-	test_collection(bus, patched);
+	test_collection(bus, patched, kernel != KERNEL_61);
 
 	tap_ok(fixture_wait_clients(&f, 0, 10000), "every client is gone");
 	tap_is(broker_u32(bus, "NBuffers"), 0, "the daemon holds no buffer");
