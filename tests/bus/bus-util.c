@@ -2,6 +2,7 @@
 #include "bus-util.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,4 +172,19 @@ int debugfs_dmabuf_objects(void)
 	}
 	fclose(f);
 	return n;
+}
+
+void read_until_quiet(int fd, char *out, size_t len, int quiet_ms)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	size_t got = 0;
+
+	while (got + 1 < len && poll(&pfd, 1, quiet_ms) == 1) {
+		ssize_t n = read(fd, out + got, len - 1 - got);
+
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	out[got] = '\0';
 }

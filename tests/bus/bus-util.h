@@ -20,6 +20,9 @@ pid_t start_client(const char *const *argv, int *ret_out, int *ret_in, char *lin
  * wait. Returns the pid. */
 pid_t spawn_client(const char *const *argv, bool as_nobody, int *ret_out);
 
+/* Reads what fd has until it stays quiet for quiet_ms (or len - 1 bytes); NUL-terminates. */
+void read_until_quiet(int fd, char *out, size_t len, int quiet_ms);
+
 /* A plain bus connection to $DMABROKER_BUS_ADDRESS, for inspecting the daemon. */
 sd_bus *inspect_bus(void);
 

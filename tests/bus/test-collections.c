@@ -170,21 +170,6 @@ static void test_many_buffers(void)
 	dmabroker_disconnect(b);
 }
 
-static void read_all(int fd, char *out, size_t len, int quiet_ms)
-{
-	struct pollfd pfd = {.fd = fd, .events = POLLIN};
-	size_t got = 0;
-
-	while (got + 1 < len && poll(&pfd, 1, quiet_ms) == 1) {
-		ssize_t n = read(fd, out + got, len - 1 - got);
-
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	out[got] = '\0';
-}
-
 /* dmabrokerctl monitor tells root and the participants' uids, and nobody else. */
 static void test_monitor(void)
 {
@@ -210,8 +195,8 @@ static void test_monitor(void)
 	dmabroker_collection_create(a, "doomed", 1, &bad);
 	dmabroker_collection_commit(bad);
 	dmabroker_collection_wait(bad);
-	read_all(root_fd, root_out, sizeof(root_out), 1000);
-	read_all(nobody_fd, nobody_out, sizeof(nobody_out), 300);
+	read_until_quiet(root_fd, root_out, sizeof(root_out), 1000);
+	read_until_quiet(nobody_fd, nobody_out, sizeof(nobody_out), 300);
 	tap_ok(strstr(root_out, "collection-allocated") && strstr(root_out, "1 x 4096 bytes"),
 	       "root's monitor sees the allocation and what it was");
 	tap_ok(strstr(root_out, "collection-failed") && strstr(root_out, "how large"),

@@ -174,21 +174,6 @@ static void test_ctl(void)
 }
 
 /* Reads what a child wrote to fd until it is quiet for quiet_ms. */
-static void read_all(int fd, char *out, size_t len, int quiet_ms)
-{
-	struct pollfd pfd = {.fd = fd, .events = POLLIN};
-	size_t got = 0;
-
-	while (got + 1 < len && poll(&pfd, 1, quiet_ms) == 1) {
-		ssize_t n = read(fd, out + got, len - 1 - got);
-
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	out[got] = '\0';
-}
-
 /* dmabrokerctl monitor: live events, each caller seeing only what it may. */
 static void test_monitor(void)
 {
@@ -210,7 +195,7 @@ static void test_monitor(void)
 	json = spawn_client(json_argv, false, &json_fd);
 	nobody = spawn_client(nobody_argv, true, &nobody_fd);
 	/* The snapshot names the two clients: the subscription is in place. */
-	read_all(root_fd, root_out, sizeof(root_out), 2000);
+	read_until_quiet(root_fd, root_out, sizeof(root_out), 2000);
 	tap_ok(strstr(root_out, "client-registered") != NULL,
 	       "monitor --snapshot lists the clients that are there");
 	usleep(300 * 1000); /* the other two subscribe meanwhile */
@@ -219,9 +204,9 @@ static void test_monitor(void)
 	dmabroker_token_to_string(&token, hex);
 	dmabroker_import(b, &token, &held);
 	dmabroker_buffer_revoke(buf, "monitor test");
-	read_all(root_fd, root_out, sizeof(root_out), 1000);
-	read_all(json_fd, json_out, sizeof(json_out), 300);
-	read_all(nobody_fd, nobody_out, sizeof(nobody_out), 300);
+	read_until_quiet(root_fd, root_out, sizeof(root_out), 1000);
+	read_until_quiet(json_fd, json_out, sizeof(json_out), 300);
+	read_until_quiet(nobody_fd, nobody_out, sizeof(nobody_out), 300);
 	tap_ok(strstr(root_out, "buffer-allocated") && strstr(root_out, "\"watched\"") &&
 		       strstr(root_out, "shared") && strstr(root_out, "attached") &&
 		       strstr(root_out, "revoked") && strstr(root_out, "\"monitor test\"") &&
