@@ -644,7 +644,6 @@ void db_collections_client_leaving(struct db_broker *b, struct db_client *c)
 static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata)
 {
 	struct collection *col = userdata;
-	struct db_broker *b = col->b;
 	char path[128];
 
 	col->deadline = sd_event_source_disable_unref(col->deadline);
@@ -670,7 +669,6 @@ static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata)
 		if (creator && !creator->has_constraints)
 			creator->has_constraints = true;
 	}
-	(void)b;
 	try_allocate(col, true);
 	return 0;
 }
