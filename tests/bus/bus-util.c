@@ -12,6 +12,7 @@
 
 #include "bus-open.h"
 #include "fixture.h"
+#include "macros.h"
 #include "protocol.h"
 
 static void exec_client(const char *const *argv, bool as_nobody)
@@ -187,4 +188,32 @@ void read_until_quiet(int fd, char *out, size_t len, int quiet_ms)
 		got += (size_t)n;
 	}
 	out[got] = '\0';
+}
+
+int broker_callv(sd_bus *bus, const char *member, sd_bus_error *error, sd_bus_message **reply,
+		 const char *types, va_list ap)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+	int r;
+
+	r = sd_bus_message_new_method_call(bus, &m, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER,
+					   member);
+	if (r >= 0 && types)
+		r = sd_bus_message_appendv(m, types, ap);
+	if (r < 0)
+		return r;
+	r = sd_bus_call(bus, m, 5 * 1000000ull, error, reply);
+	return r < 0 ? r : 0;
+}
+
+int broker_call(sd_bus *bus, const char *member, sd_bus_error *error, sd_bus_message **reply,
+		const char *types, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, types);
+	r = broker_callv(bus, member, error, reply, types, ap);
+	va_end(ap);
+	return r;
 }

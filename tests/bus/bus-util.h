@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -22,6 +23,13 @@ pid_t spawn_client(const char *const *argv, bool as_nobody, int *ret_out);
 
 /* Reads what fd has until it stays quiet for quiet_ms (or len - 1 bytes); NUL-terminates. */
 void read_until_quiet(int fd, char *out, size_t len, int quiet_ms);
+
+/* Calls an org.dmabroker.Broker1 method with arguments of types (NULL: none), waiting at most
+ * 5 s: 0, or a negative errno with *error set when the daemon answered with one. */
+int broker_callv(sd_bus *bus, const char *member, sd_bus_error *error, sd_bus_message **reply,
+		 const char *types, va_list ap);
+int broker_call(sd_bus *bus, const char *member, sd_bus_error *error, sd_bus_message **reply,
+		const char *types, ...);
 
 /* A plain bus connection to $DMABROKER_BUS_ADDRESS, for inspecting the daemon. */
 sd_bus *inspect_bus(void);

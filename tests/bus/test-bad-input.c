@@ -204,7 +204,8 @@ int main(void)
 	tap_require(dmabroker_connect(&victim, NULL, 0) == 0, "victim connects");
 	tap_require(dmabroker_register(victim, "cpu", true, "victim", NULL) == 0,
 		    "victim registers");
-	tap_require(dmabroker_allocate(victim, &spec, sizeof(spec), &victim_buf) == 0, "victim allocates");
+	tap_require(dmabroker_allocate(victim, &spec, sizeof(spec), &victim_buf) == 0,
+		    "victim allocates");
 	tap_require(dmabroker_buffer_map(victim_buf, (void **)&victim_map) == 0, "victim maps");
 	memset(victim_map, VICTIM_BYTE, VICTIM_SIZE);
 	snprintf(victim_path, sizeof(victim_path), "%s", dmabroker_buffer_get_path(victim_buf));

@@ -63,26 +63,6 @@ static sd_bus *connect_bus(void)
 	return bus;
 }
 
-static int call(sd_bus *bus, const char *member, sd_bus_error *error, sd_bus_message **reply,
-		const char *types, ...)
-{
-	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
-	va_list ap;
-	int r;
-
-	r = sd_bus_message_new_method_call(bus, &m, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER,
-					   member);
-	if (r < 0)
-		return r;
-	va_start(ap, types);
-	r = sd_bus_message_appendv(m, types, ap);
-	va_end(ap);
-	if (r < 0)
-		return r;
-	r = sd_bus_call(bus, m, 0, error, reply);
-	return r < 0 ? r : 0;
-}
-
 static int import_token(sd_bus *bus, const void *token, size_t len, sd_bus_error *error)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
@@ -100,7 +80,7 @@ static int import_token(sd_bus *bus, const void *token, size_t len, sd_bus_error
 static int do_register(sd_bus *bus)
 {
 	sd_bus_error error = SD_BUS_ERROR_NULL;
-	int r = call(bus, "Register", &error, NULL, "a{sv}", 1, "dynamic", "b", 1);
+	int r = broker_call(bus, "Register", &error, NULL, "a{sv}", 1, "dynamic", "b", 1);
 
 	sd_bus_error_free(&error);
 	return r;
@@ -114,7 +94,7 @@ static int do_allocate(sd_bus *bus, uint64_t size, char *path, size_t len, int *
 	const char *p;
 	int fd, r;
 
-	r = call(bus, "Allocate", error, &reply, "a{sv}", 1, "size", "t", size);
+	r = broker_call(bus, "Allocate", error, &reply, "a{sv}", 1, "size", "t", size);
 	if (r < 0)
 		return r;
 	r = sd_bus_message_read(reply, "oh", &p, &fd);
@@ -206,30 +186,30 @@ static void test_move_deadline(void)
 	do_register(owner);
 	do_register(holder);
 	tap_is(do_allocate(owner, 65536, path, sizeof(path), &fd, &error), 0, "allocate");
-	r = call(owner, "Share", &error, &reply, "oa{sv}", path, 0);
+	r = broker_call(owner, "Share", &error, &reply, "oa{sv}", path, 0);
 	if (r >= 0)
 		r = sd_bus_message_read_array(reply, 'y', &token, &token_len);
 	if (r >= 0)
 		r = import_token(holder, token, token_len, &error);
 	tap_is(r, 0, "a second client holds the buffer");
 	fds_before = stable_fds();
-	tap_is(call(owner, "Move", &error, NULL, "o", path), 0, "the owner moves it");
+	tap_is(broker_call(owner, "Move", &error, NULL, "o", path), 0, "the owner moves it");
 	tap_is(settled_fds(fds_before + 1), fds_before + 1,
 	       "the old backing is kept for the holders");
-	call(owner, "Reacquire", &error, NULL, "o", path);
+	broker_call(owner, "Reacquire", &error, NULL, "o", path);
 	/* The holder never reacquires; the deadline (1 s) must fire and drop the old backing. */
 	msleep(2500);
 	tap_ok(daemon_alive(), "the deadline fired and the daemon is alive");
 	tap_is(settled_fds(fds_before), fds_before, "the deadline dropped the old backing");
 
-	tap_is(call(owner, "Move", &error, NULL, "o", path), 0, "the buffer moves again");
-	call(owner, "Reacquire", &error, NULL, "o", path);
-	call(holder, "Reacquire", &error, NULL, "o", path);
+	tap_is(broker_call(owner, "Move", &error, NULL, "o", path), 0, "the buffer moves again");
+	broker_call(owner, "Reacquire", &error, NULL, "o", path);
+	broker_call(holder, "Reacquire", &error, NULL, "o", path);
 	tap_is(settled_fds(fds_before), fds_before, "every holder reacquired: old backing gone");
 	msleep(2500);
 	tap_ok(daemon_alive(), "a deadline after a settled move does no harm");
 
-	tap_is(call(owner, "Move", &error, NULL, "o", path), 0, "a third move");
+	tap_is(broker_call(owner, "Move", &error, NULL, "o", path), 0, "a third move");
 	sd_bus_flush_close_unref(holder);
 	holder = NULL;
 	sd_bus_flush_close_unref(owner);
@@ -256,7 +236,7 @@ static void test_silent_peer(void)
 	start(DEADLINE_CONFIG);
 	bus = connect_bus();
 	do_register(bus);
-	r = call(bus, "OpenPeer", &error, &reply, "");
+	r = broker_call(bus, "OpenPeer", &error, &reply, "");
 	if (r >= 0)
 		r = sd_bus_message_read(reply, "h", &peer);
 	if (r >= 0)
@@ -277,7 +257,7 @@ static void test_silent_peer(void)
 	do_register(bus);
 	sd_bus_message_unref(reply);
 	reply = NULL;
-	r = call(bus, "OpenPeer", &error, &reply, "");
+	r = broker_call(bus, "OpenPeer", &error, &reply, "");
 	if (r >= 0)
 		r = sd_bus_message_read(reply, "h", &peer);
 	if (r >= 0)
@@ -292,7 +272,7 @@ static void test_silent_peer(void)
 	tap_is(broker_u32(bus, "NClients"), 1, "its client stays registered");
 	sd_bus_message_unref(reply);
 	reply = NULL;
-	r = call(bus, "OpenPeer", &error, &reply, "");
+	r = broker_call(bus, "OpenPeer", &error, &reply, "");
 	tap_is(r, 0, "and may open a new peer");
 	sd_bus_flush_close_unref(bus);
 	sd_bus_error_free(&error);
@@ -378,7 +358,7 @@ static void test_unread_peer(bool with_fds)
 	do_register(bus);
 	tap_is(do_allocate(bus, 4096, path, sizeof(path), NULL, &error), 0, "allocate");
 	fds_before = stable_fds();
-	r = call(bus, "OpenPeer", &error, &reply, "");
+	r = broker_call(bus, "OpenPeer", &error, &reply, "");
 	if (r >= 0)
 		r = sd_bus_message_read(reply, "h", &peer);
 	if (r >= 0)
@@ -481,16 +461,17 @@ static void test_hostile_strings(void)
 	bus = connect_bus();
 	do_register(bus);
 	do_allocate(bus, 4096, path, sizeof(path), NULL, &error);
-	r = call(bus, "Revoke", &error, NULL, "os", path, "gone\n<0>dmabrokerd: forged line");
+	r = broker_call(bus, "Revoke", &error, NULL, "os", path,
+			"gone\n<0>dmabrokerd: forged line");
 	tap_ok(r < 0 && sd_bus_error_has_name(&error, DB_ERROR_INVALID_ARGUMENT),
 	       "a Revoke reason with a line break: %s", error.name ? error.name : "accepted");
 	sd_bus_error_free(&error);
-	r = call(bus, "Revoke", &error, NULL, "os", path, "escape \x1b[2J");
+	r = broker_call(bus, "Revoke", &error, NULL, "os", path, "escape \x1b[2J");
 	tap_ok(r < 0 && sd_bus_error_has_name(&error, DB_ERROR_INVALID_ARGUMENT),
 	       "a Revoke reason with an escape sequence is refused");
 	sd_bus_error_free(&error);
-	tap_is(call(bus, "Revoke", &error, NULL, "os", path, "device unplugged, ünïcode ok"), 0,
-	       "a plain reason is accepted");
+	tap_is(broker_call(bus, "Revoke", &error, NULL, "os", path, "device unplugged, ünïcode ok"),
+	       0, "a plain reason is accepted");
 	sd_bus_flush_close_unref(bus);
 	sd_bus_error_free(&error);
 	stop("hostile strings");
@@ -622,7 +603,7 @@ static void test_move_copy(void)
 	tap_is(do_allocate(bus, 100u << 20, small, sizeof(small), NULL, &error), 0,
 	       "after the deadline the old backing's charge is gone");
 	sd_bus_error_free(&error);
-	r = call(bus, "Move", &error, NULL, "o", path);
+	r = broker_call(bus, "Move", &error, NULL, "o", path);
 	tap_ok(r < 0 && sd_bus_error_has_name(&error, DB_ERROR_QUOTA_EXCEEDED),
 	       "a move with no room for a second backing: QuotaExceeded (%s)",
 	       error.message ? error.message : "");
