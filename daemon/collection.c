@@ -175,11 +175,9 @@ static unsigned collections_of_client(struct db_broker *b, uint64_t client_id)
 
 /* --- answering waits --- */
 
-/* A WaitCollection answered outside its connection's dispatch: a peer connection writes
- * later what the kernel did not take now. */
+/* A WaitCollection was answered (on a peer, the wire takes the answer from sd-bus). */
 static void wait_answered(struct db_broker *b, struct participant *p)
 {
-	db_peer_sent(b, sd_bus_message_get_bus(p->wait));
 	p->wait = sd_bus_message_unref(p->wait);
 }
 

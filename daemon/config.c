@@ -15,6 +15,8 @@ void db_config_init_default(struct db_config *cfg)
 	db_limits_init_default(&cfg->limits);
 	cfg->move_deadline_ms = 5000;
 	cfg->peer_auth_timeout_ms = 5000;
+	cfg->peer_message_timeout_ms = 5000;
+	cfg->peer_stall_timeout_ms = 60000;
 	cfg->collection_deadline_ms = 30000;
 	/* The unit's FileDescriptorStoreMax=. */
 	cfg->fd_store_max = 16384;
@@ -86,7 +88,11 @@ static const struct limit_key limit_keys[] = {
 	LIMIT("MaxClientsPerUid", max_clients_per_uid, 1, 1u << 20),
 	LIMIT("MaxBytesTotal", max_bytes_total, 4096, 1ull << 46),
 	LIMIT("MaxBuffersTotal", max_buffers_total, 1, 1u << 24),
-	LIMIT("MaxPeerQueuedMessages", max_peer_queued_messages, 4, 1u << 16),
+	/* The largest legitimate call is a few KiB; sd-bus itself would take 128 MiB. */
+	LIMIT("MaxMessageSize", max_message_size, 4096, 16u << 20),
+	LIMIT("PeerWindowCalls", peer_window_calls, 1, 4096),
+	LIMIT("PeerWindowBytes", peer_window_bytes, 64 * 1024, 256u << 20),
+	LIMIT("SubscriberWindowBytes", subscriber_window_bytes, 16 * 1024, 256u << 20),
 	/* The kernel keeps 31 bytes of a dma-buf's name. */
 	LIMIT("MaxNameLength", max_name_length, 1, 255),
 	LIMIT("MaxCollectionsPerClient", max_collections_per_client, 0, 1024),
@@ -105,6 +111,8 @@ struct seconds_key {
 static const struct seconds_key seconds_keys[] = {
 	{"MoveDeadlineSec", offsetof(struct db_config, move_deadline_ms), 3600},
 	{"PeerAuthTimeoutSec", offsetof(struct db_config, peer_auth_timeout_ms), 60},
+	{"PeerMessageTimeoutSec", offsetof(struct db_config, peer_message_timeout_ms), 60},
+	{"PeerStallTimeoutSec", offsetof(struct db_config, peer_stall_timeout_ms), 3600},
 	{"CollectionDeadlineSec", offsetof(struct db_config, collection_deadline_ms), 3600},
 };
 

@@ -14,6 +14,9 @@ struct db_config {
 	char default_backend[16]; /* "" = the first available */
 	uint32_t move_deadline_ms; /* how long a move waits for holders to reacquire */
 	uint32_t peer_auth_timeout_ms; /* how long a new peer connection may take to authenticate */
+	uint32_t peer_message_timeout_ms; /* how long a peer's message may stay partial */
+	/* How long a peer may read nothing while answers wait for it before it is closed. */
+	uint32_t peer_stall_timeout_ms;
 	/* How long a buffer collection waits for its participants' constraints (and how long a
 	 * join token lives) before the silent ones are dropped. */
 	uint32_t collection_deadline_ms;

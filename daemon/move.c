@@ -122,7 +122,6 @@ static void reply_error(struct db_move *mv, const char *name, const char *fmt, .
 	va_end(ap);
 	/* The caller may be gone: then there is nobody to tell. */
 	(void)sd_bus_reply_method_error(mv->call, &error);
-	db_peer_sent(mv->broker, sd_bus_message_get_bus(mv->call));
 }
 
 /* Sends Moved to every holder: each must call Reacquire. */
@@ -203,7 +202,6 @@ static int on_copy_done(sd_event_source *s, int fd, uint32_t revents, void *user
 	}
 	/* The caller may be gone: then there is nobody to tell. */
 	(void)sd_bus_reply_method_return(mv->call, NULL);
-	db_peer_sent(b, sd_bus_message_get_bus(mv->call));
 	mv->call = sd_bus_message_unref(mv->call);
 	notify_holders(b, buf);
 	if (r < 0)

@@ -8,10 +8,10 @@ struct db_broker;
 struct db_client;
 
 /*
- * A private peer-to-peer connection handed to one client by OpenPeer. The daemon never
- * blocks on it: it is closed without flushing, must authenticate within
- * PeerAuthTimeoutSec, and one whose unread replies and signals reach
- * MaxPeerQueuedMessages is disconnected rather than queued for.
+ * A private peer-to-peer connection handed to one client by OpenPeer. The daemon reads and
+ * writes the client's socket itself (peer-wire.h: message size, partial messages, the
+ * window of calls and bytes in flight, authentication and stall deadlines); sd-bus
+ * processes only whole, checked messages. Closed without flushing.
  */
 struct db_peer;
 
@@ -29,13 +29,9 @@ struct db_peer *db_peer_of_message(struct db_broker *b, sd_bus_message *m);
 /* The registered client the peer acts for (it may have left: NULL then). */
 struct db_client *db_peer_client(struct db_peer *peer);
 
-/* Sends m on the peer's connection unless the peer already has MaxPeerQueuedMessages
- * waiting; then the peer is closed (-ENOBUFS) and the message dropped. */
+/* Sends m on the peer's connection; it counts toward the client's window (never dropped:
+ * Moved and Revoked go this way). */
 int db_peer_send(struct db_peer *peer, sd_bus_message *m);
-
-/* After a send on bus outside its own dispatch (a deferred reply): if bus is a peer's, the
- * loop writes later what the kernel did not take now. */
-void db_peer_sent(struct db_broker *b, sd_bus *bus);
 
 sd_bus *db_peer_get_bus(struct db_peer *peer);
 

@@ -47,7 +47,10 @@ void db_limits_init_default(struct db_limits *l)
 		.max_name_length = 31, /* the kernel keeps DMA_BUF_NAME_LEN - 1 bytes */
 		.max_bytes_total = 16 * GIB,
 		.max_buffers_total = 16384,
-		.max_peer_queued_messages = 32,
+		.max_message_size = 64 * 1024,
+		.peer_window_calls = 64,
+		.peer_window_bytes = 1024 * 1024,
+		.subscriber_window_bytes = 256 * 1024,
 		.max_collections_per_client = 8,
 		.max_participants_per_collection = 16,
 		.max_buffers_per_collection = 32,

@@ -29,9 +29,17 @@ struct db_limits {
 	uint64_t max_name_length;
 	uint64_t max_bytes_total; /* every buffer the daemon keeps alive, whoever owns it */
 	uint64_t max_buffers_total;
-	/* Replies and signals waiting to be written to one peer connection (each carries at
-	 * most DB_ALLOCATE_MANY_MAX fds); a peer that lets more pile up is disconnected. */
-	uint64_t max_peer_queued_messages;
+	/* One message a client sends on its peer connection (peer-wire.h): checked from its
+	 * fixed header before the rest is read. */
+	uint64_t max_message_size;
+	/* A peer's window: calls waiting for answers, and bytes of answers and signals waiting
+	 * for the client to read them. While either is reached the daemon reads nothing more
+	 * from that peer. */
+	uint64_t peer_window_calls;
+	uint64_t peer_window_bytes;
+	/* Bytes of events sent to one subscriber and not yet acknowledged (monitor.c): past
+	 * it events are counted as missed, and the subscriber is told once. */
+	uint64_t subscriber_window_bytes;
 	/* Buffer collections (collection.c): those a client takes part in, the participants
 	 * and unused join tokens of one collection, and the buffers one allocates. */
 	uint64_t max_collections_per_client;

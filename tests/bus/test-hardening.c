@@ -33,8 +33,9 @@
 #include "rawbus.h"
 #include "tap.h"
 
-#define DEADLINE_CONFIG \
-	"[Daemon]\nMoveDeadlineSec=1\nPeerAuthTimeoutSec=1\n[Limits]\nMaxPeerQueuedMessages=8\n"
+#define DEADLINE_CONFIG                                                                        \
+	"[Daemon]\nMoveDeadlineSec=1\nPeerAuthTimeoutSec=1\nPeerStallTimeoutSec=1\n[Limits]\n" \
+	"PeerWindowCalls=8\n"
 
 static struct fixture f;
 
@@ -340,7 +341,11 @@ static size_t body_path(uint8_t *out, const char *path)
 	return 4 + len + 1;
 }
 
-/* 3. A peer that sends calls and never reads the replies (with fds in them, or without). */
+/*
+ * 3. A peer that sends calls and never reads the replies (with fds in them, or without): the
+ * daemon reads no more than its window (PeerWindowCalls=8) and closes it after
+ * PeerStallTimeoutSec=1 of not reading.
+ */
 static void test_unread_peer(bool with_fds)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
@@ -351,6 +356,7 @@ static void test_unread_peer(bool with_fds)
 	size_t body_len;
 	sd_bus *bus;
 	int peer = -1, fds_before, fds_max = 0, sent = 0, worst, r;
+	struct pollfd pfd;
 	pid_t probe;
 
 	start(DEADLINE_CONFIG);
@@ -364,6 +370,8 @@ static void test_unread_peer(bool with_fds)
 	if (r >= 0)
 		r = rawbus_connect_peer(&rb, fcntl(peer, F_DUPFD_CLOEXEC, 3));
 	tap_is(r, 0, "a peer connection, authenticated");
+	/* The client never blocks either: it sends until its socket is full. */
+	fcntl(rb.fd, F_SETFL, O_NONBLOCK);
 	body_len = body_path(body, path);
 	probe = start_probe();
 	/* Each Reacquire's reply carries a descriptor; each Register's is a small error. */
@@ -381,13 +389,23 @@ static void test_unread_peer(bool with_fds)
 			fds_max = n > fds_max ? n : fds_max;
 		}
 	}
-	tap_ok(sent < 2000, "the daemon cut the peer off after %d unread calls (%s)", sent,
-	       with_fds ? "replies with fds" : "small error replies");
+	msleep(200);
+	r = fixture_daemon_fds(&f);
+	fds_max = r > fds_max ? r : fds_max;
+	tap_ok(sent < 20000,
+	       "the daemon stopped reading the peer: its socket filled after %d calls "
+	       "(%s)",
+	       sent, with_fds ? "replies with fds" : "small error replies");
 	worst = stop_probe(probe);
 	tap_ok(worst >= 0 && worst < 1000, "meanwhile another caller waited at most %d ms", worst);
-	tap_ok(fds_max <= fds_before + 2 * 8 + 2,
-	       "its queue stayed bounded: at most %d daemon fds (baseline %d)", fds_max,
-	       fds_before);
+	tap_ok(fds_max <= fds_before + 8 + 2,
+	       "what it queued stayed within the window: at most %d daemon fds (baseline %d)",
+	       fds_max, fds_before);
+	/* Past PeerStallTimeoutSec=1 of reading nothing, the daemon closes its end. */
+	msleep(1500);
+	pfd = (struct pollfd){.fd = rb.fd, .events = 0};
+	tap_ok(poll(&pfd, 1, 2000) == 1 && (pfd.revents & POLLHUP),
+	       "the daemon closed the peer after PeerStallTimeoutSec");
 	rawbus_close(&rb);
 	tap_ok(answers_within(1000), "another caller is answered at once");
 	tap_is(broker_u32(bus, "NClients"), 1, "the client stays registered on the bus");
