@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "bus-creds.h"
 #include "bus-objects.h"
 #include "fdstore.h"
 #include "kernel-view.h"
@@ -131,6 +132,13 @@ int db_broker_new(struct db_broker **ret, sd_event *event, sd_bus *bus, const ch
 					      .changed = on_changed,
 					      .userdata = b,
 				      });
+	if (b->bus) {
+		r = db_bus_creds_new(b->bus, &b->creds);
+		if (r < 0) {
+			db_broker_free(b);
+			return r;
+		}
+	}
 	b->peers = g_hash_table_new(g_direct_hash, g_direct_equal);
 	b->moves = g_hash_table_new(g_int64_hash, g_int64_equal);
 	db_monitor_new(&b->monitor);
@@ -161,6 +169,7 @@ struct db_broker *db_broker_free(struct db_broker *b)
 	sd_event_source_disable_unref(b->udev_source);
 	sd_event_source_disable_unref(b->linger_timer);
 	db_devices_free(b->devices);
+	db_bus_creds_free(b->creds);
 	sd_bus_unref(b->bus);
 	sd_event_unref(b->event);
 	g_free(b->config_path);

@@ -21,6 +21,7 @@ struct db_broker {
 	/* After a client left: lingering buffers asked about again a few times (see broker.c). */
 	sd_event_source *linger_timer;
 	unsigned linger_tries;
+	struct db_bus_creds *creds; /* uids of bus callers, learned once (bus-creds.c), owned */
 	GHashTable *peers; /* sd_bus * -> struct db_peer *, owned */
 	GHashTable *moves; /* &buffer id -> struct db_move *, owned (move.c) */
 	struct db_monitor *monitor; /* event subscribers, owned (monitor.c) */

@@ -18,6 +18,7 @@
 #include "backend.h"
 #include "broker.h"
 #include "collection.h"
+#include "bus-creds.h"
 #include "bus-dict.h"
 #include "bus-objects.h"
 #include "errors.h"
@@ -99,7 +100,6 @@ static int method_register(sd_bus_message *m, void *userdata, sd_bus_error *erro
 {
 	struct db_broker *b = userdata;
 	_cleanup_(db_strv_freep) char **devices = NULL;
-	_cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
 	const char *role = "cpu", *name = "", *sender;
 	bool dynamic = false, compact_layouts = false;
 	struct db_dict_field f[] = {
@@ -137,15 +137,10 @@ static int method_register(sd_bus_message *m, void *userdata, sd_bus_error *erro
 			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
 						 "devices: '%.64s' is not a device node under /dev",
 						 devices[i]);
-	/* Credentials come from the bus, never from arguments. */
-	r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID | SD_BUS_CREDS_PID, &creds);
+	/* Credentials come from the bus, never from arguments; learned before dispatch. */
+	r = db_bus_creds_get(b->creds, sender, &uid, &pid);
 	if (r < 0)
-		return r;
-	r = sd_bus_creds_get_euid(creds, &uid);
-	if (r < 0)
-		return r;
-	if (sd_bus_creds_get_pid(creds, &pid) < 0)
-		pid = 0;
+		return sd_bus_error_setf(error, DB_ERROR_FAILED, "the bus did not say who you are");
 	r = db_registry_add_client(b->reg, sender, uid, pid, role, dynamic, name,
 				   (const char *const *)devices, &c);
 	if (r == -EDQUOT)

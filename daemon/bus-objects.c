@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus-creds.h"
 #include "devices.h"
 #include "kernel-view.h"
 #include "layout-bus.h"
@@ -25,21 +26,14 @@ static struct db_broker *broker_of(sd_bus *bus);
 /*
  * Who is looking, for the visibility rule every listing follows: root sees every client and
  * buffer; anyone else sees the clients of its own uid and the buffers its uid owns or holds.
- * A registered caller's uid is known; another (a tool) is asked of the bus once per call.
+ * A peer's caller is its client; a bus caller's uid was learned before its call was
+ * dispatched (bus-creds.h), so nothing here asks the bus.
  */
 static int caller_uid(struct db_broker *b, sd_bus *bus, uid_t *ret)
 {
-	/* One call may look up many objects: remember its sender's uid for the call. */
-	static sd_bus_message *cached_message;
-	static uint64_t cached_cookie;
-	static char cached_sender[256];
-	static uid_t cached_uid;
-	_cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
 	sd_bus_message *m = sd_bus_get_current_message(bus);
 	struct db_peer *peer;
 	struct db_client *c;
-	uint64_t cookie = 0;
-	int r;
 
 	if (!m)
 		return -ENXIO;
@@ -51,30 +45,7 @@ static int caller_uid(struct db_broker *b, sd_bus *bus, uid_t *ret)
 		*ret = c->uid;
 		return 0;
 	}
-	c = sd_bus_message_get_sender(m)
-		    ? db_registry_find_client_by_name(b->reg, sd_bus_message_get_sender(m))
-		    : NULL;
-	if (c) {
-		*ret = c->uid;
-		return 0;
-	}
-	(void)sd_bus_message_get_cookie(m, &cookie);
-	if (m == cached_message && cookie == cached_cookie &&
-	    streq_ptr(sd_bus_message_get_sender(m), cached_sender)) {
-		*ret = cached_uid;
-		return 0;
-	}
-	r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID, &creds);
-	if (r >= 0)
-		r = sd_bus_creds_get_euid(creds, ret);
-	if (r < 0)
-		return r;
-	cached_message = m;
-	cached_cookie = cookie;
-	snprintf(cached_sender, sizeof(cached_sender), "%s",
-		 sd_bus_message_get_sender(m) ? sd_bus_message_get_sender(m) : "");
-	cached_uid = *ret;
-	return 0;
+	return db_bus_creds_get(b->creds, sd_bus_message_get_sender(m), ret, NULL);
 }
 
 int db_bus_caller_uid(struct db_broker *b, sd_bus_message *m, uid_t *ret)

@@ -15,6 +15,7 @@
 
 #include "broker.h"
 #include "bus-open.h"
+#include "bus-creds.h"
 #include "bus-objects.h"
 #include "errors.h"
 #include "fdstore.h"
@@ -145,6 +146,7 @@ static int on_name_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error
 	if (new_owner[0] || name[0] != ':')
 		return 0;
 	db_monitor_name_gone(b, name);
+	db_bus_creds_forget(b->creds, name);
 	c = db_registry_find_client_by_name(b->reg, name);
 	if (!c)
 		return 0;
@@ -200,7 +202,8 @@ static void raise_fd_limit(void)
 static int run(const struct options *o)
 {
 	_cleanup_(sd_event_unrefp) sd_event *event = NULL;
-	_cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+	/* Closed without a flush at exit: a frozen bus must not hold the stop either. */
+	_cleanup_(sd_bus_close_unrefp) sd_bus *bus = NULL;
 	struct db_broker *b = NULL;
 	sigset_t mask;
 	int r;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "broker.h"
+#include "bus-creds.h"
 #include "bus-dict.h"
 #include "bus-objects.h"
 #include "log.h"
@@ -273,7 +274,6 @@ static void send_snapshot(struct db_broker *b, struct subscriber *sub)
 
 int db_monitor_subscribe(struct db_broker *b, sd_bus_message *m, sd_bus_error *error)
 {
-	_cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
 	struct db_monitor *mon = b->monitor;
 	const char *sender = sd_bus_message_get_sender(m);
 	bool snapshot = false;
@@ -293,11 +293,9 @@ int db_monitor_subscribe(struct db_broker *b, sd_bus_message *m, sd_bus_error *e
 		return r;
 	if (find(mon, sender, NULL))
 		return sd_bus_error_setf(error, DB_ERROR_BUSY, "%s is subscribed already", sender);
-	r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID, &creds);
-	if (r >= 0)
-		r = sd_bus_creds_get_euid(creds, &uid);
+	r = db_bus_creds_get(b->creds, sender, &uid, NULL);
 	if (r < 0)
-		return r;
+		return sd_bus_error_setf(error, DB_ERROR_FAILED, "the bus did not say who you are");
 	for (guint i = 0; i < mon->subscribers->len; i++)
 		same_uid +=
 			((struct subscriber *)g_ptr_array_index(mon->subscribers, i))->uid == uid;
