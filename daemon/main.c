@@ -23,6 +23,7 @@
 #include "macros.h"
 #include "monitor.h"
 #include "protocol.h"
+#include "wait-guard.h"
 
 enum bus_kind {
 	BUS_SYSTEM,
@@ -273,7 +274,10 @@ static int run(const struct options *o)
 		   db_registry_n_clients(b->reg), db_registry_n_buffers(b->reg));
 	log_info("Serving %s (version %s)", DB_BUS_NAME, DMABROKER_VERSION);
 
+	/* From here on nothing may wait for anyone (wait-guard.h). */
+	db_wait_guard_set_serving(true);
 	r = sd_event_loop(event);
+	db_wait_guard_set_serving(false);
 	if (r < 0)
 		goto fail;
 	sd_notify(0, "STOPPING=1\nSTATUS=Stopping");
