@@ -177,8 +177,7 @@ struct db_bus_creds *db_bus_creds_free(struct db_bus_creds *creds)
 	return NULL;
 }
 
-int db_bus_creds_get(struct db_bus_creds *creds, const char *name, uid_t *ret_uid,
-		     pid_t *ret_pid)
+int db_bus_creds_get(struct db_bus_creds *creds, const char *name, uid_t *ret_uid, pid_t *ret_pid)
 {
 	struct name_creds *n = name ? g_hash_table_lookup(creds->names, name) : NULL;
 

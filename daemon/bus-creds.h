@@ -29,8 +29,7 @@ int db_bus_creds_new(sd_bus *bus, struct db_bus_creds **ret);
 struct db_bus_creds *db_bus_creds_free(struct db_bus_creds *creds);
 
 /* The uid and pid of a unique name: -ENOENT unless learned (pid 0 if the bus had none). */
-int db_bus_creds_get(struct db_bus_creds *creds, const char *name, uid_t *ret_uid,
-		     pid_t *ret_pid);
+int db_bus_creds_get(struct db_bus_creds *creds, const char *name, uid_t *ret_uid, pid_t *ret_pid);
 
 /* A name left the bus (NameOwnerChanged from the bus itself): forget it. */
 void db_bus_creds_forget(struct db_bus_creds *creds, const char *name);

@@ -71,8 +71,8 @@ int __wrap_sd_bus_call_method(sd_bus *bus, const char *destination, const char *
 
 	GUARD("sd_bus_call_method");
 	va_start(ap, types);
-	r = __real_sd_bus_call_methodv(bus, destination, path, interface, member, ret_error,
-				       reply, types, ap);
+	r = __real_sd_bus_call_methodv(bus, destination, path, interface, member, ret_error, reply,
+				       types, ap);
 	va_end(ap);
 	return r;
 }
@@ -112,8 +112,7 @@ int __real_sd_bus_get_name_creds(sd_bus *bus, const char *name, uint64_t mask,
 				 sd_bus_creds **creds);
 int __wrap_sd_bus_get_name_creds(sd_bus *bus, const char *name, uint64_t mask,
 				 sd_bus_creds **creds);
-int __wrap_sd_bus_get_name_creds(sd_bus *bus, const char *name, uint64_t mask,
-				 sd_bus_creds **creds)
+int __wrap_sd_bus_get_name_creds(sd_bus *bus, const char *name, uint64_t mask, sd_bus_creds **creds)
 {
 	GUARD("sd_bus_get_name_creds");
 	return __real_sd_bus_get_name_creds(bus, name, mask, creds);
@@ -155,14 +154,14 @@ int __wrap_sd_bus_add_match(sd_bus *bus, sd_bus_slot **slot, const char *match,
 	return __real_sd_bus_add_match(bus, slot, match, callback, userdata);
 }
 
-int __real_sd_bus_match_signal(sd_bus *bus, sd_bus_slot **ret, const char *sender,
-			       const char *path, const char *interface, const char *member,
+int __real_sd_bus_match_signal(sd_bus *bus, sd_bus_slot **ret, const char *sender, const char *path,
+			       const char *interface, const char *member,
 			       sd_bus_message_handler_t callback, void *userdata);
-int __wrap_sd_bus_match_signal(sd_bus *bus, sd_bus_slot **ret, const char *sender,
-			       const char *path, const char *interface, const char *member,
+int __wrap_sd_bus_match_signal(sd_bus *bus, sd_bus_slot **ret, const char *sender, const char *path,
+			       const char *interface, const char *member,
 			       sd_bus_message_handler_t callback, void *userdata);
-int __wrap_sd_bus_match_signal(sd_bus *bus, sd_bus_slot **ret, const char *sender,
-			       const char *path, const char *interface, const char *member,
+int __wrap_sd_bus_match_signal(sd_bus *bus, sd_bus_slot **ret, const char *sender, const char *path,
+			       const char *interface, const char *member,
 			       sd_bus_message_handler_t callback, void *userdata)
 {
 	if (sd_bus_is_bus_client(bus) > 0)

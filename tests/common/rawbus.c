@@ -86,44 +86,76 @@ static int send_all(int fd, const void *p, size_t len, const int *fds, int n_fds
 	return sendmsg(fd, &mh, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -errno;
 }
 
+/* Marshals a message into m; the serial is the next of rb's. */
+static int build_message(struct rawbus *rb, struct msgbuf *mb, uint8_t type, const char *dest,
+			 const char *path, const char *iface, const char *member, const char *sig,
+			 const void *body, size_t body_len, uint32_t n_unix_fds)
+{
+	struct msgbuf *m = mb;
+	size_t fields_len_at;
+	uint32_t serial = ++rb->serial;
+
+	m->len = 0;
+	m->data[m->len++] = 'l';
+	m->data[m->len++] = type;
+	m->data[m->len++] = 0;
+	m->data[m->len++] = 1;
+	put_u32(m, (uint32_t)body_len);
+	put_u32(m, serial);
+	fields_len_at = m->len;
+	put_u32(m, 0);
+	field_str(m, 1, 'o', path);
+	if (iface)
+		field_str(m, 2, 's', iface);
+	field_str(m, 3, 's', member);
+	if (dest)
+		field_str(m, 6, 's', dest);
+	if (sig && *sig)
+		field_str(m, 8, 'g', sig);
+	if (n_unix_fds)
+		field_u32(m, 9, n_unix_fds);
+	{
+		uint32_t fl = (uint32_t)(m->len - fields_len_at - 4);
+
+		memcpy(m->data + fields_len_at, &fl, 4);
+	}
+	pad(m, 8);
+	if (m->len + body_len > sizeof(m->data))
+		return -E2BIG;
+	if (body_len)
+		memcpy(m->data + m->len, body, body_len);
+	m->len += body_len;
+	return (int)serial;
+}
+
 static int send_message(struct rawbus *rb, uint8_t type, const char *dest, const char *path,
 			const char *iface, const char *member, const char *sig, const void *body,
 			size_t body_len, uint32_t n_unix_fds, const int *fds, int n_fds)
 {
-	struct msgbuf m = {.len = 0};
-	size_t fields_len_at;
-	uint32_t serial = ++rb->serial;
+	struct msgbuf m;
+	int serial = build_message(rb, &m, type, dest, path, iface, member, sig, body, body_len,
+				   n_unix_fds);
 
-	m.data[m.len++] = 'l';
-	m.data[m.len++] = type;
-	m.data[m.len++] = 0;
-	m.data[m.len++] = 1;
-	put_u32(&m, (uint32_t)body_len);
-	put_u32(&m, serial);
-	fields_len_at = m.len;
-	put_u32(&m, 0);
-	field_str(&m, 1, 'o', path);
-	if (iface)
-		field_str(&m, 2, 's', iface);
-	field_str(&m, 3, 's', member);
-	if (dest)
-		field_str(&m, 6, 's', dest);
-	if (sig && *sig)
-		field_str(&m, 8, 'g', sig);
-	if (n_unix_fds)
-		field_u32(&m, 9, n_unix_fds);
-	{
-		uint32_t fl = (uint32_t)(m.len - fields_len_at - 4);
+	if (serial < 0)
+		return serial;
+	return send_all(rb->fd, m.data, m.len, fds, n_fds) < 0 ? -EIO : serial;
+}
 
-		memcpy(m.data + fields_len_at, &fl, 4);
-	}
-	pad(&m, 8);
-	if (m.len + body_len > sizeof(m.data))
+int rawbus_build_peer_call(struct rawbus *rb, const char *iface, const char *member,
+			   const char *sig, const void *body, size_t body_len, void *out,
+			   size_t out_len, size_t *ret_len)
+{
+	struct msgbuf m;
+	int serial = build_message(rb, &m, 1, NULL, DB_OBJECT_PATH, iface, member, sig, body,
+				   body_len, 0);
+
+	if (serial < 0)
+		return serial;
+	if (m.len > out_len)
 		return -E2BIG;
-	if (body_len)
-		memcpy(m.data + m.len, body, body_len);
-	m.len += body_len;
-	return send_all(rb->fd, m.data, m.len, fds, n_fds) < 0 ? -EIO : (int)serial;
+	memcpy(out, m.data, m.len);
+	*ret_len = m.len;
+	return serial;
 }
 
 static int read_line(int fd, char *buf, size_t len)

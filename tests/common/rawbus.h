@@ -26,6 +26,12 @@ int rawbus_connect_peer(struct rawbus *rb, int fd);
 int rawbus_call_peer(struct rawbus *rb, const char *member, const char *sig, const void *body,
 		     size_t body_len, uint32_t n_unix_fds, const int *fds, int n_fds);
 
+/* Marshals a method call for a peer connection into out (iface may be NULL); returns the
+ * serial and its length in *ret_len. */
+int rawbus_build_peer_call(struct rawbus *rb, const char *iface, const char *member,
+			   const char *sig, const void *body, size_t body_len, void *out,
+			   size_t out_len, size_t *ret_len);
+
 /*
  * Sends a method call to the broker whose body is body (already marshalled for signature
  * sig), claiming n_unix_fds descriptors in the header while attaching the fds given (which

@@ -1,0 +1,446 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The daemon bounded by construction, as a hostile local user meets it:
+ *   - a peer whose first call arrives in the same write as BEGIN is answered at once;
+ *   - peers that declare a 100 MiB message (and send it one byte short) are closed at the
+ *     header, without the daemon holding the memory;
+ *   - a message left partial is closed after PeerMessageTimeoutSec;
+ *   - more descriptors with one message than the wire carries close the peer;
+ *   - 1,000 calls pipelined on a peer by a client that reads are all answered (the window
+ *     holds the daemon back instead of cutting the peer off);
+ *   - dbus-daemon frozen for 10 s: calls on a peer are answered meanwhile.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <dmabroker.h>
+
+#include "bus-open.h"
+#include "bus-util.h"
+#include "fixture.h"
+#include "macros.h"
+#include "protocol.h"
+#include "rawbus.h"
+#include "tap.h"
+
+#define CONFIG                                                                                 \
+	"[Daemon]\nPeerMessageTimeoutSec=1\nPeerStallTimeoutSec=5\n[Limits]\nPeerWindowCalls=" \
+	"16\n"
+
+static struct fixture f;
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void msleep(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+	nanosleep(&ts, NULL);
+}
+
+/* The daemon's resident memory in KiB. */
+static long daemon_rss_kib(void)
+{
+	char path[64], line[256];
+	long kib = -1;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)f.daemon_pid);
+	fp = fopen(path, "re");
+	if (!fp)
+		return -1;
+	while (fgets(line, sizeof(line), fp))
+		if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+			break;
+	fclose(fp);
+	return kib;
+}
+
+static sd_bus *connect_registered(void)
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	sd_bus *bus = NULL;
+
+	tap_require(db_bus_open_address(f.address, &bus) >= 0, "connect to the test bus");
+	tap_require(broker_call(bus, "Register", &error, NULL, "a{sv}", 0) == 0, "register");
+	sd_bus_error_free(&error);
+	return bus;
+}
+
+/* A raw peer socket from OpenPeer (not yet authenticated). */
+static int open_peer(sd_bus *bus)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	int fd = -1;
+
+	if (broker_call(bus, "OpenPeer", &error, &reply, "") == 0 &&
+	    sd_bus_message_read(reply, "h", &fd) >= 0)
+		fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	sd_bus_error_free(&error);
+	return fd;
+}
+
+static int read_line(int fd, char *buf, size_t len, int timeout_ms)
+{
+	size_t n = 0;
+
+	while (n + 1 < len) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+
+		if (poll(&p, 1, timeout_ms) != 1 || read(fd, buf + n, 1) != 1)
+			return -EIO;
+		if (buf[n] == '\n')
+			break;
+		n++;
+	}
+	buf[n] = '\0';
+	return 0;
+}
+
+/* Does the daemon close fd (EOF) within timeout_ms? How long it took in *ret_ms. */
+static bool closed_within(int fd, int timeout_ms, uint64_t *ret_ms)
+{
+	uint64_t t0 = now_ms();
+	char buf[4096];
+
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int left = timeout_ms - (int)(now_ms() - t0);
+		ssize_t n;
+
+		if (left <= 0 || poll(&p, 1, left) != 1)
+			return false;
+		n = read(fd, buf, sizeof(buf));
+		if (n <= 0) {
+			if (ret_ms)
+				*ret_ms = now_ms() - t0;
+			return true;
+		}
+	}
+}
+
+static const char handshake[] = "\0AUTH ANONYMOUS 74657374\r\nNEGOTIATE_UNIX_FD\r\nBEGIN\r\n";
+
+/* Authenticates fd the way sd-bus does: everything in one write. */
+static int authenticate(int fd)
+{
+	char line[128];
+
+	if (write(fd, handshake, sizeof(handshake) - 1) != (ssize_t)sizeof(handshake) - 1)
+		return -EIO;
+	if (read_line(fd, line, sizeof(line), 2000) < 0 || strncmp(line, "OK ", 3) != 0)
+		return -EACCES;
+	if (read_line(fd, line, sizeof(line), 2000) < 0 || strncmp(line, "AGREE_UNIX_FD", 13))
+		return -EACCES;
+	return 0;
+}
+
+static void test_begin_with_first_call(void)
+{
+	uint8_t msg[1024];
+	char buf[2048], line[128];
+	struct rawbus rb = {.fd = -1};
+	size_t len, n = sizeof(handshake) - 1;
+	sd_bus *bus = connect_registered();
+	int serial, r;
+	char err[128];
+
+	rb.fd = open_peer(bus);
+	tap_ok(rb.fd >= 0, "a peer socket");
+	serial = rawbus_build_peer_call(&rb, "org.freedesktop.DBus.Peer", "Ping", "", NULL, 0, msg,
+					sizeof(msg), &len);
+	memcpy(buf, handshake, n);
+	memcpy(buf + n, msg, len);
+	/* The whole handshake and the first call in one write, as sd-bus clients do. */
+	tap_ok(write(rb.fd, buf, n + len) == (ssize_t)(n + len), "handshake and Ping in one write");
+	r = read_line(rb.fd, line, sizeof(line), 2000);
+	tap_ok(r == 0 && strncmp(line, "OK ", 3) == 0, "OK");
+	r = read_line(rb.fd, line, sizeof(line), 2000);
+	tap_ok(r == 0 && strncmp(line, "AGREE_UNIX_FD", 13) == 0, "AGREE_UNIX_FD");
+	r = rawbus_wait_reply(&rb, (uint32_t)serial, err, sizeof(err), 1000);
+	tap_is(r, 0, "the Ping is answered without the client sending anything more");
+	rawbus_close(&rb);
+	sd_bus_flush_close_unref(bus);
+}
+
+/* Eight peers each declare a ~100 MiB message and send all of it but one byte... or try to. */
+static void test_oversized(void)
+{
+	enum {
+		N = 8
+	};
+	sd_bus *bus[N];
+	int fd[N];
+	long rss0 = daemon_rss_kib(), rss_max = rss0;
+	int closed = 0, sent_mib = 0;
+
+	for (int i = 0; i < N; i++) {
+		/* A method call whose body is declared as 100 MiB. */
+		uint8_t fixed[16] = {'l', 1, 0, 1};
+		uint32_t body = 100u << 20, fields = 0, serial = 1;
+		static uint8_t junk[1 << 20];
+		uint64_t ms = 0;
+
+		bus[i] = connect_registered();
+		fd[i] = open_peer(bus[i]);
+		if (fd[i] < 0 || authenticate(fd[i]) < 0)
+			continue;
+		memcpy(fixed + 4, &body, 4);
+		memcpy(fixed + 8, &serial, 4);
+		memcpy(fixed + 12, &fields, 4);
+		fcntl(fd[i], F_SETFL, O_NONBLOCK);
+		if (write(fd[i], fixed, sizeof(fixed)) != sizeof(fixed))
+			continue;
+		/* Keep sending the declared body until the daemon closes the socket. */
+		for (int k = 0; k < 99; k++) {
+			ssize_t w = write(fd[i], junk, sizeof(junk));
+
+			if (w < 0 && errno == EAGAIN) {
+				struct pollfd p = {.fd = fd[i], .events = POLLOUT};
+
+				if (poll(&p, 1, 200) != 1)
+					break;
+				continue;
+			}
+			if (w <= 0)
+				break;
+			sent_mib++;
+		}
+		fcntl(fd[i], F_SETFL, 0);
+		closed += closed_within(fd[i], 2000, &ms);
+		if (daemon_rss_kib() > rss_max)
+			rss_max = daemon_rss_kib();
+	}
+	tap_is(closed, N, "every peer declaring a 100 MiB message was closed");
+	tap_ok(sent_mib < 8 * N,
+	       "the daemon stopped reading at the header (%d MiB got into the sockets)", sent_mib);
+	tap_ok(rss_max - rss0 < 8 * 1024,
+	       "its memory grew by %ld KiB (at most %d KiB allowed), not 800 MiB", rss_max - rss0,
+	       8 * 1024);
+	for (int i = 0; i < N; i++) {
+		if (fd[i] >= 0)
+			close(fd[i]);
+		sd_bus_flush_close_unref(bus[i]);
+	}
+}
+
+static void test_partial(void)
+{
+	sd_bus *bus = connect_registered();
+	int fd = open_peer(bus);
+	uint8_t fixed[16] = {'l', 1, 0, 1};
+	uint32_t body = 32 * 1024, zero = 0, serial = 1;
+	uint8_t half[1024] = {0};
+	uint64_t ms = 0;
+	bool closed;
+
+	tap_ok(fd >= 0 && authenticate(fd) == 0, "a peer, authenticated");
+	memcpy(fixed + 4, &body, 4);
+	memcpy(fixed + 8, &serial, 4);
+	memcpy(fixed + 12, &zero, 4);
+	tap_ok(write(fd, fixed, 16) == 16 && write(fd, half, sizeof(half)) == sizeof(half),
+	       "a 32 KiB message, 1 KiB of it sent");
+	closed = closed_within(fd, 4000, &ms);
+	tap_ok(closed && ms >= 700,
+	       "closed after PeerMessageTimeoutSec=1 (%" PRIu64 " ms), not before", ms);
+	close(fd);
+	tap_ok(fixture_wait_clients(&f, 1, 2000), "its client stays registered on the bus");
+	sd_bus_flush_close_unref(bus);
+}
+
+static void test_too_many_fds(void)
+{
+	struct rawbus rb = {.fd = -1};
+	sd_bus *bus = connect_registered();
+	int fds[20];
+
+	rb.fd = open_peer(bus);
+	tap_ok(rb.fd >= 0 && authenticate(rb.fd) == 0, "a peer, authenticated");
+	for (int i = 0; i < 20; i++)
+		fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	rawbus_call_peer(&rb, "Release", "", NULL, 0, 20, fds, 20);
+	tap_ok(closed_within(rb.fd, 2000, NULL), "20 descriptors with one message close the peer");
+	for (int i = 0; i < 20; i++)
+		close(fds[i]);
+	rawbus_close(&rb);
+	sd_bus_flush_close_unref(bus);
+}
+
+/* 1,000 Pings written as fast as the socket takes them, replies read as they come. */
+static void test_pipelined(void)
+{
+	enum {
+		N = 1000
+	};
+	struct rawbus rb = {.fd = -1};
+	sd_bus *bus = connect_registered();
+	uint8_t msg[512];
+	uint8_t in[65536];
+	size_t len, off = 0, have = 0;
+	int sent = 0, answered = 0;
+	uint64_t t0;
+
+	rb.fd = open_peer(bus);
+	tap_ok(rb.fd >= 0 && authenticate(rb.fd) == 0, "a peer, authenticated");
+	fcntl(rb.fd, F_SETFL, O_NONBLOCK);
+	rawbus_build_peer_call(&rb, "org.freedesktop.DBus.Peer", "Ping", "", NULL, 0, msg,
+			       sizeof(msg), &len);
+	t0 = now_ms();
+	while (answered < N && now_ms() - t0 < 20000) {
+		struct pollfd p = {.fd = rb.fd, .events = POLLIN | (sent < N ? POLLOUT : 0)};
+		ssize_t n;
+
+		if (poll(&p, 1, 1000) <= 0)
+			continue;
+		if ((p.revents & POLLOUT) && sent < N) {
+			n = write(rb.fd, msg + off, len - off);
+			if (n > 0) {
+				off += (size_t)n;
+				if (off == len) {
+					off = 0;
+					sent++;
+				}
+			}
+		}
+		if (p.revents & POLLIN) {
+			n = read(rb.fd, in + have, sizeof(in) - have);
+			if (n <= 0)
+				break;
+			have += (size_t)n;
+			/* Count whole replies: each is a fixed header plus fields and body. */
+			for (;;) {
+				uint32_t body, fields;
+				size_t total;
+
+				if (have < 16)
+					break;
+				memcpy(&body, in + 4, 4);
+				memcpy(&fields, in + 12, 4);
+				total = 16 + ((fields + 7) & ~7u) + body;
+				if (have < total)
+					break;
+				if (in[1] == 2)
+					answered++;
+				memmove(in, in + total, have - total);
+				have -= total;
+			}
+		}
+	}
+	tap_is(sent, N, "1,000 calls pipelined on the peer");
+	tap_is(answered, N, "all 1,000 answered, none lost");
+	rawbus_close(&rb);
+	sd_bus_flush_close_unref(bus);
+}
+
+/*
+ * dbus-daemon itself stops for 10 s, with a call from a caller the daemon has never seen
+ * already in the daemon's socket (its uid unknown: asking the bus synchronously would stall
+ * the daemon until the bus came back). A client on its peer keeps being answered, and the
+ * stranger is answered once the bus continues.
+ */
+static void test_frozen_bus(void)
+{
+	struct dmabroker_alloc_spec spec = {.size = 65536};
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
+	struct dmabroker *ctx = NULL;
+	sd_bus *watcher = connect_registered(), *stranger = NULL;
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	uint64_t t0, worst = 0, cookie = 0;
+	int calls = 0, ok = 0, r;
+
+	/* A subscriber on the bus, so every allocation also sends events toward the frozen bus. */
+	tap_is(broker_call(watcher, "Subscribe", &error, NULL, "a{sv}", 0), 0, "a subscriber");
+	tap_is(dmabroker_connect(&ctx, f.address, 0), 0, "a library client");
+	tap_is(dmabroker_register(ctx, "cpu", true, "frozen-bus", NULL), 0,
+	       "registered, with its peer connection");
+
+	tap_is(kill(f.daemon_pid, SIGSTOP), 0, "the daemon stopped for a moment");
+	r = db_bus_open_address(f.address, &stranger);
+	if (r >= 0)
+		r = sd_bus_message_new_method_call(stranger, &call, DB_BUS_NAME, DB_OBJECT_PATH,
+						   "org.freedesktop.DBus.ObjectManager",
+						   "GetManagedObjects");
+	if (r >= 0)
+		r = sd_bus_send(stranger, call, &cookie);
+	if (r >= 0)
+		r = sd_bus_flush(stranger);
+	tap_ok(r >= 0, "a stranger asks for the managed objects");
+	msleep(200); /* the bus delivers it into the stopped daemon's socket */
+	tap_is(kill(f.bus_pid, SIGSTOP), 0, "dbus-daemon stopped (SIGSTOP)");
+	tap_is(kill(f.daemon_pid, SIGCONT), 0, "the daemon continues, the bus does not");
+	t0 = now_ms();
+	while (now_ms() - t0 < 10000) {
+		struct dmabroker_buffer *buf = NULL;
+		uint64_t c0 = now_ms();
+
+		calls++;
+		if (dmabroker_allocate(ctx, &spec, sizeof(spec), &buf) == 0) {
+			ok++;
+			dmabroker_release(buf);
+		}
+		if (now_ms() - c0 > worst)
+			worst = now_ms() - c0;
+		msleep(20);
+	}
+	tap_ok(calls > 50 && ok == calls,
+	       "every call on the peer was answered while the bus was frozen (%d of %d, the "
+	       "slowest in %" PRIu64 " ms)",
+	       ok, calls, worst);
+	tap_ok(worst < 1000, "none waited for the bus");
+	tap_is(kill(f.bus_pid, SIGCONT), 0, "dbus-daemon continued");
+	{
+		_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+		uint64_t w0 = now_ms();
+
+		r = 0;
+		while (!reply && now_ms() - w0 < 5000 && r >= 0) {
+			sd_bus_message *m = NULL;
+
+			r = sd_bus_process(stranger, &m);
+			if (m && sd_bus_message_get_reply_cookie(m, &t0) >= 0 && t0 == cookie)
+				reply = sd_bus_message_ref(m);
+			sd_bus_message_unref(m);
+			if (r == 0)
+				sd_bus_wait(stranger, 100000);
+		}
+		tap_ok(reply && !sd_bus_message_is_method_error(reply, NULL),
+		       "the stranger's call is answered once the bus is back");
+	}
+	tap_is(broker_call(watcher, "Unsubscribe", &error, NULL, NULL), 0,
+	       "the bus side answers again");
+	dmabroker_disconnect(ctx);
+	sd_bus_flush_close_unref(stranger);
+	sd_bus_flush_close_unref(watcher);
+	sd_bus_error_free(&error);
+}
+
+int main(void)
+{
+	/* Writing to a peer the daemon closed is part of the test. */
+	signal(SIGPIPE, SIG_IGN);
+	tap_require(fixture_start(&f, CONFIG) == 0, "start a private bus and the daemon");
+	test_begin_with_first_call();
+	test_oversized();
+	test_partial();
+	test_too_many_fds();
+	test_pipelined();
+	test_frozen_bus();
+	tap_ok(fixture_stop(&f) == 0, "the daemon stopped cleanly");
+	return tap_done();
+}
