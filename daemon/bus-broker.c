@@ -773,6 +773,11 @@ static int method_unsubscribe(sd_bus_message *m, void *userdata, sd_bus_error *e
 	return db_monitor_unsubscribe(userdata, m, error);
 }
 
+static int method_acknowledge_events(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	return db_monitor_acknowledge(userdata, m, error);
+}
+
 static int method_open_peer(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
 	struct db_broker *b = userdata;
@@ -830,6 +835,7 @@ DB_CHECKED_METHOD(method_revoke)
 DB_CHECKED_METHOD(method_open_peer)
 DB_CHECKED_METHOD(method_subscribe)
 DB_CHECKED_METHOD(method_unsubscribe)
+DB_CHECKED_METHOD(method_acknowledge_events)
 DB_CHECKED_METHOD(db_collection_method_create)
 DB_CHECKED_METHOD(db_collection_method_token)
 DB_CHECKED_METHOD(db_collection_method_join)
@@ -961,6 +967,8 @@ static const sd_bus_vtable broker_vtable[] = {
 				method_subscribe_checked, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("Unsubscribe", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT,
 				method_unsubscribe_checked, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("AcknowledgeEvents", SD_BUS_ARGS("t", seq), SD_BUS_NO_RESULT,
+				method_acknowledge_events_checked, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("CreateCollection", SD_BUS_ARGS("a{sv}", options),
 				SD_BUS_RESULT("o", collection), db_collection_method_create_checked,
 				SD_BUS_VTABLE_UNPRIVILEGED),

@@ -8,6 +8,7 @@
 #include "broker.h"
 #include "bus-creds.h"
 #include "bus-dict.h"
+#include "budget.h"
 #include "bus-objects.h"
 #include "log.h"
 #include "macros.h"
@@ -18,9 +19,25 @@
 #define DB_MONITOR_MAX 64
 #define DB_MONITOR_MAX_PER_UID 4
 
+/* An event sent and not yet acknowledged: its sequence number and what it was counted. */
+struct unacked {
+	uint64_t seq;
+	uint64_t cost;
+};
+
 struct subscriber {
 	char *bus_name; /* unique name on the bus */
 	uid_t uid;
+	/*
+	 * Bytes of events sent and not acknowledged (AcknowledgeEvents): on the bus they sit in
+	 * dbus-daemon's queue toward a subscriber that does not read, and, once dbus-daemon
+	 * stops reading, in the daemon's. Past SubscriberWindowBytes an event is counted as
+	 * missed instead; the subscriber is told how many, once, when it has room again.
+	 */
+	struct db_budget window;
+	GArray *unacked; /* struct unacked, oldest first */
+	uint64_t next_seq;
+	uint64_t missed;
 };
 
 struct db_monitor {
@@ -32,6 +49,7 @@ static void subscriber_free(gpointer p)
 	struct subscriber *s = p;
 
 	g_free(s->bus_name);
+	g_array_unref(s->unacked);
 	g_free(s);
 }
 
@@ -79,14 +97,40 @@ struct event {
 	const char *outcome;
 	const uid_t *uids;
 	size_t n_uids;
+	uint64_t missed; /* "events-missed": how many */
 };
 
-static int append_details(sd_bus_message *s, const struct event *e, bool show_client)
+static uint64_t str_cost(const char *s)
+{
+	/* A string on the wire: its length, its NUL and the padding before it, and its key. */
+	return s ? strlen(s) + 24 : 0;
+}
+
+/*
+ * What an event costs on the wire, as an upper bound: the fixed header with its fields
+ * (path, interface, member, signature, sender and destination), then every string the
+ * details may hold and room for the numbers.
+ */
+static uint64_t event_cost(const struct event *e, const struct subscriber *sub)
+{
+	uint64_t n = 192 + str_cost(sub->bus_name) + str_cost(e->kind) + str_cost(e->object);
+
+	n += str_cost(e->path) + str_cost(e->reason) + str_cost(e->outcome);
+	if (e->client)
+		n += 256 + str_cost(e->client->role) + str_cost(e->client->name);
+	if (e->buffer)
+		n += 256 + str_cost(e->buffer->backend) + str_cost(e->buffer->name);
+	return n;
+}
+
+static int append_details(sd_bus_message *s, const struct event *e, uint64_t seq, bool show_client)
 {
 	char p[128];
 	int r;
 
 	r = sd_bus_message_open_container(s, 'a', "{sv}");
+	if (r >= 0)
+		r = sd_bus_message_append(s, "{sv}", "seq", "t", seq);
 	if (r >= 0 && e->client && show_client)
 		r = sd_bus_message_append(s, "{sv}{sv}{sv}{sv}{sv}{sv}", "client", "o",
 					  db_bus_client_path(e->client, p, sizeof(p)), "uid", "u",
@@ -106,6 +150,8 @@ static int append_details(sd_bus_message *s, const struct event *e, bool show_cl
 		r = sd_bus_message_append(s, "{sv}", "reason", "s", e->reason);
 	if (r >= 0 && e->outcome)
 		r = sd_bus_message_append(s, "{sv}", "outcome", "s", e->outcome);
+	if (r >= 0 && e->missed)
+		r = sd_bus_message_append(s, "{sv}", "missed", "t", e->missed);
 	if (r < 0)
 		return r;
 	return sd_bus_message_close_container(s);
@@ -115,6 +161,8 @@ static int append_details(sd_bus_message *s, const struct event *e, bool show_cl
  * another uid) is named only to those who may see that client too. */
 static bool visible(const struct subscriber *sub, const struct event *e)
 {
+	if (e->missed)
+		return true; /* built for this one subscriber */
 	if (e->outcome) {
 		for (size_t i = 0; i < e->n_uids; i++)
 			if (e->uids[i] == sub->uid)
@@ -126,30 +174,48 @@ static bool visible(const struct subscriber *sub, const struct event *e)
 	return db_bus_client_visible(e->client, sub->uid);
 }
 
+static int send_one(struct db_broker *b, struct subscriber *sub, const struct event *e)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *s = NULL;
+	uint64_t cost = event_cost(e, sub);
+	struct unacked u;
+	int r;
+
+	if (!db_budget_fits(&sub->window, cost)) {
+		sub->missed++;
+		return 0;
+	}
+	u.seq = ++sub->next_seq;
+	u.cost = cost;
+	r = sd_bus_message_new_signal(b->bus, &s, DB_OBJECT_PATH, DB_IFACE_BROKER, "Event");
+	if (r >= 0)
+		r = sd_bus_message_set_destination(s, sub->bus_name);
+	if (r >= 0)
+		r = sd_bus_message_append(s, "so", e->kind, e->object);
+	if (r >= 0)
+		r = append_details(s, e, u.seq,
+				   e->client && db_bus_client_visible(e->client, sub->uid));
+	/* Never waits: sd-bus queues it; the window bounds how much can queue. */
+	if (r >= 0)
+		r = sd_bus_send(b->bus, s, NULL);
+	if (r < 0) {
+		log_debug("Failed to send an event to %s: %s", sub->bus_name, strerror(-r));
+		return r;
+	}
+	db_budget_charge(&sub->window, cost);
+	g_array_append_val(sub->unacked, u);
+	return 1;
+}
+
 static void send_event(struct db_broker *b, const struct event *e)
 {
 	struct db_monitor *mon = b->monitor;
 
 	for (guint i = 0; i < mon->subscribers->len; i++) {
-		_cleanup_(sd_bus_message_unrefp) sd_bus_message *s = NULL;
 		struct subscriber *sub = g_ptr_array_index(mon->subscribers, i);
-		int r;
 
-		if (!visible(sub, e))
-			continue;
-		r = sd_bus_message_new_signal(b->bus, &s, DB_OBJECT_PATH, DB_IFACE_BROKER, "Event");
-		if (r >= 0)
-			r = sd_bus_message_set_destination(s, sub->bus_name);
-		if (r >= 0)
-			r = sd_bus_message_append(s, "so", e->kind, e->object);
-		if (r >= 0)
-			r = append_details(s, e,
-					   e->client && db_bus_client_visible(e->client, sub->uid));
-		/* Never waits: the bus daemon bounds what it keeps for a slow subscriber. */
-		if (r >= 0)
-			r = sd_bus_send(b->bus, s, NULL);
-		if (r < 0)
-			log_debug("Failed to send an event to %s: %s", sub->bus_name, strerror(-r));
+		if (visible(sub, e))
+			(void)send_one(b, sub, e);
 	}
 }
 
@@ -306,6 +372,8 @@ int db_monitor_subscribe(struct db_broker *b, sd_bus_message *m, sd_bus_error *e
 	sub = g_new0(struct subscriber, 1);
 	sub->bus_name = g_strdup(sender);
 	sub->uid = uid;
+	sub->unacked = g_array_new(FALSE, FALSE, sizeof(struct unacked));
+	db_budget_init(&sub->window, db_registry_limits(b->reg)->subscriber_window_bytes);
 	g_ptr_array_add(mon->subscribers, sub);
 	/* Answer first: the snapshot's events come after the reply. */
 	r = sd_bus_reply_method_return(m, NULL);
@@ -323,4 +391,43 @@ int db_monitor_unsubscribe(struct db_broker *b, sd_bus_message *m, sd_bus_error 
 		return sd_bus_error_setf(error, DB_ERROR_NOT_FOUND, "not subscribed");
 	g_ptr_array_remove_index_fast(b->monitor->subscribers, i);
 	return sd_bus_reply_method_return(m, NULL);
+}
+
+int db_monitor_acknowledge(struct db_broker *b, sd_bus_message *m, sd_bus_error *error)
+{
+	const char *sender = sd_bus_message_get_sender(m);
+	struct subscriber *sub;
+	char object[128];
+	guint n = 0;
+	uint64_t seq;
+	int r;
+
+	r = sd_bus_message_read(m, "t", &seq);
+	if (r < 0)
+		return r;
+	sub = sender ? find(b->monitor, sender, NULL) : NULL;
+	if (!sub)
+		return sd_bus_error_setf(error, DB_ERROR_NOT_FOUND, "not subscribed");
+	if (seq > sub->next_seq)
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "event %" PRIu64 " was not sent yet (the last is %" PRIu64
+					 ")",
+					 seq, sub->next_seq);
+	while (n < sub->unacked->len && g_array_index(sub->unacked, struct unacked, n).seq <= seq)
+		db_budget_release(&sub->window,
+				  g_array_index(sub->unacked, struct unacked, n++).cost);
+	g_array_remove_range(sub->unacked, 0, n);
+	r = sd_bus_reply_method_return(m, NULL);
+	if (r >= 0 && sub->missed > 0) {
+		/* Told once, so that the subscriber can look at the state again (a snapshot). */
+		struct event e = {
+			.kind = "events-missed",
+			.object = strcpy(object, DB_OBJECT_PATH),
+			.missed = sub->missed,
+		};
+
+		if (send_one(b, sub, &e) > 0)
+			sub->missed = 0;
+	}
+	return r;
 }

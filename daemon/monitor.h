@@ -32,6 +32,7 @@ void db_monitor_collection(struct db_broker *b, const char *kind, const char *pa
 /* A bus name left: its subscription goes with it. */
 void db_monitor_name_gone(struct db_broker *b, const char *bus_name);
 
-/* The Subscribe and Unsubscribe methods. */
+/* The Subscribe, Unsubscribe and AcknowledgeEvents methods. */
 int db_monitor_subscribe(struct db_broker *b, sd_bus_message *m, sd_bus_error *error);
 int db_monitor_unsubscribe(struct db_broker *b, sd_bus_message *m, sd_bus_error *error);
+int db_monitor_acknowledge(struct db_broker *b, sd_bus_message *m, sd_bus_error *error);

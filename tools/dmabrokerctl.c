@@ -310,7 +310,31 @@ static int print_client(sd_bus *bus, const char *path, sd_bus_message *m)
 struct monitor {
 	char *owner; /* the broker's unique name: the only sender of Events we believe */
 	sd_bus_slot *match;
+	uint64_t last_seq; /* of the last Event printed */
+	uint64_t acked; /* what AcknowledgeEvents said last */
 };
+
+/* An Event's "seq" detail, or 0. Leaves m rewound to its start. */
+static uint64_t event_seq(sd_bus_message *m)
+{
+	const char *key;
+	uint64_t seq = 0;
+
+	if (sd_bus_message_skip(m, "so") < 0 || sd_bus_message_enter_container(m, 'a', "{sv}") <= 0)
+		goto out;
+	while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+		if (sd_bus_message_read_basic(m, 's', &key) < 0)
+			break;
+		if (strcmp(key, "seq") == 0)
+			sd_bus_message_read(m, "v", "t", &seq);
+		else
+			sd_bus_message_skip(m, "v");
+		sd_bus_message_exit_container(m);
+	}
+out:
+	sd_bus_message_rewind(m, true);
+	return seq;
+}
 
 static void print_detail_text(sd_bus_message *m)
 {
@@ -337,6 +361,7 @@ static int on_event(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	(void)error;
 	if (!mon->owner || !streq_ptr(sd_bus_message_get_sender(m), mon->owner))
 		return 0;
+	mon->last_seq = event_seq(m);
 	if (sd_bus_message_read(m, "so", &kind, &object) < 0)
 		return 0;
 	if (json) {
@@ -375,6 +400,8 @@ static int subscribe(sd_bus *bus, struct monitor *mon, bool snapshot)
 		r = sd_bus_match_signal(bus, &mon->match, owner, DB_OBJECT_PATH, DB_IFACE_BROKER,
 					"Event", on_event, mon);
 	}
+	/* A new subscription counts its events from 1 again. */
+	mon->last_seq = mon->acked = 0;
 	if (r >= 0)
 		r = sd_bus_call_method(bus, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER,
 				       "Subscribe", &error, NULL, "a{sv}", 1, "snapshot", "b",
@@ -422,6 +449,13 @@ static int cmd_monitor(sd_bus *bus, bool snapshot)
 		r = sd_bus_process(bus, NULL);
 		if (r > 0)
 			continue;
+		/* Everything read is printed: give the daemon its window back (see Subscribe). */
+		if (r == 0 && mon.owner && mon.last_seq > mon.acked) {
+			sd_bus_call_method_async(bus, NULL, DB_BUS_NAME, DB_OBJECT_PATH,
+						 DB_IFACE_BROKER, "AcknowledgeEvents", NULL, NULL,
+						 "t", mon.last_seq);
+			mon.acked = mon.last_seq;
+		}
 		if (r == 0)
 			r = sd_bus_wait(bus, UINT64_MAX);
 	}

@@ -32,9 +32,9 @@
 #include "rawbus.h"
 #include "tap.h"
 
-#define CONFIG                                                                                 \
-	"[Daemon]\nPeerMessageTimeoutSec=1\nPeerStallTimeoutSec=5\n[Limits]\nPeerWindowCalls=" \
-	"16\n"
+#define CONFIG                                                                 \
+	"[Daemon]\nPeerMessageTimeoutSec=1\nPeerStallTimeoutSec=5\n[Limits]\n" \
+	"PeerWindowCalls=16\nSubscriberWindowBytes=16K\n"
 
 static struct fixture f;
 
@@ -430,6 +430,107 @@ static void test_frozen_bus(void)
 	sd_bus_error_free(&error);
 }
 
+/* The "seq" and "missed" details of an Event. */
+static void event_numbers(sd_bus_message *m, uint64_t *seq, uint64_t *missed)
+{
+	const char *key;
+
+	*seq = *missed = 0;
+	if (sd_bus_message_skip(m, "so") < 0 || sd_bus_message_enter_container(m, 'a', "{sv}") <= 0)
+		return;
+	while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+		sd_bus_message_read_basic(m, 's', &key);
+		if (strcmp(key, "seq") == 0)
+			sd_bus_message_read(m, "v", "t", seq);
+		else if (strcmp(key, "missed") == 0)
+			sd_bus_message_read(m, "v", "t", missed);
+		else
+			sd_bus_message_skip(m, "v");
+		sd_bus_message_exit_container(m);
+	}
+}
+
+struct seen {
+	unsigned events;
+	uint64_t last_seq;
+	uint64_t missed;
+};
+
+static int on_event(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct seen *seen = userdata;
+	const char *kind = NULL;
+	uint64_t seq, missed;
+
+	(void)error;
+	sd_bus_message_read(m, "s", &kind);
+	sd_bus_message_rewind(m, true);
+	event_numbers(m, &seq, &missed);
+	seen->events++;
+	seen->last_seq = seq > seen->last_seq ? seq : seen->last_seq;
+	if (kind && strcmp(kind, "events-missed") == 0)
+		seen->missed = missed;
+	return 0;
+}
+
+static void drain(sd_bus *bus, int ms)
+{
+	uint64_t t0 = now_ms();
+
+	while (now_ms() - t0 < (uint64_t)ms) {
+		int r = sd_bus_process(bus, NULL);
+
+		if (r < 0)
+			break;
+		if (r == 0)
+			sd_bus_wait(bus, 50000);
+	}
+}
+
+/*
+ * A subscriber that does not acknowledge gets at most SubscriberWindowBytes (16 KiB here) of
+ * events; the rest are counted, and told once when it acknowledges.
+ */
+static void test_subscriber_window(void)
+{
+	struct dmabroker_alloc_spec spec = {.size = 4096};
+	sd_bus *sub = connect_registered();
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	struct dmabroker *ctx = NULL;
+	struct seen seen = {0};
+	enum {
+		N = 300
+	};
+	unsigned before;
+
+	sd_bus_match_signal(sub, NULL, NULL, DB_OBJECT_PATH, DB_IFACE_BROKER, "Event", on_event,
+			    &seen);
+	tap_is(broker_call(sub, "Subscribe", &error, NULL, "a{sv}", 0), 0, "subscribe");
+	tap_is(dmabroker_connect(&ctx, f.address, 0), 0, "a library client");
+	tap_is(dmabroker_register(ctx, "cpu", true, "busy", NULL), 0, "registered");
+	for (int i = 0; i < N; i++) {
+		struct dmabroker_buffer *buf = NULL;
+
+		if (dmabroker_allocate(ctx, &spec, sizeof(spec), &buf) == 0)
+			dmabroker_release(buf);
+	}
+	drain(sub, 1000);
+	tap_ok(seen.events > 5 && seen.events < 60,
+	       "without acknowledging, %u events came of the %d allocations' ~%d (16 KiB)",
+	       seen.events, N, 3 * N);
+	before = seen.events;
+	tap_is(broker_call(sub, "AcknowledgeEvents", &error, NULL, "t", seen.last_seq), 0,
+	       "acknowledge what came");
+	drain(sub, 500);
+	tap_ok(seen.events == before + 1 && seen.missed > (uint64_t)N,
+	       "one events-missed came, saying %" PRIu64 " were missed", seen.missed);
+	tap_ok(broker_call(sub, "AcknowledgeEvents", &error, NULL, "t", seen.last_seq + 100) < 0,
+	       "acknowledging events never sent is refused");
+	dmabroker_disconnect(ctx);
+	sd_bus_flush_close_unref(sub);
+	sd_bus_error_free(&error);
+}
+
 int main(void)
 {
 	/* Writing to a peer the daemon closed is part of the test. */
@@ -441,6 +542,7 @@ int main(void)
 	test_too_many_fds();
 	test_pipelined();
 	test_frozen_bus();
+	test_subscriber_window();
 	tap_ok(fixture_stop(&f) == 0, "the daemon stopped cleanly");
 	return tap_done();
 }
