@@ -113,6 +113,11 @@ int db_broker_new(struct db_broker **ret, sd_event *event, sd_bus *bus, const ch
 	char err[512];
 	int r;
 
+	b->hooks = (struct db_broker_hooks){
+		.emit_to_client = db_bus_emit_to_client,
+		.add_objects = db_broker_add_objects,
+		.restored_pending_move = db_move_arm_deadline,
+	};
 	b->event = sd_event_ref(event);
 	b->bus = bus ? sd_bus_ref(bus) : NULL;
 	b->config_path = g_strdup(config_path);

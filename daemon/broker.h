@@ -10,7 +10,25 @@
 #include "devices.h"
 #include "registry.h"
 
+struct db_broker;
+
+/*
+ * What the upper layers do for the lower ones. The registry, backends, moves and the fd
+ * store never call up into the D-Bus layer; they tell through these, which the composition
+ * root (db_broker_new) fills in.
+ */
+struct db_broker_hooks {
+	/* Sends a signal (Moved, Revoked) to one client, never waiting for it. */
+	int (*emit_to_client)(struct db_broker *b, struct db_client *c, const char *member,
+			      const char *buffer_path, const char *reason);
+	/* Puts the D-Bus objects on a connection (the bus, a new peer). */
+	int (*add_objects)(struct db_broker *b, sd_bus *bus);
+	/* A restored buffer's move still waits for holders: its deadline must run again. */
+	int (*restored_pending_move)(struct db_broker *b, struct db_buffer *buf);
+};
+
 struct db_broker {
+	struct db_broker_hooks hooks;
 	sd_event *event;
 	sd_bus *bus; /* the system, session or given bus */
 	struct db_registry *reg;

@@ -71,18 +71,6 @@ bool db_bus_buffer_visible(const struct db_buffer *buf, uid_t uid)
 	return false;
 }
 
-const char *db_bus_buffer_path(const struct db_buffer *buf, char *out, size_t len)
-{
-	snprintf(out, len, DB_BUFFER_PATH_PREFIX "/%" PRIu64, buf->id);
-	return out;
-}
-
-const char *db_bus_client_path(const struct db_client *c, char *out, size_t len)
-{
-	snprintf(out, len, DB_CLIENT_PATH_PREFIX "/%" PRIu64, c->id);
-	return out;
-}
-
 /* The id after prefix/, digits only (no sign, no leading zero), or 0. */
 static uint64_t id_from_path(const char *path, const char *prefix)
 {

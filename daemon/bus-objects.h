@@ -8,10 +8,10 @@
 #include "broker.h"
 #include "spec.h"
 
-/* Object paths of buffers and clients: their ids, which are never reused. */
-const char *db_bus_buffer_path(const struct db_buffer *buf, char *out, size_t len);
-const char *db_bus_client_path(const struct db_client *c, char *out, size_t len);
-struct db_buffer *db_bus_buffer_from_path(struct db_broker *b, const char *path);
+#include "object-path.h"
+
+/* The buffer or client an object path names, or NULL. */ struct db_buffer *
+db_bus_buffer_from_path(struct db_broker *b, const char *path);
 struct db_client *db_bus_client_from_path(struct db_broker *b, const char *path);
 
 /* Sends a signal (Moved, Revoked) to one client: over its peer connection if it has one,
@@ -31,8 +31,8 @@ int db_bus_read_token(sd_bus_message *m, struct db_token_bytes *ret, sd_bus_erro
  * (the values the client's own spec gave, see struct db_alloc_plan) or zeros if NULL.
  * c NULL: the full form.
  */
-int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf,
-			 const struct db_client *c, const struct db_alloc_plan *asked);
+int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf, const struct db_client *c,
+			 const struct db_alloc_plan *asked);
 
 /* The visibility rule every listing and event follows: root sees everything; anyone else sees
  * the clients of its own uid and the buffers its uid owns or holds. */

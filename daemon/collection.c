@@ -22,7 +22,6 @@
 #include "log.h"
 #include "macros.h"
 #include "monitor.h"
-#include "peer.h"
 #include "protocol.h"
 #include "token.h"
 

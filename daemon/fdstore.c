@@ -17,7 +17,6 @@
 #include "journal.h"
 #include "log.h"
 #include "macros.h"
-#include "move.h"
 
 struct db_fdstore {
 	struct db_journal *journal;
@@ -369,7 +368,7 @@ static void rearm_moves(struct db_broker *b)
 
 		if (buf->old_fd < 0)
 			continue;
-		r = db_move_arm_deadline(b, buf);
+		r = b->hooks.restored_pending_move(b, buf);
 		if (r < 0) {
 			log_warning("Buffer %" PRIu64
 				    ": failed to arm the restored move's deadline, "

@@ -11,13 +11,12 @@
 
 #include "backend.h"
 #include "broker.h"
-#include "bus-objects.h"
 #include "errors.h"
 #include "fd-util.h"
 #include "fdstore.h"
 #include "log.h"
 #include "macros.h"
-#include "peer.h"
+#include "object-path.h"
 #include "protocol.h"
 
 struct db_move {
@@ -142,7 +141,7 @@ static void notify_holders(struct db_broker *b, struct db_buffer *buf)
 			db_registry_find_client(b->reg, g_array_index(holders, uint64_t, i));
 
 		if (c)
-			db_bus_emit_to_client(b, c, "Moved", path, NULL);
+			b->hooks.emit_to_client(b, c, "Moved", path, NULL);
 	}
 }
 

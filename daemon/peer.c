@@ -196,7 +196,7 @@ int db_peer_open(struct db_broker *b, struct db_client *c, int *ret_client_fd)
 	if (r >= 0)
 		r = sd_bus_negotiate_fds(peer->bus, 1);
 	if (r >= 0)
-		r = db_broker_add_objects(b, peer->bus);
+		r = b->hooks.add_objects(b, peer->bus);
 	if (r >= 0)
 		r = sd_bus_start(peer->bus);
 	/* The wire's own handshake is in the socket already: sd-bus answers it now, without
