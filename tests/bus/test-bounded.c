@@ -34,7 +34,7 @@
 
 #define CONFIG                                                                 \
 	"[Daemon]\nPeerMessageTimeoutSec=1\nPeerStallTimeoutSec=5\n[Limits]\n" \
-	"PeerWindowCalls=16\nSubscriberWindowBytes=16K\n"
+	"PeerWindowCalls=16\nSubscriberWindowBytes=16K\nMaxBuffersPerClient=4096\n"
 
 static struct fixture f;
 
@@ -80,6 +80,22 @@ static sd_bus *connect_registered(void)
 	tap_require(broker_call(bus, "Register", &error, NULL, "a{sv}", 0) == 0, "register");
 	sd_bus_error_free(&error);
 	return bus;
+}
+
+/* Does a fresh bus caller get an answer within timeout_ms? */
+static bool answers_within_ms(int timeout_ms)
+{
+	_cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+	char *version = NULL;
+	bool ok;
+
+	if (db_bus_open_address(f.address, &bus) < 0)
+		return false;
+	sd_bus_set_method_call_timeout(bus, (uint64_t)timeout_ms * 1000);
+	ok = sd_bus_get_property_string(bus, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER,
+					"Version", NULL, &version) >= 0;
+	free(version);
+	return ok;
 }
 
 /* A raw peer socket from OpenPeer (not yet authenticated). */
@@ -531,6 +547,72 @@ static void test_subscriber_window(void)
 	sd_bus_error_free(&error);
 }
 
+/*
+ * Four peers ask for multi-MiB listings (GetManagedObjects over 2,000 buffers) 40 times
+ * each and never read: what the daemon holds for them is their windows and one listing
+ * each, not 160 listings.
+ */
+static void test_unread_listings(void)
+{
+	enum {
+		PEERS = 4,
+		CALLS = 40,
+		BUFFERS = 2000
+	};
+	struct dmabroker_alloc_spec spec = {.size = 4096};
+	struct dmabroker_buffer *bufs[BUFFERS];
+	struct dmabroker *owner = NULL;
+	sd_bus *bus[PEERS];
+	int fd[PEERS], n = 0;
+	long rss0, rss_max;
+
+	tap_is(dmabroker_connect(&owner, f.address, 0), 0, "an owner of many buffers");
+	tap_is(dmabroker_register(owner, "cpu", true, "owner", NULL), 0, "registered");
+	while (n < BUFFERS && dmabroker_allocate(owner, &spec, sizeof(spec), &bufs[n]) == 0)
+		n++;
+	tap_is(n, BUFFERS, "2,000 buffers allocated");
+	msleep(300);
+	rss0 = rss_max = daemon_rss_kib();
+	for (int i = 0; i < PEERS; i++) {
+		struct rawbus rb = {.fd = -1};
+		uint8_t msg[512];
+		size_t len;
+
+		bus[i] = connect_registered();
+		fd[i] = open_peer(bus[i]);
+		if (fd[i] < 0 || authenticate(fd[i]) < 0)
+			continue;
+		rb.fd = fd[i];
+		fcntl(fd[i], F_SETFL, O_NONBLOCK);
+		for (int k = 0; k < CALLS; k++) {
+			rawbus_build_peer_call(&rb, "org.freedesktop.DBus.ObjectManager",
+					       "GetManagedObjects", "", NULL, 0, msg, sizeof(msg),
+					       &len);
+			if (write(fd[i], msg, len) != (ssize_t)len)
+				break;
+		}
+	}
+	for (int t = 0; t < 30; t++) {
+		long rss;
+
+		msleep(100);
+		rss = daemon_rss_kib();
+		rss_max = rss > rss_max ? rss : rss_max;
+	}
+	tap_ok(rss_max - rss0 < 48 * 1024,
+	       "four peers never reading 160 listings: the daemon grew by %ld KiB (under 48 MiB)",
+	       rss_max - rss0);
+	tap_ok(answers_within_ms(1000), "meanwhile another caller is answered");
+	for (int i = 0; i < PEERS; i++) {
+		if (fd[i] >= 0)
+			close(fd[i]);
+		sd_bus_flush_close_unref(bus[i]);
+	}
+	for (int i = 0; i < n; i++)
+		dmabroker_release(bufs[i]);
+	dmabroker_disconnect(owner);
+}
+
 int main(void)
 {
 	/* Writing to a peer the daemon closed is part of the test. */
@@ -543,6 +625,7 @@ int main(void)
 	test_pipelined();
 	test_frozen_bus();
 	test_subscriber_window();
+	test_unread_listings();
 	tap_ok(fixture_stop(&f) == 0, "the daemon stopped cleanly");
 	return tap_done();
 }
