@@ -608,13 +608,16 @@ static void wire_arm(struct db_peer_wire *w)
  * client message to sd-bus (other peers get their turn: the loop comes back while input
  * waits), which sd-bus then processes whole, then its answers out again.
  */
-static void wire_run(struct db_peer_wire *w)
+static void wire_run(struct db_peer_wire *w, bool bus_readable)
 {
 	bool delivered = false;
-	int r;
+	int r = 0;
 
 	w->ref++;
-	r = drain_bus(w);
+	/* sd-bus writes only while it processes, or when a deferred answer or signal is sent
+	 * (then its socket wakes us): no read to find nothing when the client woke us. */
+	if (bus_readable)
+		r = drain_bus(w);
 	if (r >= 0)
 		r = flush_client(w);
 	if (r >= 0 && w->to_bus_pending) {
@@ -624,12 +627,13 @@ static void wire_run(struct db_peer_wire *w)
 		r = read_client(w);
 		delivered = r > 0 && !w->to_bus_pending;
 	}
-	if (r >= 0 && delivered && !w->dead)
+	if (r >= 0 && delivered && !w->dead) {
 		r = w->hooks.deliver(w->userdata);
-	if (r >= 0 && !w->dead)
-		r = drain_bus(w);
-	if (r >= 0 && !w->dead)
-		r = flush_client(w);
+		if (r >= 0 && !w->dead)
+			r = drain_bus(w);
+		if (r >= 0 && !w->dead)
+			r = flush_client(w);
+	}
 	if (r < 0)
 		wire_close(w, reason_for(r));
 	else if (!w->dead)
@@ -647,7 +651,7 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 		wire_close(w, NULL);
 		return 0;
 	}
-	wire_run(w);
+	wire_run(w, s == w->bus_io);
 	return 0;
 }
 
