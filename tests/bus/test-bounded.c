@@ -613,6 +613,56 @@ static void test_unread_listings(void)
 	dmabroker_disconnect(owner);
 }
 
+/*
+ * The credential filter's bounds and teardown: 40 calls of a never-seen caller reach the
+ * daemon before it can ask the bus who that is (the daemon is stopped meanwhile): 32 are held
+ * and answered, 8 are told Busy at once. A caller that leaves before the bus answered takes
+ * its held calls with it.
+ */
+static void test_creds_filter(void)
+{
+	enum {
+		N = 40
+	};
+	struct rawbus rb = {.fd = -1};
+	char err[128];
+	int ok = 0, busy = 0, other = 0, r;
+
+	tap_is(rawbus_connect(&rb, f.address), 0, "a raw bus client");
+	tap_is(kill(f.daemon_pid, SIGSTOP), 0, "the daemon stopped for a moment");
+	for (int i = 0; i < N; i++)
+		rawbus_call(&rb, "Unsubscribe", "", NULL, 0, 0, NULL, 0);
+	msleep(300);
+	tap_is(kill(f.daemon_pid, SIGCONT), 0, "the daemon continues with 40 calls to read");
+	for (int i = 0; i < N; i++) {
+		uint32_t serial = 0;
+
+		/* The Busy answers come first: take the answers as they come. */
+		err[0] = '\0';
+		r = rawbus_next_reply(&rb, &serial, err, sizeof(err), 3000);
+		if (r == 1 && strcmp(err, DB_ERROR_BUSY) == 0)
+			busy++;
+		else if (r == 1 && strcmp(err, DB_ERROR_NOT_FOUND) == 0)
+			ok++; /* dispatched: Unsubscribe without a subscription */
+		else
+			other++;
+	}
+	tap_ok(ok == 32 && busy == 8 && other == 0,
+	       "32 held until the bus answered, then dispatched; 8 told Busy (%d, %d, %d other)",
+	       ok, busy, other);
+	rawbus_close(&rb);
+
+	tap_is(rawbus_connect(&rb, f.address), 0, "another raw bus client");
+	tap_is(kill(f.daemon_pid, SIGSTOP), 0, "the daemon stopped again");
+	rawbus_call(&rb, "Unsubscribe", "", NULL, 0, 0, NULL, 0);
+	msleep(100);
+	rawbus_close(&rb); /* gone before the daemon could ask about it */
+	msleep(200);
+	tap_is(kill(f.daemon_pid, SIGCONT), 0, "the daemon continues");
+	tap_ok(answers_within_ms(2000), "the daemon answers others: the departed caller's call "
+					"went with it");
+}
+
 int main(void)
 {
 	/* Writing to a peer the daemon closed is part of the test. */
@@ -626,6 +676,7 @@ int main(void)
 	test_frozen_bus();
 	test_subscriber_window();
 	test_unread_listings();
+	test_creds_filter();
 	tap_ok(fixture_stop(&f) == 0, "the daemon stopped cleanly");
 	return tap_done();
 }

@@ -273,6 +273,11 @@ static uint32_t get_u32(const uint8_t *p)
 
 int rawbus_wait_reply(struct rawbus *rb, uint32_t serial, char *err, size_t len, int timeout_ms)
 {
+	return rawbus_next_reply(rb, serial ? &serial : NULL, err, len, timeout_ms);
+}
+
+int rawbus_next_reply(struct rawbus *rb, uint32_t *serial, char *err, size_t len, int timeout_ms)
+{
 	uint8_t buf[65536];
 
 	for (;;) {
@@ -332,8 +337,10 @@ int rawbus_wait_reply(struct rawbus *rb, uint32_t serial, char *err, size_t len,
 			}
 			pos = (pos + 7) & ~(size_t)7;
 		}
-		if (reply_serial != serial || (type != 2 && type != 3))
+		if ((type != 2 && type != 3) || (serial && *serial && reply_serial != *serial))
 			continue;
+		if (serial)
+			*serial = reply_serial;
 		if (type == 3) {
 			snprintf(err, len, "%s", name);
 			return 1;

@@ -45,3 +45,7 @@ int rawbus_call(struct rawbus *rb, const char *member, const char *sig, const vo
  * return, -ECONNRESET if the bus dropped us, -ETIMEDOUT.
  */
 int rawbus_wait_reply(struct rawbus *rb, uint32_t serial, char *err, size_t len, int timeout_ms);
+
+/* Like rawbus_wait_reply, for whichever reply comes next when *serial is 0 (set to the
+ * serial it answers). */
+int rawbus_next_reply(struct rawbus *rb, uint32_t *serial, char *err, size_t len, int timeout_ms);
