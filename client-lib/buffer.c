@@ -400,8 +400,8 @@ static int build_import(struct dmabroker *ctx, const struct dmabroker_token *tok
 }
 
 /* Release, Reacquire, Move, Revoke: a buffer path and perhaps a reason. */
-static int build_on_buffer(struct dmabroker *ctx, enum call_kind kind, const char *path,
-			   const char *reason, sd_bus_message **ret)
+int build_on_buffer(struct dmabroker *ctx, enum call_kind kind, const char *path,
+		    const char *reason, sd_bus_message **ret)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
 	int r;
@@ -704,7 +704,8 @@ int dmabroker_release(struct dmabroker_buffer *buf)
 	 * let go of ours first, or it counts us and keeps the memory charged (lingering).
 	 */
 	buffer_let_go(buf);
-	r = sync_on_buffer(buf, CALL_RELEASE, NULL);
+	/* A buffer the daemon no longer has (it restarted without its store) is only ours. */
+	r = buf->lost ? 0 : sync_on_buffer(buf, CALL_RELEASE, NULL);
 	buffer_free(buf);
 	return api_return(ctx, r);
 }
@@ -719,7 +720,11 @@ int dmabroker_release_async(struct dmabroker_buffer *buf, dmabroker_done_func_t 
 		return 0;
 	ctx = buf->ctx;
 	buffer_let_go(buf); /* as in dmabroker_release() */
-	r = async_on_buffer(buf, CALL_RELEASE, NULL, cb, userdata, ret_call);
+	/*
+	 * The handle goes now; the call is its tombstone: it stays until the daemon answers,
+	 * resent on the bus if the peer dies under it. A lost buffer has nothing to release.
+	 */
+	r = buf->lost ? 0 : async_on_buffer(buf, CALL_RELEASE, NULL, cb, userdata, ret_call);
 	buffer_free(buf);
 	return api_return(ctx, r);
 }

@@ -3,6 +3,15 @@
 
 /* --- buffer collections --- */
 
+/* A collection whose buffers the daemon holds for us but we have not all fetched yet. */
+bool collections_pending(struct dmabroker *ctx)
+{
+	for (struct dmabroker_collection *col = ctx->collections; col; col = col->next)
+		if (!col->buffers || col->n_fetched < col->info.buffer_count)
+			return true;
+	return false;
+}
+
 static struct dmabroker_collection *collection_new(struct dmabroker *ctx, const char *path)
 {
 	struct dmabroker_collection *col = calloc(1, sizeof(*col));
@@ -373,7 +382,7 @@ static int collection_next_batch(struct dmabroker_call *call)
 	call->kind = CALL_COLLECTION_BUFFERS;
 	r = build_collection_buffers(call->col, &m);
 	if (r >= 0)
-		r = call_send(call, m);
+		r = call_next(call, m);
 	return r < 0 ? r : 1;
 }
 
@@ -388,7 +397,7 @@ int collection_on_reply(struct dmabroker_call *call, sd_bus_message *reply, int 
 	case CALL_COLLECTION_JOIN:
 		if (r >= 0)
 			r = read_collection_path(ctx, reply, &col);
-		if (call->cancelled || !call->cb.collection) {
+		if (call_silenced(call) || !call->cb.collection) {
 			/* Nobody wants it: leave it at once. */
 			if (r >= 0)
 				(void)dmabroker_collection_leave(col);
@@ -399,7 +408,7 @@ int collection_on_reply(struct dmabroker_call *call, sd_bus_message *reply, int 
 	case CALL_COLLECTION_TOKEN:
 		if (r >= 0)
 			r = read_share(reply, &token);
-		if (!call->cancelled && call->cb.token)
+		if (!call_silenced(call) && call->cb.token)
 			call->cb.token(r, r >= 0 ? &token : NULL, call->userdata);
 		return 0;
 	case CALL_COLLECTION_WAIT:
@@ -435,7 +444,7 @@ int collection_on_reply(struct dmabroker_call *call, sd_bus_message *reply, int 
 	default:
 		break;
 	}
-	if (!call->cancelled && call->cb.done)
+	if (!call_silenced(call) && call->cb.done)
 		call->cb.done(r, call->userdata);
 	return 0;
 }

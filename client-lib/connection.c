@@ -60,14 +60,13 @@ bool bus_open(sd_bus *bus)
 	return bus && sd_bus_is_open(bus) > 0;
 }
 
-/* Where calls go: the peer while it lives, else the bus. */
 /*
  * Whether a call may go on the peer connection. A daemon that died (a crash, a restart) left
  * the peer hung up, perhaps unnoticed yet: a call sent there would be lost, and one that must
  * not run twice could then not be retried. So look (one poll, no wait) before sending; a
  * dead peer is freed by dispatch, and the call goes on the bus to whoever owns the name now.
  */
-static bool peer_usable(struct dmabroker *ctx)
+bool peer_usable(struct dmabroker *ctx)
 {
 	struct pollfd p = {.events = POLLRDHUP};
 
@@ -78,13 +77,18 @@ static bool peer_usable(struct dmabroker *ctx)
 }
 
 /*
- * A repeatable call needs no look first: if the peer turns out dead it is resent on the bus
- * (call_sync(), on_reply()), so it goes to the peer whenever sd-bus has it open.
+ * Where a call is built: the peer once its handshake is done, else the bus. A call is never
+ * sent on a peer whose handshake is still going on: sd-bus would wait there for the daemon
+ * (to learn whether fds may pass). A repeatable call needs no look first: if the peer turns
+ * out dead it is resent on the bus (call_sync(), on_reply()). An asynchronous call may still
+ * change connection in the queue (queue_pump()).
  */
 sd_bus *call_bus(struct dmabroker *ctx, enum call_kind kind)
 {
+	if (!bus_open(ctx->peer.bus) || sd_bus_is_ready(ctx->peer.bus) <= 0)
+		return ctx->bus.bus;
 	if (methods[kind].repeatable)
-		return bus_open(ctx->peer.bus) ? ctx->peer.bus : ctx->bus.bus;
+		return ctx->peer.bus;
 	return peer_usable(ctx) ? ctx->peer.bus : ctx->bus.bus;
 }
 
@@ -231,6 +235,32 @@ void read_backends(struct dmabroker *ctx, sd_bus_message *reply)
 	snprintf(ctx->default_backend, sizeof(ctx->default_backend), "%s", name);
 }
 
+int build_limits(struct dmabroker *ctx, sd_bus_message **ret)
+{
+	return sd_bus_message_new_method_call(ctx->bus.bus, ret, DB_BUS_NAME, DB_OBJECT_PATH,
+					      "org.freedesktop.DBus.Properties", "Get") < 0 ||
+			       sd_bus_message_append(*ret, "ss", DB_IFACE_BROKER, "Limits") < 0
+		       ? -ENOMEM
+		       : 0;
+}
+
+/* The peer's window, if the daemon advertises one (else the conservative default stays). */
+void read_limits(struct dmabroker *ctx, sd_bus_message *reply)
+{
+	const char *key;
+	uint64_t v;
+
+	if (sd_bus_message_enter_container(reply, 'v', "a{st}") <= 0 ||
+	    sd_bus_message_enter_container(reply, 'a', "{st}") <= 0)
+		return;
+	while (sd_bus_message_read(reply, "{st}", &key, &v) > 0) {
+		if (strcmp(key, "PeerWindowCalls") == 0 && v > 0)
+			ctx->peer_window_calls = v > 65536 ? 65536 : (unsigned)v;
+		else if (strcmp(key, "PeerWindowBytes") == 0 && v > 0)
+			ctx->peer_window_bytes = v;
+	}
+}
+
 /* Sets up the peer connection from OpenPeer's answer. */
 int read_open_peer(struct dmabroker *ctx, sd_bus_message *reply)
 {
@@ -257,7 +287,12 @@ int read_open_peer(struct dmabroker *ctx, sd_bus_message *reply)
 	if (r >= 0)
 		r = sd_bus_negotiate_fds(peer, 1);
 	if (r >= 0)
+		r = sd_bus_set_method_call_timeout(peer, UINT64_MAX);
+	if (r >= 0) {
+		/* Said before the first handshake byte leaves (tests stop the daemon here). */
+		log_msg(DMABROKER_LOG_DEBUG, "dmabroker: peer handshake starts");
 		r = sd_bus_start(peer);
+	}
 	/* Not a bus client: this adds the match locally, with no round trip. Everything on
 	 * this socket comes from the daemon, so no sender is checked. */
 	if (r >= 0)
@@ -271,6 +306,91 @@ int read_open_peer(struct dmabroker *ctx, sd_bus_message *reply)
 	r = watch_add(ctx, &ctx->peer, peer);
 	if (r < 0)
 		sd_bus_flush_close_unref(peer);
+	/* Its handshake goes on in dispatch; calls wait for it a call's timeout at most. */
+	ctx->peer_started = now_usec();
+	return r;
+}
+
+/*
+ * A blocking registration finishes the peer's handshake itself (a call's timeout at most), so
+ * that asynchronous calls made right after it go to the peer at once.
+ */
+static void peer_wait_ready(struct dmabroker *ctx)
+{
+	uint64_t end = now_usec() + ctx->call_timeout, now;
+	sd_bus *peer = ctx->peer.bus;
+	int r;
+
+	while (bus_open(peer) && sd_bus_is_ready(peer) <= 0 && (now = now_usec()) < end) {
+		r = sd_bus_process(peer, NULL);
+		if (r < 0)
+			break;
+		if (r == 0)
+			(void)sd_bus_wait(peer, end - now);
+	}
+}
+
+/* The daemon came back without its store and we registered again (or could not). */
+void registered_again(struct dmabroker *ctx, int r)
+{
+	if (r < 0)
+		log_msg(DMABROKER_LOG_INFO, "dmabroker: could not register again: %s",
+			strerror(-r));
+	ctx->registering = false;
+	queue_pump(ctx);
+}
+
+/* What dmabroker_register() was given: a daemon restarted without its store gets it again. */
+static int keep_registration(struct dmabroker *ctx, const char *role, bool dynamic,
+			     const char *name, const char *const *devices)
+{
+	size_t n = 0;
+
+	ctx->role = strdup(role);
+	ctx->name = name ? strdup(name) : NULL;
+	ctx->dynamic = dynamic;
+	while (devices && devices[n])
+		n++;
+	if (devices) {
+		ctx->devices = calloc(n + 1, sizeof(char *));
+		for (size_t i = 0; ctx->devices && i < n; i++)
+			if (!(ctx->devices[i] = strdup(devices[i])))
+				return -ENOMEM;
+	}
+	return ctx->role && (!name || ctx->name) && (!devices || ctx->devices) ? 0 : -ENOMEM;
+}
+
+static void forget_registration(struct dmabroker *ctx)
+{
+	free(ctx->role);
+	free(ctx->name);
+	for (size_t i = 0; ctx->devices && ctx->devices[i]; i++)
+		free(ctx->devices[i]);
+	free(ctx->devices);
+	ctx->role = ctx->name = NULL;
+	ctx->devices = NULL;
+}
+
+/* Registers again with what the caller gave first: internal, the queue waits for it. */
+int register_again(struct dmabroker *ctx)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+	struct dmabroker_call *call;
+	int r;
+
+	if (!ctx->role)
+		return -EINVAL;
+	free(ctx->client_path);
+	ctx->client_path = NULL;
+	r = build_register(ctx, ctx->role, ctx->dynamic, ctx->name,
+			   (const char *const *)ctx->devices, true, &m);
+	if (r < 0)
+		return r;
+	/* The queue waits for the new registration: it goes first. */
+	ctx->registering = true;
+	r = call_start_internal(ctx, CALL_REGISTER, m, true, &call);
+	if (r < 0)
+		ctx->registering = false;
 	return r;
 }
 
@@ -307,6 +427,53 @@ static int follow_owner(struct dmabroker *ctx)
 	return r;
 }
 
+/*
+ * Opens the bus as sd_bus_open_system()/_user() would, but with no sd-bus timeout on its
+ * calls (Hello, AddMatch): sd-bus fails a call whose answer sits unread in the socket once
+ * its timeout passed, and a failed AddMatch closes the connection, so an application that
+ * dispatched late would lose the bus. The library times its own calls.
+ */
+static int open_bus(const char *address, uint32_t flags, sd_bus **ret)
+{
+	_cleanup_(freep) char *user = NULL;
+	sd_bus *bus = NULL;
+	const char *e;
+	int r;
+
+	if (!address && (flags & DMABROKER_CONNECT_USER)) {
+		address = secure_getenv("DBUS_SESSION_BUS_ADDRESS");
+		e = secure_getenv("XDG_RUNTIME_DIR");
+		if (!address && !e)
+			return -ENOMEDIUM;
+		if (!address && asprintf(&user, "unix:path=%s/bus", e) < 0)
+			return -ENOMEM;
+		if (!address)
+			address = user;
+	} else if (!address) {
+		address = secure_getenv("DBUS_SYSTEM_BUS_ADDRESS");
+		if (!address)
+			address = "unix:path=/run/dbus/system_bus_socket";
+	}
+	r = sd_bus_new(&bus);
+	if (r < 0)
+		return r;
+	r = sd_bus_set_address(bus, address);
+	if (r >= 0)
+		r = sd_bus_set_bus_client(bus, 1);
+	if (r >= 0)
+		r = sd_bus_negotiate_fds(bus, 1);
+	if (r >= 0)
+		r = sd_bus_set_method_call_timeout(bus, UINT64_MAX);
+	if (r >= 0)
+		r = sd_bus_start(bus);
+	if (r < 0) {
+		sd_bus_unref(bus);
+		return r;
+	}
+	*ret = bus;
+	return 0;
+}
+
 int dmabroker_connect(struct dmabroker **ret, const char *address, uint32_t flags)
 {
 	struct epoll_event ev = {.events = EPOLLIN};
@@ -337,14 +504,14 @@ int dmabroker_connect(struct dmabroker **ret, const char *address, uint32_t flag
 		r = -errno;
 		goto fail;
 	}
+	ctx->peer_window_calls = PEER_WINDOW_CALLS;
+	ctx->peer_window_bytes = PEER_WINDOW_BYTES;
+	ctx->bus_window_calls = BUS_WINDOW_CALLS;
+	ctx->call_timeout = DEFAULT_CALL_TIMEOUT;
+	ctx->next_deadline = UINT64_MAX;
 	if (!address)
 		address = secure_getenv(DB_ENV_BUS_ADDRESS);
-	if (address)
-		r = db_bus_open_address(address, &bus);
-	else if (flags & DMABROKER_CONNECT_USER)
-		r = sd_bus_open_user(&bus);
-	else
-		r = sd_bus_open_system(&bus);
+	r = open_bus(address, flags, &bus);
 	if (r < 0)
 		goto fail;
 	r = watch_add(ctx, &ctx->bus, bus);
@@ -390,6 +557,7 @@ struct dmabroker *dmabroker_disconnect(struct dmabroker *ctx)
 		close(ctx->timer_fd);
 	free(ctx->owner);
 	free(ctx->client_path);
+	forget_registration(ctx);
 	for (int i = 0; i < ctx->n_memcg_limits; i++)
 		free(ctx->memcg_limits[i]);
 	free(ctx);
@@ -416,8 +584,13 @@ int dmabroker_register(struct dmabroker *ctx, const char *role, bool dynamic, co
 
 	if (!ctx || !role)
 		return -EINVAL;
-	if (ctx->client_path)
+	if (ctx->client_path || ctx->role)
 		return -EALREADY;
+	r = keep_registration(ctx, role, dynamic, name, devices);
+	if (r < 0) {
+		forget_registration(ctx);
+		return r;
+	}
 	r = build_register(ctx, role, dynamic, name, devices, true, &m);
 	if (r >= 0)
 		r = call_sync(ctx, CALL_REGISTER, m, &reply);
@@ -429,12 +602,18 @@ int dmabroker_register(struct dmabroker *ctx, const char *role, bool dynamic, co
 	}
 	if (r >= 0)
 		r = read_register(ctx, reply);
-	if (r < 0)
+	if (r < 0) {
+		forget_registration(ctx);
 		return api_return(ctx, r);
+	}
 	m = sd_bus_message_unref(m);
 	reply = sd_bus_message_unref(reply);
 	if (build_backends(ctx, &m) >= 0 && call_sync(ctx, CALL_BACKENDS, m, &reply) >= 0)
 		read_backends(ctx, reply);
+	m = sd_bus_message_unref(m);
+	reply = sd_bus_message_unref(reply);
+	if (build_limits(ctx, &m) >= 0 && call_sync(ctx, CALL_LIMITS, m, &reply) >= 0)
+		read_limits(ctx, reply);
 	if (!(ctx->flags & DMABROKER_CONNECT_NO_PEER)) {
 		m = sd_bus_message_unref(m);
 		reply = sd_bus_message_unref(reply);
@@ -443,6 +622,8 @@ int dmabroker_register(struct dmabroker *ctx, const char *role, bool dynamic, co
 			r = call_sync(ctx, CALL_OPEN_PEER, m, &reply);
 		if (r >= 0)
 			r = read_open_peer(ctx, reply);
+		if (r >= 0)
+			peer_wait_ready(ctx);
 		if (r < 0)
 			/* The bus still works; only the fast path is missing. */
 			log_msg(DMABROKER_LOG_INFO,
@@ -462,14 +643,18 @@ int dmabroker_register_async(struct dmabroker *ctx, const char *role, bool dynam
 
 	if (!ctx || !role)
 		return -EINVAL;
-	if (ctx->client_path)
+	if (ctx->client_path || ctx->role)
 		return -EALREADY;
-	r = build_register(ctx, role, dynamic, name, devices, true, &m);
+	r = keep_registration(ctx, role, dynamic, name, devices);
+	if (r >= 0)
+		r = build_register(ctx, role, dynamic, name, devices, true, &m);
 	if (r >= 0)
 		r = build_register(ctx, role, dynamic, name, devices, false, &plain);
 	if (r >= 0)
 		r = call_start(ctx, CALL_REGISTER, m, (void *)cb, userdata, ret_call, &call);
 	if (r >= 0)
 		call->plain = take_ptr(plain);
+	else
+		forget_registration(ctx);
 	return api_return(ctx, r);
 }

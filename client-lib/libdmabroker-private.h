@@ -46,6 +46,26 @@
 /* Peers that died and are still being drained of their pending calls' failures. */
 #define MAX_OLD_PEERS 4
 
+/*
+ * Flow control (call.c). The peer's window is what the daemon's Limits property advertises
+ * (PeerWindowCalls, PeerWindowBytes); a daemon that does not advertise one cuts a peer at 32
+ * messages it could not write, so a conservative window is used then. On the bus,
+ * dbus-daemon refuses more than max_replies_per_connection (128, the system bus's and the
+ * built-in default) pending calls per connection, and drops a reply when more than
+ * max_outgoing_unix_fds (64) fds wait in its queue toward us: a few calls are left for
+ * blocking calls and sd-bus's own, and at most half the fds.
+ */
+#define PEER_WINDOW_CALLS 16
+#define PEER_WINDOW_BYTES (256u * 1024)
+#define BUS_WINDOW_CALLS 120
+#define BUS_WINDOW_FDS 32
+#define DEFAULT_CALL_TIMEOUT (25ull * 1000000)
+/* WaitCollection is answered when the participants are done: at the latest at the daemon's
+ * CollectionDeadlineSec (at most an hour). */
+#define COLLECTION_WAIT_TIMEOUT (3700ull * 1000000)
+/* Resends of a repeatable call whose connection died under it, before it fails. */
+#define MAX_RESENDS 4
+
 #define offsetofend(type, member) (offsetof(type, member) + sizeof(((type *)0)->member))
 
 /* The smallest size each caller-filled struct ever had (its first version). */
@@ -62,7 +82,11 @@ enum call_kind {
 	CALL_NAME_OWNER, /* GetNameOwner of the broker's name (internal) */
 	CALL_REGISTER,
 	CALL_BACKENDS, /* the Backends property: the default backend (internal or a step) */
+	CALL_LIMITS, /* the Limits property: the peer's window (a step of registering) */
 	CALL_OPEN_PEER,
+	CALL_CHECK_CLIENT, /* Client1's properties after a restart: does the daemon know us? */
+	CALL_LIST_BUFFERS, /* Client1.Buffers: reconciling, or dmabroker_adopt_buffers() */
+	CALL_ADOPT_ONE, /* a step of dmabroker_adopt_buffers(): Reacquire one */
 	CALL_ALLOCATE,
 	CALL_ALLOCATE_MANY,
 	CALL_EXPORT,
@@ -124,7 +148,31 @@ struct dmabroker {
 	void *userdata;
 	struct dmabroker_buffer *buffers; /* live buffers, for routing signals */
 	struct dmabroker_collection *collections; /* live collections (they own buffers) */
-	struct dmabroker_call *calls; /* calls in flight */
+	struct dmabroker_call *calls; /* every call not completed: queued, in flight, timed out */
+	/*
+	 * The call queue (call.c): calls not sent yet, oldest first. A call is sent when the
+	 * connection it goes to is ready and its window has room; the windows are counted here.
+	 */
+	struct dmabroker_call *queue_head, *queue_tail;
+	unsigned n_queued;
+	unsigned peer_calls; /* in flight on the peer */
+	uint64_t peer_bytes; /* what their answers may bring (reply_bytes()) */
+	unsigned bus_calls; /* in flight on the bus */
+	unsigned bus_fds; /* fds their answers bring */
+	unsigned peer_window_calls; /* the daemon's PeerWindowCalls, or PEER_WINDOW_CALLS */
+	uint64_t peer_window_bytes; /* the daemon's PeerWindowBytes, or PEER_WINDOW_BYTES */
+	unsigned bus_window_calls; /* BUS_WINDOW_CALLS, less after a LimitsExceeded */
+	uint64_t call_timeout; /* per call, from when it is sent (dmabroker_set_call_timeout()) */
+	uint64_t next_deadline; /* no call in flight times out before (may be early) */
+	uint64_t peer_started; /* when the peer's handshake began (0: no handshake going on) */
+	bool completions; /* calls wait for dispatch to complete them (call->deferred) */
+	unsigned n_making; /* calls in flight that make buffers: reconcile waits for them */
+	bool reconcile; /* an outcome is unknown: compare with the daemon's list when quiet */
+	bool registering; /* registering again after a restart: the queue waits */
+	/* What dmabroker_register() was given, to register again after a restart. */
+	char *role, *name;
+	char **devices;
+	bool dynamic;
 	sd_event_source *event_source; /* from dmabroker_attach_event(), owned */
 	int handled; /* callbacks run by the current dmabroker_dispatch() */
 	bool dispatching;
@@ -140,6 +188,7 @@ struct dmabroker_buffer {
 	char backend[16];
 	bool dmabuf;
 	enum dmabroker_path attach_path;
+	bool lost; /* the daemon no longer has it (restart): released here only */
 	void *map; /* owned mapping of map_size bytes, or NULL */
 	size_t map_size;
 	struct dmabroker_buffer *prev, *next;
@@ -151,7 +200,25 @@ struct dmabroker_call {
 	unsigned step; /* registration: 0 Register, 1 Backends, 2 OpenPeer */
 	sd_bus_slot *slot; /* owned: the pending answer */
 	sd_bus *bus; /* borrowed: where it went (ctx keeps it until the answer came) */
-	sd_bus_message *m; /* owned: a repeatable request, kept to resend it on the bus */
+	sd_bus_message *m; /* owned: the request sent, kept to resend it (peer death, limits) */
+	sd_bus_message *pending; /* owned: the request while it waits in the queue */
+	struct dmabroker_call *qnext; /* the queue's order */
+	bool queued;
+	bool in_flight; /* sent and counted in its connection's window */
+	bool on_peer;
+	unsigned fds; /* what it counts in the windows while in flight */
+	uint64_t bytes;
+	uint64_t deadline; /* CLOCK_MONOTONIC usec by which its answer must come */
+	int deferred; /* < 0: failed without an answer; dispatch completes it */
+	bool expiring; /* its deadline passed: dispatch completes it with -ETIMEDOUT */
+	bool timed_out; /* its callback ran with -ETIMEDOUT: a late answer is only cleaned up */
+	bool making; /* counted in ctx->n_making */
+	unsigned resends; /* times a repeatable call was sent again */
+	/* dmabroker_adopt_buffers(): the paths to adopt (owned), and the buffers made so far */
+	char **adopt;
+	size_t n_adopt, adopt_next;
+	struct dmabroker_buffer **adopted;
+	unsigned n_adopted;
 	sd_bus_message *plain; /* owned: Register without "compact_layouts", for an older daemon */
 	struct dmabroker_buffer *buf; /* what it acts on; NULL once released */
 	struct dmabroker_collection *col; /* what it acts on; NULL once left */
@@ -196,6 +263,11 @@ int read_register(struct dmabroker *ctx, sd_bus_message *reply);
 int build_backends(struct dmabroker *ctx, sd_bus_message **ret);
 void read_backends(struct dmabroker *ctx, sd_bus_message *reply);
 int read_open_peer(struct dmabroker *ctx, sd_bus_message *reply);
+bool peer_usable(struct dmabroker *ctx);
+int build_limits(struct dmabroker *ctx, sd_bus_message **ret);
+void read_limits(struct dmabroker *ctx, sd_bus_message *reply);
+void registered_again(struct dmabroker *ctx, int r);
+int register_again(struct dmabroker *ctx);
 
 /* loop.c */
 int api_return(struct dmabroker *ctx, int r);
@@ -210,6 +282,13 @@ int call_start(struct dmabroker *ctx, enum call_kind kind, sd_bus_message *m, vo
 	       void *userdata, struct dmabroker_call **ret_call,
 	       struct dmabroker_call **ret_internal);
 int on_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error);
+uint64_t now_usec(void);
+int call_next(struct dmabroker_call *call, sd_bus_message *m);
+void queue_pump(struct dmabroker *ctx);
+bool call_silenced(const struct dmabroker_call *call);
+bool calls_complete(struct dmabroker *ctx);
+int call_start_internal(struct dmabroker *ctx, enum call_kind kind, sd_bus_message *m, bool first,
+			struct dmabroker_call **ret);
 
 /* buffer.c */
 void buffer_let_go(struct dmabroker_buffer *buf);
@@ -226,6 +305,8 @@ int read_export(struct dmabroker *ctx, sd_bus_message *reply, int *own_fd,
 		const struct dmabroker_export_info *info, struct dmabroker_buffer **ret);
 int read_share(sd_bus_message *reply, struct dmabroker_token *ret);
 int read_reacquire(struct dmabroker_buffer *buf, sd_bus_message *reply);
+int build_on_buffer(struct dmabroker *ctx, enum call_kind kind, const char *path,
+		    const char *reason, sd_bus_message **ret);
 int sync_on_buffer(struct dmabroker_buffer *buf, enum call_kind kind, const char *reason);
 
 /* memory.c */
@@ -233,9 +314,15 @@ bool memory_is_ours(const struct dmabroker *ctx, const struct dmabroker_alloc_sp
 int make_memfd(struct dmabroker *ctx, const struct dmabroker_alloc_spec *spec, int *ret_fd);
 
 /* signal.c */
+struct dmabroker_buffer *find_buffer(struct dmabroker *ctx, const char *path);
+void client_checked(struct dmabroker *ctx, sd_bus_message *reply, int r);
+int buffers_on_reply(struct dmabroker_call *call, sd_bus_message *reply, int r);
+int list_buffers(struct dmabroker *ctx, dmabroker_buffers_func_t cb, void *userdata,
+		 struct dmabroker_call **ret_call);
 int on_signal(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int on_name_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error *error);
 
 /* collection.c */
+bool collections_pending(struct dmabroker *ctx);
 void collection_free(struct dmabroker_collection *col);
 int collection_on_reply(struct dmabroker_call *call, sd_bus_message *reply, int r);

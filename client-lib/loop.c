@@ -76,6 +76,15 @@ static void loop_update(struct dmabroker *ctx)
 	update_watch(ctx, &ctx->peer, &now, &deadline);
 	for (unsigned i = 0; i < MAX_OLD_PEERS; i++)
 		update_watch(ctx, &ctx->old_peers[i], &now, &deadline);
+	/* The library's own deadlines: the first call in flight to time out, and the peer's
+	 * handshake, which queued calls wait for. */
+	if (ctx->next_deadline < deadline)
+		deadline = ctx->next_deadline;
+	if (ctx->peer.bus && ctx->queue_head && sd_bus_is_ready(ctx->peer.bus) <= 0 &&
+	    ctx->peer_started + ctx->call_timeout < deadline)
+		deadline = ctx->peer_started + ctx->call_timeout;
+	if (ctx->completions || (ctx->reconcile && ctx->n_making == 0 && !ctx->registering))
+		now = true;
 	if (now)
 		loop_kick(ctx);
 	ctx->timeout = now ? 0 : deadline;
@@ -94,11 +103,14 @@ static void loop_update(struct dmabroker *ctx)
 	}
 }
 
-/* Ends a public entry point: the fd must show whatever the call left queued. */
+/* Ends a public entry point: the queue sends what it can, and the fd must show whatever the
+ * call left waiting. */
 int api_return(struct dmabroker *ctx, int r)
 {
-	if (ctx)
+	if (ctx && !ctx->dispatching) {
+		queue_pump(ctx);
 		loop_update(ctx);
+	}
 	return r;
 }
 
@@ -148,9 +160,14 @@ int dmabroker_dispatch(struct dmabroker *ctx)
 	ctx->dispatching = true;
 	ctx->handled = 0;
 	loop_drain_all(ctx);
-	/* Round after round, reading the connections afresh each time: a callback can retire
-	 * the peer, open a new one, or queue messages on a connection already done. */
-	while (progress && r >= 0) {
+	/*
+	 * Round after round, reading the connections afresh each time: a callback can retire
+	 * the peer, open a new one, or queue messages on a connection already done. Deadlines
+	 * are looked at only once everything that arrived is read: an answer that came is
+	 * delivered as what it is, however late the application dispatches. No callback runs
+	 * once dmabroker_disconnect() was called from one.
+	 */
+	while (progress && r >= 0 && !ctx->disconnect_requested) {
 		progress = false;
 		for (unsigned i = 0; i < MAX_OLD_PEERS; i++) {
 			sd_bus *old = ctx->old_peers[i].bus;
@@ -170,6 +187,14 @@ int dmabroker_dispatch(struct dmabroker *ctx)
 			r = -ECONNRESET;
 			ctx->bus_dead = true;
 		}
+		queue_pump(ctx);
+		if (!progress && !ctx->disconnect_requested && calls_complete(ctx))
+			progress = true;
+	}
+	if (r < 0 && !ctx->disconnect_requested) {
+		/* The bus is gone: what waits in the queue fails now, not never. */
+		queue_pump(ctx);
+		calls_complete(ctx);
 	}
 	ctx->dispatching = false;
 	if (ctx->disconnect_requested) {
