@@ -636,16 +636,6 @@ static bool refused_by_bus(struct dmabroker_call *call, sd_bus_message *reply)
 	       streq_ptr(sd_bus_message_get_sender(reply), DBUS_NAME);
 }
 
-/* Whether the bus driver says the daemon left without answering: a repeatable call goes to
- * whoever owns the name now. */
-static bool unanswered_by_bus(struct dmabroker_call *call, sd_bus_message *reply)
-{
-	const sd_bus_error *e = sd_bus_message_get_error(reply);
-
-	return !call->on_peer && e && sd_bus_error_has_name(e, SD_BUS_ERROR_NO_REPLY) &&
-	       streq_ptr(sd_bus_message_get_sender(reply), DBUS_NAME);
-}
-
 /* Whether a call that timed out still waits for its answer: what the daemon made for it
  * (buffers, a collection) must go back when it comes. */
 static bool waits_late(const struct dmabroker_call *call)
@@ -825,7 +815,8 @@ int on_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
 	}
 	if (e) {
 		r = judge_failure(ctx, call->kind, call->bus, e, -EIO);
-		if (r == 1 && unanswered_by_bus(call, reply) && call->resends >= MAX_RESENDS)
+		/* Again and again only while the daemon keeps leaving under it: a bound. */
+		if (r == 1 && call->resends >= MAX_RESENDS)
 			r = set_error_msg(ctx, -ECONNRESET, "no answer from the daemon");
 		if (r == 1 && call->m) {
 			_cleanup_(sd_bus_message_unrefp) sd_bus_message *again = NULL;
