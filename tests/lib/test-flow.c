@@ -218,6 +218,13 @@ static void on_alarm(int sig)
 static void on_registered(int r, void *userdata)
 {
 	*(int *)userdata = r == 0 ? 1 : r;
+	/* A library that does not say when the handshake starts: stop the daemon as soon as
+	 * registering is done instead (the handshake is then most likely unanswered). */
+	if (stop_at_handshake) {
+		kill(f.daemon_pid, SIGSTOP);
+		stopped = true;
+		stop_at_handshake = false;
+	}
 }
 
 static void test_stopped_during_handshake(void)
@@ -277,22 +284,59 @@ static void test_late_dispatch(void)
 	struct dmabroker *ctx = client(0);
 	struct dmabroker_buffer *more = NULL;
 	uint64_t start;
+	int first;
 
 	for (int i = 0; i < 16; i++)
 		dmabroker_allocate_async(ctx, &spec, sizeof(spec), on_allocated, &t, NULL);
 	/* Not a budget: the daemon answers within milliseconds; the application sleeps. */
 	sleep(30);
 	start = now_ms();
+	first = dmabroker_dispatch(ctx);
 	run_until(ctx, &t.done, 16, 10000);
 	tap_diag("first dispatch after 30 s: %d answers delivered in %llu ms", t.done,
 		 (unsigned long long)(now_ms() - start));
 	is(t.ok, 16, "every answer that came meanwhile is delivered as a success");
+	is(first, 16, "the first dispatch delivered them all and counted the completions");
 	is(daemon_buffers(), 16, "the daemon kept them (the bus connection was not lost)");
 	is(dmabroker_allocate(ctx, &spec, sizeof(spec), &more), 0, "and the context still works");
 	dmabroker_release(more);
 	release_all(ctx, &t);
 	dmabroker_disconnect(ctx);
 	free(t.bufs);
+}
+
+/* --- dmabroker_disconnect() from a callback: no callback after it --- */
+
+static int after_disconnect;
+
+static void on_allocated_disconnect(int r, struct dmabroker_buffer *buf, void *userdata)
+{
+	struct dmabroker **ctx = userdata;
+
+	(void)r;
+	(void)buf;
+	if (*ctx)
+		dmabroker_disconnect(*ctx);
+	else
+		after_disconnect++;
+	*ctx = NULL;
+}
+
+static void test_disconnect_in_callback(void)
+{
+	struct dmabroker_alloc_spec spec = {.size = 4096};
+	struct dmabroker *ctx = client(0), *handle = ctx;
+
+	for (int i = 0; i < 4; i++)
+		dmabroker_allocate_async(ctx, &spec, sizeof(spec), on_allocated_disconnect, &handle,
+					 NULL);
+	/* All four answers wait in the socket for one dispatch. */
+	for (int i = 0; i < 100 && daemon_buffers() < 4; i++)
+		usleep(10 * 1000);
+	(void)dmabroker_dispatch(ctx);
+	is(after_disconnect, 0,
+	   "no completion runs after dmabroker_disconnect() was called from a callback");
+	tap_ok(fixture_wait_clients(&f, 0, 5000), "and the client is gone");
 }
 
 /* --- a daemon restarted without its store --- */
@@ -442,6 +486,7 @@ int main(int argc, char **argv)
 #ifndef OLD_LIBRARY
 	RUN("timeout", test_timeout_and_adopt());
 #endif
+	RUN("disconnect", test_disconnect_in_callback());
 	RUN("restart", test_restart_without_store());
 	RUN("late", test_late_dispatch());
 	tap_ok(fixture_wait_clients(&f, 0, 5000), "every client is gone");
