@@ -314,6 +314,80 @@ static void queue_remove(struct dmabroker_call *call)
 	call->pending = sd_bus_message_unref(call->pending);
 }
 
+/*
+ * Call handles. What an _async function gives the caller is not the call's address but a
+ * number that is never reused, looked up in a table of the calls that still have one: so a
+ * handle can be cancelled at any time, after its callback ran or its context is gone too (it
+ * then names nothing). The table is the process's, as handles carry no context; contexts may
+ * live in different threads, so it has a lock.
+ */
+static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct dmabroker_call **handles; /* ordered by handle: handles only grow */
+static size_t n_handles, max_handles;
+static uintptr_t last_handle;
+
+static struct dmabroker_call *handle_new(struct dmabroker_call *call)
+{
+	struct dmabroker_call *ret = NULL;
+
+	pthread_mutex_lock(&handles_lock);
+	if (n_handles == max_handles) {
+		size_t n = max_handles ? 2 * max_handles : 64;
+		struct dmabroker_call **v = realloc(handles, n * sizeof(*v));
+
+		if (v) {
+			handles = v;
+			max_handles = n;
+		}
+	}
+	if (n_handles < max_handles) {
+		call->handle = ++last_handle;
+		handles[n_handles++] = call;
+		ret = (struct dmabroker_call *)call->handle;
+	}
+	pthread_mutex_unlock(&handles_lock);
+	/* Without memory for the table the call simply has no handle: cancelling it is a
+	 * no-op (NULL). */
+	return ret;
+}
+
+/* Where call is in the table, or n_handles. Called with the lock held. */
+static size_t handle_find(uintptr_t handle)
+{
+	size_t lo = 0, hi = n_handles;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (handles[mid]->handle < handle)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < n_handles && handles[lo]->handle == handle ? lo : n_handles;
+}
+
+static void handle_free(struct dmabroker_call *call)
+{
+	size_t i;
+
+	if (!call->handle)
+		return;
+	pthread_mutex_lock(&handles_lock);
+	i = handle_find(call->handle);
+	if (i < n_handles) {
+		memmove(&handles[i], &handles[i + 1], (n_handles - i - 1) * sizeof(*handles));
+		n_handles--;
+	}
+	if (n_handles == 0) {
+		free(handles);
+		handles = NULL;
+		max_handles = 0;
+	}
+	pthread_mutex_unlock(&handles_lock);
+	call->handle = 0;
+}
+
 void call_free(struct dmabroker_call *call)
 {
 	struct dmabroker *ctx = call->ctx;
@@ -321,6 +395,7 @@ void call_free(struct dmabroker_call *call)
 	queue_remove(call);
 	call_unaccount(call);
 	call_unmake(call);
+	handle_free(call);
 	if (call->prev)
 		call->prev->next = call->next;
 	else
@@ -540,7 +615,7 @@ int call_start(struct dmabroker *ctx, enum call_kind kind, sd_bus_message *m, vo
 		return r;
 	}
 	if (ret_call)
-		*ret_call = call;
+		*ret_call = handle_new(call);
 	if (ret_internal)
 		*ret_internal = call;
 	return 0;
@@ -576,10 +651,17 @@ int dmabroker_set_call_timeout(struct dmabroker *ctx, uint64_t usec)
 	return 0;
 }
 
-void dmabroker_call_cancel(struct dmabroker_call *call)
+void dmabroker_call_cancel(struct dmabroker_call *handle)
 {
-	if (call)
-		call->cancelled = true;
+	size_t i;
+
+	if (!handle)
+		return;
+	pthread_mutex_lock(&handles_lock);
+	i = handle_find((uintptr_t)handle);
+	if (i < n_handles)
+		handles[i]->cancelled = true;
+	pthread_mutex_unlock(&handles_lock);
 }
 
 bool call_silenced(const struct dmabroker_call *call)

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -213,6 +214,7 @@ struct dmabroker_call {
 	bool expiring; /* its deadline passed: dispatch completes it with -ETIMEDOUT */
 	bool timed_out; /* its callback ran with -ETIMEDOUT: a late answer is only cleaned up */
 	bool making; /* counted in ctx->n_making */
+	uintptr_t handle; /* what the caller was given (call.c's table), 0 if nothing */
 	unsigned resends; /* times a repeatable call was sent again */
 	/* dmabroker_adopt_buffers(): the paths to adopt (owned), and the buffers made so far */
 	char **adopt;

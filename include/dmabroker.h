@@ -349,14 +349,15 @@ int dmabroker_buffer_revoke_async(struct dmabroker_buffer *buf, const char *reas
  * The _async calls: return 0 once the call is queued or on its way (done then runs exactly
  * once, from dmabroker_dispatch(), never from inside the _async function), or a negative
  * errno (nothing was sent; done never runs). done may be NULL. With ret_call, *ret_call
- * names the call; it is owned by the library and valid until done has returned (or, with
- * done NULL, until the answer came) or until it is cancelled: cancel it only before that,
- * or from inside its own done (a no-op there). Keep the handle only while you need it: clear
- * it in done.
+ * is a handle on the call: a number the library never reuses, not an address, so it is
+ * safe to pass to dmabroker_call_cancel() at any time, also after done ran or the context
+ * was disconnected (it then names nothing). *ret_call may be NULL (no memory for the
+ * handle): the call goes on all the same.
  */
 
 /* Forgets a call in flight: its callback never runs. What the daemon made for it (buffers)
- * is released when the answer arrives. Accepts NULL. */
+ * is released when the answer arrives. A handle whose call completed (or whose context is
+ * gone) names nothing: a no-op, as for NULL. */
 void dmabroker_call_cancel(struct dmabroker_call *call);
 
 /*
