@@ -883,13 +883,15 @@ int on_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
 		_cleanup_(sd_bus_message_unrefp) sd_bus_message *again = NULL;
 
 		/* Never delivered: send it again once a call in flight has left room, and
-		 * take the bus's word for how many fit (the window grows back with answers). */
+		 * take the bus's word for how many fit from then on. */
 		ctx->bus_window_calls = ctx->bus_calls > 1 ? ctx->bus_calls : 1;
+		log_msg(DMABROKER_LOG_DEBUG,
+			"dmabroker: the bus refused a call (LimitsExceeded); queued again, "
+			"window %u",
+			ctx->bus_window_calls);
 		if (copy_to(ctx, ctx->bus.bus, call->m, &again) >= 0)
 			return call_next(call, again);
 	}
-	if (!call->on_peer && !e && ctx->bus_window_calls < BUS_WINDOW_CALLS)
-		ctx->bus_window_calls++;
 	if (call->kind == CALL_REGISTER && call->plain && refused_compact(e)) {
 		_cleanup_(sd_bus_message_unrefp) sd_bus_message *plain = take_ptr(call->plain);
 

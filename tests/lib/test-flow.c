@@ -192,6 +192,51 @@ static void test_many_in_flight(uint32_t flags, int n)
 	free(t.bufs);
 }
 
+/* --- a bus stricter than the library's window: LimitsExceeded is queued again --- */
+
+static int refusals;
+
+static void count_refusals(enum dmabroker_log_level level, const char *msg, void *userdata)
+{
+	(void)level;
+	(void)userdata;
+	if (strstr(msg, "LimitsExceeded"))
+		refusals++;
+}
+
+static const char strict_limits[] = "  <limit name=\"max_replies_per_connection\">50</limit>\n";
+
+static void on_shared(int r, const struct dmabroker_token *token, void *userdata)
+{
+	(void)token;
+	on_done(r, userdata);
+}
+
+static void test_bus_refuses(void)
+{
+	struct dmabroker_alloc_spec spec = {.size = 4096};
+	struct dmabroker_buffer *buf = NULL;
+	struct tally t = {0};
+	struct dmabroker *ctx = client(DMABROKER_CONNECT_NO_PEER);
+	uint64_t start;
+
+	tap_require(dmabroker_allocate(ctx, &spec, sizeof(spec), &buf) == 0, "a buffer");
+	dmabroker_set_log_handler(count_refusals, NULL);
+	start = now_ms();
+	/* Share answers carry no fd: only the pending-reply limit (50 here) holds them. */
+	for (int i = 0; i < 300; i++)
+		dmabroker_share_async(buf, NULL, 0, on_shared, &t, NULL);
+	run_until(ctx, &t.done, 300, 60000);
+	tap_diag("bus allowing 50 pending replies: %d of 300 Share calls succeeded in %llu ms "
+		 "(first error %d)",
+		 t.ok, (unsigned long long)(now_ms() - start), t.first_error);
+	dmabroker_set_log_handler(NULL, NULL);
+	tap_ok(refusals > 0, "the bus refused calls (%d LimitsExceeded)", refusals);
+	is(t.ok, 300, "every call the bus refused was sent again, none lost");
+	dmabroker_release(buf);
+	dmabroker_disconnect(ctx);
+}
+
 /* --- the daemon stopped during the peer's handshake --- */
 
 static bool stop_at_handshake;
@@ -520,6 +565,15 @@ int main(int argc, char **argv)
 	RUN("cancel", test_cancel_handles());
 	RUN("restart", test_restart_without_store());
 	RUN("late", test_late_dispatch());
+	if (!only || strstr(only, "strict")) {
+		/* A bus stricter than the library's window for it. */
+		tap_ok(fixture_wait_clients(&f, 0, 5000), "every client is gone");
+		is(fixture_stop(&f), 0, "the daemon exits cleanly");
+		fixture_bus_limits = strict_limits;
+		tap_require(fixture_start(&f, NULL) == 0,
+			    "a bus allowing 50 pending replies per connection, and a daemon");
+		test_bus_refuses();
+	}
 	tap_ok(fixture_wait_clients(&f, 0, 5000), "every client is gone");
 	is(fixture_stop(&f), 0, "the daemon exits cleanly");
 	return tap_done();
