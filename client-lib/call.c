@@ -296,19 +296,18 @@ static struct dmabroker_call *call_new(struct dmabroker *ctx, enum call_kind kin
 static void queue_remove(struct dmabroker_call *call)
 {
 	struct dmabroker *ctx = call->ctx;
-	struct dmabroker_call **p;
 
 	if (!call->queued)
 		return;
-	for (p = &ctx->queue_head; *p != call; p = &(*p)->qnext)
-		;
-	*p = call->qnext;
-	if (ctx->queue_tail == call) {
-		ctx->queue_tail = NULL;
-		for (struct dmabroker_call *c = ctx->queue_head; c; c = c->qnext)
-			ctx->queue_tail = c;
-	}
-	call->qnext = NULL;
+	if (call->qprev)
+		call->qprev->qnext = call->qnext;
+	else
+		ctx->queue_head = call->qnext;
+	if (call->qnext)
+		call->qnext->qprev = call->qprev;
+	else
+		ctx->queue_tail = call->qprev;
+	call->qnext = call->qprev = NULL;
 	call->queued = false;
 	ctx->n_queued--;
 	call->pending = sd_bus_message_unref(call->pending);
@@ -469,10 +468,13 @@ static void queue_put(struct dmabroker_call *call, sd_bus_message *m, bool front
 	ctx->n_queued++;
 	if (front) {
 		call->qnext = ctx->queue_head;
+		if (ctx->queue_head)
+			ctx->queue_head->qprev = call;
 		ctx->queue_head = call;
 		if (!ctx->queue_tail)
 			ctx->queue_tail = call;
 	} else {
+		call->qprev = ctx->queue_tail;
 		if (ctx->queue_tail)
 			ctx->queue_tail->qnext = call;
 		else
@@ -936,25 +938,38 @@ bool calls_complete(struct dmabroker *ctx)
 	bool ran = false;
 
 	if (ctx->completions || now >= ctx->next_deadline) {
+		struct dmabroker_call *due = NULL, **tail = &due;
+
 		ctx->completions = false;
 		for (struct dmabroker_call *c = ctx->calls; c; c = c->next) {
-			if (c->deferred < 0 || c->timed_out || !c->in_flight)
+			if (c->deferred < 0) {
+				*tail = c;
+				tail = &c->due;
 				continue;
-			if (c->deadline <= now)
+			}
+			if (c->timed_out || !c->in_flight)
+				continue;
+			if (c->deadline <= now) {
 				c->expiring = true;
-			else if (c->deadline < next)
+				*tail = c;
+				tail = &c->due;
+			} else if (c->deadline < next) {
 				next = c->deadline;
+			}
 		}
+		*tail = NULL;
 		ctx->next_deadline = next;
-		/* Callbacks may free any call: look again from the start after each. */
-		for (;;) {
-			struct dmabroker_call *c = ctx->calls;
+		/*
+		 * A callback frees no call but its own here (this runs inside dispatch, where
+		 * dmabroker_disconnect() waits for the end), so the list of calls due stays
+		 * valid while it runs.
+		 */
+		while (due) {
+			struct dmabroker_call *c = due;
 			int r;
 
-			while (c && c->deferred >= 0 && !c->expiring)
-				c = c->next;
-			if (!c)
-				break;
+			due = c->due;
+			c->due = NULL;
 			ran = true;
 			if (c->deferred < 0) {
 				r = c->deferred;

@@ -203,7 +203,8 @@ struct dmabroker_call {
 	sd_bus *bus; /* borrowed: where it went (ctx keeps it until the answer came) */
 	sd_bus_message *m; /* owned: the request sent, kept to resend it (peer death, limits) */
 	sd_bus_message *pending; /* owned: the request while it waits in the queue */
-	struct dmabroker_call *qnext; /* the queue's order */
+	struct dmabroker_call *qprev, *qnext; /* the queue's order */
+	struct dmabroker_call *due; /* calls_complete()'s list of calls to complete now */
 	bool queued;
 	bool in_flight; /* sent and counted in its connection's window */
 	bool on_peer;
