@@ -4,10 +4,12 @@
  * functions each part offers the others. The parts, one concern each (as sd-bus's sources):
  *   connection.c  connecting, registering, the peer connection, logging and errors
  *   loop.c        the loop integration: one epoll fd, its timer and kick, dispatch, sd-event
- *   call.c        the calls: sending, the answers, judging failures
+ *   call.c        the calls: the queue and its windows, sending, the answers, timeouts,
+ *                 judging failures
  *   buffer.c      buffer objects and the calls on them, their getters and CPU access
  *   memory.c      making a plain buffer's memory in this process (memfd, memory cgroup)
- *   signal.c      Moved, Revoked and the broker's name owner
+ *   signal.c      Moved, Revoked, the broker's name owner, and what follows a restart
+ *   reconcile.c   the daemon's list of this client's buffers: releasing or adopting
  *   collection.c  buffer collections
  */
 #pragma once
@@ -319,6 +321,16 @@ int make_memfd(struct dmabroker *ctx, const struct dmabroker_alloc_spec *spec, i
 /* signal.c */
 struct dmabroker_buffer *find_buffer(struct dmabroker *ctx, const char *path);
 void client_checked(struct dmabroker *ctx, sd_bus_message *reply, int r);
+
+/* reconcile.c */
+/* Object paths, as the Buffers property lists them. */
+struct paths {
+	char **v;
+	size_t n;
+};
+void paths_free(struct paths *p);
+bool paths_have(const struct paths *p, const char *path);
+int read_paths(sd_bus_message *m, struct paths *ret);
 int buffers_on_reply(struct dmabroker_call *call, sd_bus_message *reply, int r);
 int list_buffers(struct dmabroker *ctx, dmabroker_buffers_func_t cb, void *userdata,
 		 struct dmabroker_call **ret_call);
