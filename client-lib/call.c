@@ -286,7 +286,8 @@ static struct dmabroker_call *call_new(struct dmabroker *ctx, enum call_kind kin
 	if (ctx->calls)
 		ctx->calls->prev = call;
 	ctx->calls = call;
-	if (makes_buffers(kind)) {
+	/* An adoption takes what reconciling would release: reconciling waits for it too. */
+	if (makes_buffers(kind) || (kind == CALL_LIST_BUFFERS && cb)) {
 		call->making = true;
 		ctx->n_making++;
 	}

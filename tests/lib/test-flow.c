@@ -511,7 +511,7 @@ static void test_release_after_peer_died(void)
 static void test_timeout_and_adopt(void)
 {
 	struct dmabroker_alloc_spec spec = {.size = 4096};
-	struct dmabroker_buffer **adopted = NULL;
+	struct dmabroker_buffer **adopted = NULL, *more = NULL;
 	struct tally t = {.bufs = calloc(4, sizeof(*t.bufs))};
 	struct dmabroker *ctx = client(0);
 	unsigned n = 0;
@@ -532,6 +532,43 @@ static void test_timeout_and_adopt(void)
 	is(dmabroker_adopt_buffers(ctx, &adopted, &n), 0, "adopting works");
 	is(n, 0, "and finds nothing unknown left");
 	free(adopted);
+
+	/* A blocking call that times out: its late answer is dropped, and the buffer it made
+	 * is unknown to the library. */
+	dmabroker_set_call_timeout(ctx, 1000);
+	kill(f.daemon_pid, SIGSTOP);
+	is(dmabroker_allocate(ctx, &spec, sizeof(spec), &more), -ETIMEDOUT,
+	   "a blocking allocation times out (1 ms, the daemon stopped)");
+	kill(f.daemon_pid, SIGCONT);
+	dmabroker_set_call_timeout(ctx, 0);
+	for (int i = 0; i < 100 && daemon_buffers() != 1; i++)
+		usleep(10 * 1000);
+	is(daemon_buffers(), 1, "the daemon made the buffer all the same");
+	is(dmabroker_adopt_buffers(ctx, &adopted, &n), 0, "adopting");
+	is(n, 1, "hands it to the caller");
+	tap_ok(n == 1 && dmabroker_buffer_get_fd(adopted[0]) >= 0 &&
+		       dmabroker_buffer_get_size(adopted[0]) == 4096,
+	       "with its fd and layout");
+	for (int i = 0; i < 10; i++)
+		turn(ctx, 20);
+	is(daemon_buffers(), 1, "reconciling (due after the timeout) leaves an adopted buffer be");
+	if (n == 1)
+		is(dmabroker_release(adopted[0]), 0, "the caller releases it");
+	is(daemon_buffers(), 0, "and the daemon holds nothing");
+	free(adopted);
+
+	/* The same, but nobody adopts: reconciling releases it on its own. */
+	dmabroker_set_call_timeout(ctx, 1000);
+	kill(f.daemon_pid, SIGSTOP);
+	is(dmabroker_allocate(ctx, &spec, sizeof(spec), &more), -ETIMEDOUT,
+	   "another blocking allocation times out");
+	kill(f.daemon_pid, SIGCONT);
+	dmabroker_set_call_timeout(ctx, 0);
+	for (int i = 0; i < 100 && daemon_buffers() != 1; i++)
+		usleep(10 * 1000);
+	for (int i = 0; i < 40 && daemon_buffers() != 0; i++)
+		turn(ctx, 50);
+	is(daemon_buffers(), 0, "reconciling released the buffer nobody was given");
 	dmabroker_disconnect(ctx);
 	free(t.bufs);
 }
