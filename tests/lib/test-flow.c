@@ -506,12 +506,29 @@ static void test_release_after_peer_died(void)
 }
 
 #ifndef OLD_LIBRARY
+struct adopting {
+	int done, ok;
+	struct dmabroker_buffer *buf;
+};
+
+static void on_adopted(int r, struct dmabroker_buffer *const *bufs, unsigned count, void *userdata)
+{
+	struct adopting *a = userdata;
+
+	a->done++;
+	if (r == 0 && count == 1) {
+		a->ok = 1;
+		a->buf = bufs[0];
+	}
+}
+
 /* --- a call timed out: its late answer is cleaned up; adopting what the daemon holds --- */
 
 static void test_timeout_and_adopt(void)
 {
 	struct dmabroker_alloc_spec spec = {.size = 4096};
 	struct dmabroker_buffer **adopted = NULL, *more = NULL;
+	struct adopting adopting = {0};
 	struct tally t = {.bufs = calloc(4, sizeof(*t.bufs))};
 	struct dmabroker *ctx = client(0);
 	unsigned n = 0;
@@ -556,6 +573,23 @@ static void test_timeout_and_adopt(void)
 		is(dmabroker_release(adopted[0]), 0, "the caller releases it");
 	is(daemon_buffers(), 0, "and the daemon holds nothing");
 	free(adopted);
+
+	/* The same, adopted asynchronously. */
+	dmabroker_set_call_timeout(ctx, 1000);
+	kill(f.daemon_pid, SIGSTOP);
+	is(dmabroker_allocate(ctx, &spec, sizeof(spec), &more), -ETIMEDOUT,
+	   "a third blocking allocation times out");
+	kill(f.daemon_pid, SIGCONT);
+	dmabroker_set_call_timeout(ctx, 0);
+	for (int i = 0; i < 100 && daemon_buffers() != 1; i++)
+		usleep(10 * 1000);
+	is(dmabroker_adopt_buffers_async(ctx, on_adopted, &adopting, NULL), 0,
+	   "an asynchronous adoption is sent");
+	run_until(ctx, &adopting.done, 1, 10000);
+	is(adopting.ok, 1, "and hands the buffer over");
+	if (adopting.buf)
+		dmabroker_release(adopting.buf);
+	is(daemon_buffers(), 0, "released by the caller");
 
 	/* The same, but nobody adopts: reconciling releases it on its own. */
 	dmabroker_set_call_timeout(ctx, 1000);
