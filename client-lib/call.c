@@ -502,6 +502,17 @@ int call_next(struct dmabroker_call *call, sd_bus_message *m)
 	return 0;
 }
 
+/*
+ * Calls only the bus can carry: the bus driver's (GetNameOwner), those that make or open the
+ * registration (Register, OpenPeer), and those that read other objects' properties (Limits,
+ * Client1): the peer serves the broker's methods alone.
+ */
+static bool bus_only(enum call_kind kind)
+{
+	return kind == CALL_NAME_OWNER || kind == CALL_REGISTER || kind == CALL_OPEN_PEER ||
+	       kind == CALL_LIMITS || kind == CALL_CHECK_CLIENT || kind == CALL_LIST_BUFFERS;
+}
+
 enum peer_state {
 	PEER_NONE, /* calls go on the bus */
 	PEER_WAIT, /* its handshake is going on: calls wait for it */
@@ -554,9 +565,9 @@ void queue_pump(struct dmabroker *ctx)
 			}
 			looked = true;
 		}
-		if (peer == PEER_WAIT)
+		if (peer == PEER_WAIT && !bus_only(call->kind))
 			return;
-		if (peer == PEER_READY) {
+		if (peer == PEER_READY && !bus_only(call->kind)) {
 			if (ctx->peer_calls >= ctx->peer_window_calls ||
 			    (ctx->peer_calls &&
 			     ctx->peer_bytes + reply_bytes(call) > ctx->peer_window_bytes))
