@@ -543,7 +543,7 @@ static enum peer_state peer_state(struct dmabroker *ctx)
 void queue_pump(struct dmabroker *ctx)
 {
 	enum peer_state peer = PEER_NONE;
-	bool looked = false;
+	bool looked = false, alive = false;
 
 	while (ctx->queue_head) {
 		struct dmabroker_call *call = ctx->queue_head;
@@ -557,13 +557,21 @@ void queue_pump(struct dmabroker *ctx)
 			return;
 		if (!looked) {
 			peer = peer_state(ctx);
-			/* A daemon that died left the peer hung up, perhaps unnoticed: a call
-			 * that must not run twice goes there only if it still looks alive. */
-			if (peer == PEER_READY && !peer_usable(ctx)) {
+			looked = true;
+		}
+		/*
+		 * A daemon that died left the peer hung up, perhaps unnoticed: a call that must
+		 * not run twice goes there only if it still looks alive (one poll per pump). One
+		 * built on the peer had that look when it was built (call_bus()); a repeatable
+		 * one needs none (it is resent on the bus).
+		 */
+		if (peer == PEER_READY && !alive && !bus_only(call->kind) &&
+		    !methods[call->kind].repeatable && sd_bus_message_get_bus(m) != ctx->peer.bus) {
+			if (!peer_usable(ctx)) {
 				retire_peer(ctx);
 				peer = PEER_NONE;
 			}
-			looked = true;
+			alive = true;
 		}
 		if (peer == PEER_WAIT && !bus_only(call->kind))
 			return;
