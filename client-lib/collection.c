@@ -398,9 +398,9 @@ int collection_on_reply(struct dmabroker_call *call, sd_bus_message *reply, int 
 		if (r >= 0)
 			r = read_collection_path(ctx, reply, &col);
 		if (call_silenced(call) || !call->cb.collection) {
-			/* Nobody wants it: leave it at once. */
+			/* Nobody wants it: leave it, without waiting (this runs in dispatch). */
 			if (r >= 0)
-				(void)dmabroker_collection_leave(col);
+				(void)dmabroker_collection_leave_async(col, NULL, NULL, NULL);
 		} else {
 			call->cb.collection(r, r >= 0 ? col : NULL, call->userdata);
 		}
