@@ -449,8 +449,10 @@ int call_send(struct dmabroker_call *call, sd_bus_message *m)
 	call->deadline = t == UINT64_MAX ? UINT64_MAX : now_usec() + t;
 	if (call->deadline < ctx->next_deadline)
 		ctx->next_deadline = call->deadline;
+	/* Kept to send it again: after a LimitsExceeded (the bus), or when the peer dies under
+	 * a repeatable call. Not otherwise: a plain allocation's message holds its memfd. */
 	sd_bus_message_unref(call->m);
-	call->m = sd_bus_message_ref(m);
+	call->m = !call->on_peer || methods[call->kind].repeatable ? sd_bus_message_ref(m) : NULL;
 	return 0;
 }
 

@@ -32,7 +32,8 @@
  * peer connection dies under them, or the daemon leaves the bus before answering (a restart),
  * until the daemon answers.
  * The usual argument checks (-EINVAL, -E2BIG for a struct, -EALREADY for a second
- * registration, -ENOMEM) come before anything is sent. dmabroker_last_error(ctx) returns a
+ * registration) and local failures (-ENOMEM; -EMFILE or -ENFILE when no fd is left for a
+ * plain buffer's memfd or a duplicate) come before anything is sent. dmabroker_last_error(ctx) returns a
  * message for the last failure on a context.
  *
  * Blocking and asynchronous calls. Every call exists twice: dmabroker_X() waits for the
@@ -49,7 +50,8 @@
  * 256 KiB of answers); on the bus, 120 calls (dbus-daemon refuses more than 128 per
  * connection, its system bus's and built-in max_replies_per_connection) and answers bringing
  * at most 32 fds (it drops replies beyond max_outgoing_unix_fds, 64). The rest waits in the
- * library's own queue, oldest first, up to DMABROKER_MAX_QUEUED_CALLS; the queue is visible:
+ * library's own queue, oldest first, up to DMABROKER_MAX_QUEUED_CALLS (a plain allocation
+ * waiting there holds its memfd, so RLIMIT_NOFILE bounds those first); the queue is visible:
  * dmabroker_get_fd() and dmabroker_get_timeout() wake the loop when it can move. Calls made
  * while the peer connection's handshake is going on wait in the queue for it (a call timeout
  * at most; then they go on the bus). A call the bus refused for its limits (LimitsExceeded
