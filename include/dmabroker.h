@@ -11,20 +11,58 @@
  *   PermissionDenied -EACCES, QuotaExceeded -EDQUOT, Unsupported -EOPNOTSUPP,
  *   NoDevice -ENODEV, Busy -EBUSY, NoMemory -ENOMEM, Failed -EIO.
  * The connection's own failures never use those values:
- *   -ECONNRESET    the daemon cannot be reached (the bus connection is gone); the call was
- *                  not carried out;
- *   -ECONNABORTED  the connection (or the daemon) died after the call was sent, or no answer
- *                  came in time: whether the daemon carried it out is unknown. The library
- *                  never sends such a call twice (Allocate, Share, Import, Export, Move, ...);
- *                  look at the daemon's state again (or just retry, if doing it twice is
- *                  harmless to you). Calls that are harmless to repeat (Release, Reacquire,
- *                  Revoke) are resent on the bus when the peer connection dies under them.
- * dmabroker_last_error(ctx) returns a message for the last failure on a context.
+ *   -ECONNRESET    the daemon cannot be reached (the bus connection is gone, or the daemon
+ *                  left and nobody took its name); the call was not carried out;
+ *   -ECONNABORTED  the connection (or the daemon) died after the call was sent: whether the
+ *                  daemon carried it out is unknown;
+ *   -ETIMEDOUT     no answer within the call timeout (dmabroker_set_call_timeout(), counted
+ *                  from when the call was sent): for a call that is not harmless to repeat,
+ *                  whether the daemon carried it out is unknown;
+ *   -ENOBUFS       (an _async function only) DMABROKER_MAX_QUEUED_CALLS calls already wait
+ *                  to be sent: nothing was sent;
+ *   -EAGAIN        (a blocking call only) the bus refused it: too many calls of this
+ *                  connection in flight (dbus-daemon's max_replies_per_connection); not
+ *                  delivered.
+ * The library never sends a call twice when doing it twice is not harmless (Allocate, Share,
+ * Import, Export, Move, ...). After -ECONNABORTED or -ETIMEDOUT on a call that makes buffers,
+ * the library reconciles on its own: once no such call is in flight, it lists what the daemon
+ * holds for this client (Client1.Buffers) and releases every buffer it never handed out, so
+ * nothing stays charged; dmabroker_adopt_buffers() hands them to the caller instead. Calls
+ * that are harmless to repeat (Release, Reacquire, Revoke) are resent on the bus when the
+ * peer connection dies under them, or the daemon leaves the bus before answering (a restart),
+ * until the daemon answers.
+ * The usual argument checks (-EINVAL, -E2BIG for a struct, -EALREADY for a second
+ * registration) and local failures (-ENOMEM; -EMFILE or -ENFILE when no fd is left for a
+ * plain buffer's memfd or a duplicate) come before anything is sent. dmabroker_last_error(ctx) returns a
+ * message for the last failure on a context.
  *
  * Blocking and asynchronous calls. Every call exists twice: dmabroker_X() waits for the
- * daemon's answer (at most sd-bus's default of 25 s); dmabroker_X_async() only sends the
- * call and returns at once, and its callback runs later from dmabroker_dispatch() with the
- * result. A compositor's frame loop uses the _async forms only.
+ * daemon's answer; dmabroker_X_async() returns at once, never waiting on the daemon or the
+ * bus, and its callback runs later from dmabroker_dispatch() with the result. A compositor's
+ * frame loop uses the _async forms only. Both wait for an answer at most the context's call
+ * timeout (25 s unless dmabroker_set_call_timeout() says otherwise), counted from when the
+ * call is actually sent; an answer that arrived is delivered as what it is however late the
+ * application dispatches (no deadline is looked at before everything that arrived is read).
+ *
+ * Flow control. The library keeps no more calls in flight than the connection they go on
+ * takes without cutting anyone off: on the peer connection, the window the daemon advertises
+ * in its Limits property (PeerWindowCalls, PeerWindowBytes; without them 16 calls and
+ * 256 KiB of answers); on the bus, 120 calls (dbus-daemon refuses more than 128 per
+ * connection, its system bus's and built-in max_replies_per_connection) and answers bringing
+ * at most 32 fds (it drops replies beyond max_outgoing_unix_fds, 64). The rest waits in the
+ * library's own queue, oldest first, up to DMABROKER_MAX_QUEUED_CALLS (a plain allocation
+ * waiting there holds its memfd, so RLIMIT_NOFILE bounds those first); the queue is visible:
+ * dmabroker_get_fd() and dmabroker_get_timeout() wake the loop when it can move. Calls made
+ * while the peer connection's handshake is going on wait in the queue for it (a call timeout
+ * at most; then they go on the bus). A call the bus refused for its limits (LimitsExceeded
+ * from the bus driver) was never delivered: it is queued again, never reported. A blocking
+ * call goes out at once, outside the queue.
+ *
+ * Daemon restarts. A daemon restarted with its store keeps this client: buffers it no longer
+ * has are reported revoked. A daemon restarted without it does not know this client: the
+ * context registers again on its own (with what dmabroker_register() was given) and reports
+ * every buffer revoked with the reason DMABROKER_REVOKED_DAEMON_RESTARTED; releasing such a
+ * buffer then sends nothing.
  *
  * Event loop integration (as sd-bus and libwayland do it): poll dmabroker_get_fd() for
  * dmabroker_get_events(), wake up at dmabroker_get_timeout() at the latest, and call
@@ -38,7 +76,9 @@
  * Inside one, any call on any context is allowed (blocking ones too, though a frame loop
  * should not make them) except dmabroker_dispatch() on the same context (-EBUSY); a
  * dmabroker_disconnect() of the context being dispatched is carried out when dispatch
- * returns. Releasing the buffer a callback was given is allowed; it must not be used after.
+ * returns, and no further callback of that context runs after the call, not even in the
+ * same dispatch. Releasing the buffer a callback was given is allowed; it must not be used
+ * after.
  *
  * Structs. The library's objects are opaque. The structs a caller fills in
  * (dmabroker_alloc_spec, dmabroker_export_info, dmabroker_share_opts,
@@ -66,6 +106,11 @@ extern "C" {
 #define DMABROKER_TOKEN_STRING_SIZE (2 * DMABROKER_TOKEN_SIZE + 1)
 /* The most buffers one dmabroker_allocate_many() call can return (the bus's fd cap). */
 #define DMABROKER_ALLOCATE_MANY_MAX 16
+/* The most _async calls that wait in a context's queue to be sent (then -ENOBUFS). */
+#define DMABROKER_MAX_QUEUED_CALLS 65536
+/* The reason of the revoked event for every buffer when the daemon restarted without its
+ * store (and so no longer knows them). */
+#define DMABROKER_REVOKED_DAEMON_RESTARTED "daemon restarted without its store"
 
 struct dmabroker;
 struct dmabroker_buffer;
@@ -303,15 +348,38 @@ int dmabroker_buffer_revoke_async(struct dmabroker_buffer *buf, const char *reas
 				  struct dmabroker_call **ret_call);
 
 /*
- * The _async calls: return 0 once the call is on its way (done then runs exactly once, from
- * dmabroker_dispatch(), never from inside the _async function), or a negative errno (done
- * never runs). done may be NULL. With ret_call, *ret_call names the call until done runs or
- * it is cancelled; it is owned by the library.
+ * The _async calls: return 0 once the call is queued or on its way (done then runs exactly
+ * once, from dmabroker_dispatch(), never from inside the _async function), or a negative
+ * errno (nothing was sent; done never runs). done may be NULL. With ret_call, *ret_call
+ * is a handle on the call: a number the library never reuses, not an address, so it is
+ * safe to pass to dmabroker_call_cancel() at any time, also after done ran or the context
+ * was disconnected (it then names nothing). *ret_call may be NULL (no memory for the
+ * handle): the call goes on all the same.
  */
 
 /* Forgets a call in flight: its callback never runs. What the daemon made for it (buffers)
- * is released when the answer arrives. Accepts NULL. */
+ * is released when the answer arrives. A handle whose call completed (or whose context is
+ * gone) names nothing: a no-op, as for NULL. */
 void dmabroker_call_cancel(struct dmabroker_call *call);
+
+/*
+ * The timeout of every call of ctx, blocking or not, counted from when the call is sent:
+ * usec microseconds (0: the default, 25 s; UINT64_MAX: never). WaitCollection waits at least
+ * an hour (the daemon answers it by its CollectionDeadlineSec). Calls already sent keep theirs.
+ */
+int dmabroker_set_call_timeout(struct dmabroker *ctx, uint64_t usec);
+
+/*
+ * Lists the buffers the daemon holds for this client that the library does not know (made
+ * for calls whose outcome was unknown) and hands them to the caller: each fetched with
+ * Reacquire, owned by the caller as an allocation's would be. count may be 0. The blocking
+ * form returns an array in *ret (free() it; the buffers are the caller's) and its length in
+ * *ret_count.
+ */
+int dmabroker_adopt_buffers(struct dmabroker *ctx, struct dmabroker_buffer ***ret,
+			    unsigned *ret_count);
+int dmabroker_adopt_buffers_async(struct dmabroker *ctx, dmabroker_buffers_func_t done,
+				  void *userdata, struct dmabroker_call **ret_call);
 
 /* Sets the event callbacks; handlers may be NULL to remove them. handlers is copied. */
 int dmabroker_set_event_handlers(struct dmabroker *ctx,
@@ -334,8 +402,8 @@ int dmabroker_get_events(struct dmabroker *ctx);
 int dmabroker_get_timeout(struct dmabroker *ctx, uint64_t *ret_usec);
 
 /* Processes pending messages without blocking and runs callbacks; returns the number of
- * callbacks run, or a negative errno (-ECONNRESET once the bus connection is gone,
- * -EBUSY when called from inside a callback of the same context). */
+ * callbacks run (events and completions), or a negative errno (-ECONNRESET once the bus
+ * connection is gone, -EBUSY when called from inside a callback of the same context). */
 int dmabroker_dispatch(struct dmabroker *ctx);
 
 /*

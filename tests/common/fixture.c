@@ -181,6 +181,27 @@ static int start_daemon(struct fixture *f)
 	return -ETIMEDOUT;
 }
 
+void fixture_wrap_self(char **argv)
+{
+	const char *wrapper = getenv("DMABROKER_TEST_CLIENT_WRAPPER");
+	char *copy, *saveptr = NULL, *tok, *args[64];
+	int n = 0;
+
+	if (!wrapper || !*wrapper || getenv("DMABROKER_TEST_CLIENT_WRAPPED"))
+		return;
+	setenv("DMABROKER_TEST_CLIENT_WRAPPED", "1", 1);
+	copy = strdup(wrapper);
+	for (tok = strtok_r(copy, " ", &saveptr); tok && n < 48;
+	     tok = strtok_r(NULL, " ", &saveptr))
+		args[n++] = tok;
+	for (size_t i = 0; argv[i] && n < 63; i++)
+		args[n++] = argv[i];
+	args[n] = NULL;
+	execvp(args[0], args);
+	fprintf(stderr, "exec %s: %m\n", args[0]);
+	free(copy);
+}
+
 int fixture_restart_daemon(struct fixture *f)
 {
 	return start_daemon(f);
@@ -265,6 +286,10 @@ int fixture_stop(struct fixture *f)
 {
 	int status = fixture_stop_daemon(f);
 	char cmd[300];
+
+	/* main()'s fixture is gone once main returns: the exit handler must not look at it. */
+	if (running == f)
+		running = NULL;
 
 	if (f->bus_pid > 0) {
 		kill(f->bus_pid, SIGTERM);

@@ -26,6 +26,13 @@ extern const char *const *fixture_daemon_args;
 /* Run in the daemon's process just before exec (to pass fds or environment), or NULL. */
 extern void (*fixture_daemon_setup)(void);
 
+/*
+ * Runs the test itself under $DMABROKER_TEST_CLIENT_WRAPPER when set (meson test --setup
+ * valgrind: the library is checked in the test's process as the daemon is in its own).
+ * Call first in main(); returns only when there is nothing to wrap (or already wrapped).
+ */
+void fixture_wrap_self(char **argv);
+
 /* Writes config_text (may be NULL) as the daemon's config and starts bus and daemon. */
 int fixture_start(struct fixture *f, const char *config_text);
 

@@ -544,9 +544,12 @@ static void test_no_replay(struct fixture *f)
 	tap_require(fixture_restart_daemon(f) == 0, "the real daemon starts again");
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	struct fixture f;
+
+	(void)argc;
+	fixture_wrap_self(argv);
 
 	tap_require(fixture_start(&f, NULL) == 0, "start a private bus and the daemon");
 	test_not_registered();

@@ -320,9 +320,12 @@ static void run_glib(struct fixture *f)
 	report("GLib");
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	struct fixture f;
+
+	(void)argc;
+	fixture_wrap_self(argv);
 
 	tap_require(fixture_start(&f, NULL) == 0, "start a private bus and the daemon");
 	run_wayland(&f);
