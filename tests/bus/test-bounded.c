@@ -559,6 +559,8 @@ static void test_unread_listings(void)
 		CALLS = 40,
 		BUFFERS = 2000
 	};
+	/* Under valgrind one listing of 2,000 objects takes the daemon seconds to build. */
+	int want = getenv("DMABROKER_TEST_WRAPPER") ? 400 : BUFFERS;
 	struct dmabroker_alloc_spec spec = {.size = 4096};
 	struct dmabroker_buffer *bufs[BUFFERS];
 	struct dmabroker *owner = NULL;
@@ -568,9 +570,9 @@ static void test_unread_listings(void)
 
 	tap_is(dmabroker_connect(&owner, f.address, 0), 0, "an owner of many buffers");
 	tap_is(dmabroker_register(owner, "cpu", true, "owner", NULL), 0, "registered");
-	while (n < BUFFERS && dmabroker_allocate(owner, &spec, sizeof(spec), &bufs[n]) == 0)
+	while (n < want && dmabroker_allocate(owner, &spec, sizeof(spec), &bufs[n]) == 0)
 		n++;
-	tap_is(n, BUFFERS, "2,000 buffers allocated");
+	tap_ok(n == want, "%d buffers allocated", n);
 	msleep(300);
 	rss0 = rss_max = daemon_rss_kib();
 	for (int i = 0; i < PEERS; i++) {
@@ -599,10 +601,16 @@ static void test_unread_listings(void)
 		rss = daemon_rss_kib();
 		rss_max = rss > rss_max ? rss : rss_max;
 	}
-	tap_ok(rss_max - rss0 < 48 * 1024,
-	       "four peers never reading 160 listings: the daemon grew by %ld KiB (under 48 MiB)",
-	       rss_max - rss0);
-	tap_ok(answers_within_ms(1000), "meanwhile another caller is answered");
+	if (getenv("DMABROKER_TEST_WRAPPER")) {
+		/* memcheck's own heap and slowness are what would be measured: the figures only. */
+		tap_diag("under a wrapper: the daemon grew by %ld KiB", rss_max - rss0);
+	} else {
+		tap_ok(rss_max - rss0 < 48 * 1024,
+		       "four peers never reading 160 listings: the daemon grew by %ld KiB (under "
+		       "48 MiB)",
+		       rss_max - rss0);
+		tap_ok(answers_within_ms(1000), "meanwhile another caller is answered");
+	}
 	for (int i = 0; i < PEERS; i++) {
 		if (fd[i] >= 0)
 			close(fd[i]);
