@@ -35,6 +35,14 @@ struct db_frame_info {
  */
 int db_frame_parse(const uint8_t fixed[DB_FRAME_FIXED_SIZE], struct db_frame_info *ret);
 
+/*
+ * The number of descriptors a whole message's header declares (its UNIX_FDS field, 0 when
+ * absent), walking the header-field array of data (info->size bytes, as parsed). -EBADMSG
+ * for a field array that does not parse: a field of a type the specification does not give
+ * it, or one that runs past the array.
+ */
+int db_frame_unix_fds(const uint8_t *data, const struct db_frame_info *info, uint32_t *ret);
+
 /* Does this message expect a reply (a method call without NO_REPLY_EXPECTED)? */
 static inline int db_frame_wants_reply(const struct db_frame_info *f)
 {

@@ -145,6 +145,7 @@ int db_broker_new(struct db_broker **ret, sd_event *event, sd_bus *bus, const ch
 		}
 	}
 	b->peers = g_hash_table_new(g_direct_hash, g_direct_equal);
+	b->peer_uids = g_hash_table_new(g_int_hash, g_int_equal);
 	b->moves = g_hash_table_new(g_int64_hash, g_int64_equal);
 	db_monitor_new(&b->monitor);
 	db_collections_new(b);
@@ -170,6 +171,8 @@ struct db_broker *db_broker_free(struct db_broker *b)
 		db_registry_free(b->reg);
 	if (b->peers)
 		g_hash_table_unref(b->peers);
+	if (b->peer_uids)
+		g_hash_table_unref(b->peer_uids);
 	db_monitor_free(b->monitor);
 	sd_event_source_disable_unref(b->udev_source);
 	sd_event_source_disable_unref(b->linger_timer);

@@ -41,6 +41,7 @@ struct db_broker {
 	unsigned linger_tries;
 	struct db_bus_creds *creds; /* uids of bus callers, learned once (bus-creds.c), owned */
 	GHashTable *peers; /* sd_bus * -> struct db_peer *, owned */
+	GHashTable *peer_uids; /* &uid -> what a uid's peers queued together (peer.c), owned */
 	GHashTable *moves; /* &buffer id -> struct db_move *, owned (move.c) */
 	struct db_monitor *monitor; /* event subscribers, owned (monitor.c) */
 	struct db_collections *collections; /* buffer collections, owned (collection.c) */

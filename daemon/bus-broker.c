@@ -84,14 +84,15 @@ static int read_buffer(struct db_broker *b, sd_bus_message *m, struct db_client 
 	if (r < 0)
 		return r;
 	buf = db_bus_buffer_from_path(b, path);
-	if (!buf || buf->lingering)
+	/* A buffer the caller may not see does not exist for it: no error says whose it is. */
+	if (!buf || buf->lingering || !db_bus_buffer_visible(buf, c->uid))
 		return sd_bus_error_setf(error, DB_ERROR_NOT_FOUND, "no buffer %s", path);
 	if (access == ACCESS_HOLDER && !db_buffer_find_attachment(buf, c))
 		return sd_bus_error_setf(error, DB_ERROR_PERMISSION_DENIED, "you do not hold %s",
 					 path);
 	if (access == ACCESS_OWNER && c->uid != buf->owner_uid && c->uid != 0)
-		return sd_bus_error_setf(error, DB_ERROR_PERMISSION_DENIED, "%s belongs to uid %u",
-					 path, (unsigned)buf->owner_uid);
+		return sd_bus_error_setf(error, DB_ERROR_PERMISSION_DENIED,
+					 "%s belongs to another uid", path);
 	*ret = buf;
 	return 0;
 }

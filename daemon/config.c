@@ -92,6 +92,8 @@ static const struct limit_key limit_keys[] = {
 	LIMIT("MaxMessageSize", max_message_size, 4096, 16u << 20),
 	LIMIT("PeerWindowCalls", peer_window_calls, 1, 4096),
 	LIMIT("PeerWindowBytes", peer_window_bytes, 64 * 1024, 256u << 20),
+	LIMIT("PeerWindowBytesPerUid", peer_window_bytes_per_uid, 64 * 1024, 1ull << 32),
+	LIMIT("PeerWindowFdsPerUid", peer_window_fds_per_uid, 16, 65536),
 	LIMIT("SubscriberWindowBytes", subscriber_window_bytes, 16 * 1024, 256u << 20),
 	/* The kernel keeps 31 bytes of a dma-buf's name. */
 	LIMIT("MaxNameLength", max_name_length, 1, 255),

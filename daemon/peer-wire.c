@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -65,6 +66,7 @@ struct db_peer_wire {
 	/* The client's side of the handshake. */
 	bool client_running; /* BEGIN seen */
 	bool client_authed;
+	bool client_fds; /* NEGOTIATE_UNIX_FD agreed */
 	bool got_nul;
 	size_t auth_bytes;
 	/* sd-bus's side: its two answer lines to our handshake are still to be read. */
@@ -89,10 +91,35 @@ static void frame_clear(struct frame *f)
 	memset(f, 0, sizeof(*f));
 }
 
+/* Big answers are where glibc keeps freed heap: give it back once one is gone. */
+#define TRIM_AFTER (1024 * 1024)
+
 static void out_item_free(struct out_item *it)
 {
+	bool big = it->f.info.size >= TRIM_AFTER;
+
 	frame_clear(&it->f);
 	g_free(it);
+	if (big)
+		malloc_trim(0);
+}
+
+/* Charges (sign 1) or gives back (sign -1) an item's bytes and descriptors to the budgets. */
+static void account(struct db_peer_wire *w, uint64_t bytes, unsigned fds, int sign)
+{
+	if (sign > 0) {
+		db_budget_charge(&w->window, bytes);
+		if (w->limits.uid_bytes)
+			db_budget_charge(w->limits.uid_bytes, bytes);
+		if (w->limits.uid_fds)
+			db_budget_charge(w->limits.uid_fds, fds);
+		return;
+	}
+	db_budget_release(&w->window, bytes);
+	if (w->limits.uid_bytes)
+		db_budget_release(w->limits.uid_bytes, bytes);
+	if (w->limits.uid_fds)
+		db_budget_release(w->limits.uid_fds, fds);
 }
 
 static void wire_release(struct db_peer_wire *w)
@@ -106,8 +133,10 @@ static void wire_release(struct db_peer_wire *w)
 	sd_event_source_disable_unref(w->auth_timer);
 	sd_event_source_disable_unref(w->message_timer);
 	sd_event_source_disable_unref(w->stall_timer);
-	while ((it = g_queue_pop_head(&w->out)))
+	while ((it = g_queue_pop_head(&w->out))) {
+		account(w, it->f.info.size - it->f.got, it->f.fds_sent ? 0 : it->f.n_fds, -1);
 		out_item_free(it);
+	}
 	frame_clear(&w->in);
 	frame_clear(&w->to_bus);
 	frame_clear(&w->from_bus);
@@ -118,11 +147,28 @@ static void wire_release(struct db_peer_wire *w)
 	g_free(w);
 }
 
+/* Gives back to the uid's shared budgets what the queue holds, at once: the owner may free
+ * them before the wire's last reference goes. */
+static void detach_shared(struct db_peer_wire *w)
+{
+	for (GList *l = w->out.head; l; l = l->next) {
+		struct out_item *it = l->data;
+
+		if (w->limits.uid_bytes)
+			db_budget_release(w->limits.uid_bytes, it->f.info.size - it->f.got);
+		if (w->limits.uid_fds && !it->f.fds_sent)
+			db_budget_release(w->limits.uid_fds, it->f.n_fds);
+	}
+	w->limits.uid_bytes = NULL;
+	w->limits.uid_fds = NULL;
+}
+
 void db_peer_wire_free(struct db_peer_wire *w)
 {
 	if (!w || w->dead)
 		return;
 	w->dead = true;
+	detach_shared(w);
 	wire_release(w);
 }
 
@@ -134,6 +180,7 @@ static void wire_close(struct db_peer_wire *w, const char *reason)
 	/* Stop every source now: the owner frees its side in closed(). */
 	(void)sd_event_source_set_enabled(w->client_io, SD_EVENT_OFF);
 	(void)sd_event_source_set_enabled(w->bus_io, SD_EVENT_OFF);
+	detach_shared(w);
 	w->hooks.closed(w->userdata, reason);
 	wire_release(w);
 }
@@ -299,7 +346,7 @@ static int frame_write(int fd, struct frame *f)
 
 static void queue_out(struct db_peer_wire *w, struct out_item *it)
 {
-	db_budget_charge(&w->window, it->f.info.size);
+	account(w, it->f.info.size, it->f.n_fds, 1);
 	g_queue_push_tail(&w->out, it);
 }
 
@@ -321,12 +368,13 @@ static int flush_client(struct db_peer_wire *w)
 
 	while ((it = g_queue_peek_head(&w->out))) {
 		size_t before = it->f.got;
+		bool had_fds = !it->f.fds_sent && it->f.n_fds > 0;
 
 		r = frame_write(w->client_fd, &it->f);
 		if (r < 0)
 			return r;
 		progress |= it->f.got > before;
-		db_budget_release(&w->window, it->f.got - before);
+		account(w, it->f.got - before, had_fds && it->f.fds_sent ? it->f.n_fds : 0, -1);
 		if (r == 0)
 			break;
 		/* A call is in flight until the client has its answer, descriptors included. */
@@ -335,7 +383,9 @@ static int flush_client(struct db_peer_wire *w)
 		g_queue_pop_head(&w->out);
 		out_item_free(it);
 	}
-	if (g_queue_is_empty(&w->out))
+	if (progress && w->hooks.uid_room)
+		w->hooks.uid_room(w->userdata);
+	if (g_queue_is_empty(&w->out) && w->calls_in_flight < w->limits.window_calls)
 		timer_disarm(w->stall_timer);
 	else if (progress)
 		timer_arm(w, w->stall_timer, w->limits.stall_timeout_us, false);
@@ -392,6 +442,11 @@ static int drain_bus_once(struct db_peer_wire *w)
 		it->is_reply = db_frame_is_reply(&it->f.info);
 		memset(&w->from_bus, 0, sizeof(w->from_bus));
 		queue_out(w, it);
+		/* Signals come whether the client reads or not (its own bus calls, others'
+		 * moves): one that does not read at all is closed, not queued for. */
+		if (it->f.info.type == DB_FRAME_SIGNAL &&
+		    w->window.used > 2 * w->limits.window_bytes)
+			return -ENOBUFS;
 	}
 }
 
@@ -444,6 +499,7 @@ static int client_auth_line(struct db_peer_wire *w, const char *line)
 			queue_text(w, "REJECTED ANONYMOUS\r\n");
 		}
 	} else if (strcmp(line, "NEGOTIATE_UNIX_FD") == 0) {
+		w->client_fds = w->client_authed;
 		queue_text(w, w->client_authed ? "AGREE_UNIX_FD\r\n" : "ERROR\r\n");
 	} else if (strcmp(line, "BEGIN") == 0) {
 		if (!w->client_authed)
@@ -539,7 +595,9 @@ static int read_client_auth(struct db_peer_wire *w)
 static bool window_open(const struct db_peer_wire *w)
 {
 	return !w->to_bus_pending && !db_budget_full(&w->window) &&
-	       w->calls_in_flight < w->limits.window_calls;
+	       w->calls_in_flight < w->limits.window_calls &&
+	       !(w->limits.uid_bytes && db_budget_full(w->limits.uid_bytes)) &&
+	       !(w->limits.uid_fds && db_budget_full(w->limits.uid_fds));
 }
 
 /* Reads at most one client message and hands it to sd-bus. 1 when one was delivered. */
@@ -558,6 +616,18 @@ static int read_client(struct db_peer_wire *w)
 		return r;
 	}
 	timer_disarm(w->message_timer);
+	/* Descriptors only as agreed and as declared: sd-bus would keep any others. */
+	if (w->in.n_fds > 0 && !w->client_fds)
+		return -EBADMSG;
+	{
+		uint32_t declared;
+
+		r = db_frame_unix_fds(w->in.data, &w->in.info, &declared);
+		if (r < 0)
+			return r;
+		if (declared != w->in.n_fds)
+			return -ETOOMANYREFS;
+	}
 	if (db_frame_wants_reply(&w->in.info))
 		w->calls_in_flight++;
 	w->to_bus = w->in;
@@ -579,7 +649,9 @@ static const char *reason_for(int r)
 	case EMSGSIZE:
 		return "sent a message larger than MaxMessageSize";
 	case ETOOMANYREFS:
-		return "sent more descriptors with one message than the wire carries";
+		return "sent descriptors its message does not declare, or more than 16";
+	case ENOBUFS:
+		return "does not read: its queue holds twice its window";
 	case EBADMSG:
 		return "sent something that is not a D-Bus message";
 	case EPERM:
@@ -599,8 +671,18 @@ static void wire_arm(struct db_peer_wire *w)
 	if (!g_queue_is_empty(&w->out))
 		io |= EPOLLOUT;
 	(void)sd_event_source_set_io_events(w->client_io, io);
+	/* A window full of calls that get no answer (malformed ones sd-bus drops, a client
+	 * waiting on nothing) is a stall too. */
+	if (g_queue_is_empty(&w->out) && w->calls_in_flight >= w->limits.window_calls)
+		timer_arm(w, w->stall_timer, w->limits.stall_timeout_us, true);
 	(void)sd_event_source_set_io_events(w->bus_io,
 					    w->to_bus_pending ? EPOLLIN | EPOLLOUT : EPOLLIN);
+}
+
+void db_peer_wire_rearm(struct db_peer_wire *w)
+{
+	if (w && !w->dead)
+		wire_arm(w);
 }
 
 /*
@@ -675,7 +757,8 @@ static int on_stall_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 {
 	(void)s;
 	(void)usec;
-	wire_close(userdata, "read nothing for PeerStallTimeoutSec while answers waited");
+	wire_close(userdata, "read nothing for PeerStallTimeoutSec while answers waited (or its "
+			     "window stayed full of calls that get no answer)");
 	return 0;
 }
 

@@ -22,15 +22,26 @@
  * - the window: while window_calls calls wait for their answers, or window_bytes of answers
  *   and signals wait for the client to read them, the wire reads nothing more from the
  *   client (back-pressure, not a cut-off);
- * - a client that reads nothing for stall_timeout_us while answers wait loses the
- *   connection.
+ * - a client that reads nothing for stall_timeout_us while answers wait, or whose window
+ *   stays full of calls that get no answer (malformed ones sd-bus drops) that long, loses the
+ *   connection; so does one whose queue holds twice its window when a signal comes (it
+ *   does not read at all: Moved and Revoked are never dropped, so the peer is);
+ * - descriptors only after NEGOTIATE_UNIX_FD, and exactly as many as the message's header
+ *   declares (UNIX_FDS); anything else closes the connection.
  */
 struct db_peer_wire;
+
+struct db_budget;
 
 struct db_peer_wire_limits {
 	uint64_t max_message_size;
 	uint64_t window_bytes;
 	uint64_t window_calls;
+	/* Shared by every peer of the client's uid (may be NULL): bytes and descriptors
+	 * waiting for those clients to read. While either is full no peer of the uid is read;
+	 * the owner re-arms them (db_peer_wire_rearm) when there is room again. */
+	struct db_budget *uid_bytes;
+	struct db_budget *uid_fds;
 	uint64_t auth_timeout_us;
 	uint64_t message_timeout_us;
 	uint64_t stall_timeout_us;
@@ -45,6 +56,9 @@ struct db_peer_wire_hooks {
 	/* The wire took sd-bus's output: if sd-bus holds more it could not write, let it write
 	 * now. 1 if it wrote more, 0 if it had nothing, negative errno closes the wire. */
 	int (*pump)(void *userdata);
+	/* The wire wrote to its client and gave room back to the uid's shared budgets: the
+	 * owner may re-arm the uid's other peers. May be NULL. */
+	void (*uid_room)(void *userdata);
 	/* The wire is done (the client hung up, broke a bound, a deadline passed): reason says
 	 * which, for the log. Called once, from the event loop; the wire is freed after it. */
 	void (*closed)(void *userdata, const char *reason);
@@ -59,6 +73,9 @@ struct db_peer_wire_hooks {
 int db_peer_wire_new(sd_event *event, int client_fd, const struct db_peer_wire_limits *limits,
 		     const struct db_peer_wire_hooks *hooks, void *userdata, int *ret_bus_fd,
 		     struct db_peer_wire **ret);
+
+/* Looks again at whether the wire may read its client (the uid's budgets had room again). */
+void db_peer_wire_rearm(struct db_peer_wire *w);
 
 /* Stops the wire without calling closed(); nothing unwritten is written. Accepts NULL. */
 void db_peer_wire_free(struct db_peer_wire *w);

@@ -15,6 +15,7 @@
 #include <systemd/sd-id128.h>
 
 #include "broker.h"
+#include "budget.h"
 #include "peer-wire.h"
 #include "log.h"
 #include "macros.h"
@@ -22,16 +23,46 @@
 /* Bytes the kernel may hold for a peer that does not read (the kernel doubles it). */
 #define DB_PEER_SNDBUF (64 * 1024)
 
+/*
+ * What the peers of one uid have queued for their clients, together: per peer the window
+ * bounds it, but one uid may open as many peers as it has clients, so the sum is bounded
+ * too. Freed with the uid's last peer.
+ */
+struct peer_uid {
+	uid_t uid;
+	struct db_budget bytes;
+	struct db_budget fds;
+	GPtrArray *peers; /* struct db_peer *, not owned */
+};
+
 struct db_peer {
 	struct db_broker *broker;
+	struct peer_uid *owner_uid; /* shared with the uid's other peers */
 	sd_bus *bus; /* owned: a server on the daemon's own socket pair, fed by the wire */
 	struct db_peer_wire *wire; /* owned: the client's socket */
 	uint64_t client_id;
 };
 
+static void peer_uid_leave(struct db_peer *peer)
+{
+	struct peer_uid *pu = peer->owner_uid;
+
+	if (!pu)
+		return;
+	g_ptr_array_remove_fast(pu->peers, peer);
+	if (pu->peers->len == 0) {
+		g_hash_table_remove(peer->broker->peer_uids, &pu->uid);
+		g_ptr_array_unref(pu->peers);
+		g_free(pu);
+	}
+	peer->owner_uid = NULL;
+}
+
 static void peer_free(struct db_peer *peer)
 {
+	/* The wire gives the uid's budgets back first: they may go with the uid's last peer. */
 	db_peer_wire_free(peer->wire);
+	peer_uid_leave(peer);
 	/*
 	 * Close, never flush: a flush would wait for the wire to read. What is unwritten is
 	 * dropped.
@@ -124,6 +155,17 @@ static int peer_pump(void *userdata)
 	return after < before;
 }
 
+/* One of the uid's peers was read: the others may read again if the uid has room now. */
+static void peer_uid_room(void *userdata)
+{
+	struct peer_uid *pu = ((struct db_peer *)userdata)->owner_uid;
+
+	if (!pu || pu->peers->len < 2 || db_budget_full(&pu->bytes) || db_budget_full(&pu->fds))
+		return;
+	for (guint i = 0; i < pu->peers->len; i++)
+		db_peer_wire_rearm(((struct db_peer *)g_ptr_array_index(pu->peers, i))->wire);
+}
+
 static void peer_closed(void *userdata, const char *reason)
 {
 	struct db_peer *peer = userdata;
@@ -137,6 +179,7 @@ static void peer_closed(void *userdata, const char *reason)
 static const struct db_peer_wire_hooks wire_hooks = {
 	.deliver = peer_deliver,
 	.pump = peer_pump,
+	.uid_room = peer_uid_room,
 	.closed = peer_closed,
 };
 
@@ -173,8 +216,21 @@ int db_peer_open(struct db_broker *b, struct db_client *c, int *ret_client_fd)
 	peer = g_new0(struct db_peer, 1);
 	peer->broker = b;
 	peer->client_id = c->id;
+	peer->owner_uid = g_hash_table_lookup(b->peer_uids, &c->uid);
+	if (!peer->owner_uid) {
+		peer->owner_uid = g_new0(struct peer_uid, 1);
+		peer->owner_uid->uid = c->uid;
+		peer->owner_uid->peers = g_ptr_array_new();
+		db_budget_init(&peer->owner_uid->bytes, l->peer_window_bytes_per_uid);
+		db_budget_init(&peer->owner_uid->fds, l->peer_window_fds_per_uid);
+		g_hash_table_insert(b->peer_uids, &peer->owner_uid->uid, peer->owner_uid);
+	}
+	g_ptr_array_add(peer->owner_uid->peers, peer);
+	wl.uid_bytes = &peer->owner_uid->bytes;
+	wl.uid_fds = &peer->owner_uid->fds;
 	r = db_peer_wire_new(b->event, sv[0], &wl, &wire_hooks, peer, &bus_fd, &peer->wire);
 	if (r < 0) {
+		peer_uid_leave(peer);
 		g_free(peer);
 		return r;
 	}

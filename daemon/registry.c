@@ -50,6 +50,8 @@ void db_limits_init_default(struct db_limits *l)
 		.max_message_size = 64 * 1024,
 		.peer_window_calls = 64,
 		.peer_window_bytes = 1024 * 1024,
+		.peer_window_bytes_per_uid = 16 * 1024 * 1024,
+		.peer_window_fds_per_uid = 1024,
 		.subscriber_window_bytes = 256 * 1024,
 		.max_collections_per_client = 8,
 		.max_participants_per_collection = 16,

@@ -37,6 +37,10 @@ struct db_limits {
 	 * from that peer. */
 	uint64_t peer_window_calls;
 	uint64_t peer_window_bytes;
+	/* The same for every peer of one uid together, bytes and descriptors: one uid may have
+	 * as many peers as it has clients. */
+	uint64_t peer_window_bytes_per_uid;
+	uint64_t peer_window_fds_per_uid;
 	/* Bytes of events sent to one subscriber and not yet acknowledged (monitor.c): past
 	 * it events are counted as missed, and the subscriber is told once. */
 	uint64_t subscriber_window_bytes;

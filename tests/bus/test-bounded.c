@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,9 +34,10 @@
 #include "rawbus.h"
 #include "tap.h"
 
-#define CONFIG                                                                 \
-	"[Daemon]\nPeerMessageTimeoutSec=1\nPeerStallTimeoutSec=5\n[Limits]\n" \
-	"PeerWindowCalls=16\nSubscriberWindowBytes=16K\nMaxBuffersPerClient=4096\n"
+#define CONFIG                                                                      \
+	"[Daemon]\nPeerMessageTimeoutSec=1\nPeerStallTimeoutSec=5\n[Limits]\n"      \
+	"PeerWindowCalls=16\nSubscriberWindowBytes=16K\nMaxBuffersPerClient=4096\n" \
+	"PeerWindowFdsPerUid=64\n"
 
 static struct fixture f;
 
@@ -671,6 +674,226 @@ static void test_creds_filter(void)
 					"went with it");
 }
 
+/* A raw peer whose handshake may leave out NEGOTIATE_UNIX_FD. */
+static int authenticate_without_fds(int fd)
+{
+	static const char hs[] = "\0AUTH ANONYMOUS 74657374\r\nBEGIN\r\n";
+	char line[128];
+
+	if (write(fd, hs, sizeof(hs) - 1) != (ssize_t)sizeof(hs) - 1)
+		return -EIO;
+	return read_line(fd, line, sizeof(line), 2000) == 0 && strncmp(line, "OK ", 3) == 0
+		       ? 0
+		       : -EACCES;
+}
+
+/*
+ * Descriptors a message does not declare (none declared, fewer declared than sent, none
+ * negotiated) close the peer, and the daemon keeps none of them: it used to keep every such
+ * descriptor for good, until Allocate failed for everyone with EMFILE.
+ */
+static void test_undeclared_fds(void)
+{
+	static const char *const what[] = {"no UNIX_FDS field", "2 declared, 4 sent",
+					   "without NEGOTIATE_UNIX_FD"};
+	int fds[4], before, after = -1;
+	sd_bus *bus = connect_registered();
+
+	for (int i = 0; i < 4; i++)
+		fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	msleep(200);
+	before = fixture_daemon_fds(&f);
+	for (int v = 0; v < 3; v++) {
+		struct rawbus rb = {.fd = open_peer(bus)};
+		bool closed;
+		int r = v == 2 ? authenticate_without_fds(rb.fd) : authenticate(rb.fd);
+
+		tap_ok(rb.fd >= 0 && r == 0, "a peer (%s)", what[v]);
+		for (int k = 0; k < 10; k++)
+			rawbus_call_peer(&rb, "Release", "", NULL, 0, v == 1 ? 2 : 0, fds, 4);
+		closed = closed_within(rb.fd, 2000, NULL);
+		tap_ok(closed, "descriptors %s: the peer is closed", what[v]);
+		rawbus_close(&rb);
+	}
+	for (int t = 0; t < 40 && after != before; t++) {
+		msleep(50);
+		after = fixture_daemon_fds(&f);
+	}
+	tap_is(after, before, "and the daemon keeps none of the descriptors");
+	for (int i = 0; i < 4; i++)
+		close(fds[i]);
+	sd_bus_flush_close_unref(bus);
+}
+
+/* A header-field array that does not parse closes the peer (sd-bus would drop the message
+ * without an answer, and 64 of them wedged the window for good). */
+static void test_garbage_fields(void)
+{
+	sd_bus *bus = connect_registered();
+	int fd = open_peer(bus);
+	uint8_t m[40] = {'l', 1, 0, 1, 8, 0, 0, 0, 7, 0, 0, 0, 16, 0, 0, 0};
+
+	tap_ok(fd >= 0 && authenticate(fd) == 0, "a peer, authenticated");
+	memset(m + 16, 0xff, 24);
+	tap_ok(write(fd, m, sizeof(m)) == sizeof(m), "a message whose fields are 0xff bytes");
+	tap_ok(closed_within(fd, 2000, NULL), "closes the peer");
+	close(fd);
+	sd_bus_flush_close_unref(bus);
+}
+
+/*
+ * Revoked signals to a peer that never reads come whether it reads or not (here from its own
+ * Allocate and Revoke on the bus): once its queue holds twice its window the peer is closed,
+ * and the rest go to the bus, instead of piling up in the daemon.
+ */
+static void test_revoked_flood(void)
+{
+	sd_bus *bus = connect_registered();
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	int fd = open_peer(bus), n = 0;
+	long rss0, rss_max;
+	uint64_t t0;
+	bool closed = false;
+
+	tap_ok(fd >= 0 && authenticate(fd) == 0, "a peer that will never read");
+	rss0 = rss_max = daemon_rss_kib();
+	t0 = now_ms();
+	while (!closed && now_ms() - t0 < 20000) {
+		_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+		struct pollfd p = {.fd = fd, .events = 0};
+		const char *path;
+
+		if (broker_call(bus, "Allocate", &error, &reply, "a{sv}", 1, "size", "t",
+				(uint64_t)4096) < 0 ||
+		    sd_bus_message_read(reply, "o", &path) < 0)
+			break;
+		broker_call(bus, "Revoke", &error, NULL, "os", path, "flood");
+		sd_bus_error_free(&error);
+		n++;
+		closed = poll(&p, 1, 0) == 1 && (p.revents & POLLHUP);
+		if (n % 100 == 0 && daemon_rss_kib() > rss_max)
+			rss_max = daemon_rss_kib();
+	}
+	tap_ok(closed, "the peer was closed after %d Revoked it did not read", n);
+	tap_ok(rss_max - rss0 < 8 * 1024, "the daemon grew by %ld KiB meanwhile", rss_max - rss0);
+	close(fd);
+	sd_bus_error_free(&error);
+	sd_bus_flush_close_unref(bus);
+}
+
+/*
+ * Twenty clients of one uid, each with a peer that pipelines Reacquire (an answer with a
+ * descriptor each) and never reads: together they hold no more than PeerWindowFdsPerUid
+ * (64 here) of the daemon's descriptors, not 20 windows' worth.
+ */
+static void test_uid_window(void)
+{
+	enum {
+		N = 20
+	};
+	sd_bus *bus[N];
+	int fd[N], before, peak = 0;
+	char body[256];
+
+	before = fixture_daemon_fds(&f);
+	for (int i = 0; i < N; i++) {
+		_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+		sd_bus_error error = SD_BUS_ERROR_NULL;
+		struct rawbus rb = {.fd = -1};
+		const char *path = NULL;
+		uint8_t msg[512];
+		uint32_t len;
+		size_t mlen;
+
+		bus[i] = connect_registered();
+		fd[i] = -1;
+		if (broker_call(bus[i], "Allocate", &error, &reply, "a{sv}", 1, "size", "t",
+				(uint64_t)4096) < 0 ||
+		    sd_bus_message_read(reply, "o", &path) < 0) {
+			sd_bus_error_free(&error);
+			continue;
+		}
+		/* Reacquire's body: the path as a D-Bus string. */
+		len = (uint32_t)strlen(path);
+		memcpy(body, &len, 4);
+		memcpy(body + 4, path, len + 1);
+		fd[i] = open_peer(bus[i]);
+		if (fd[i] < 0 || authenticate(fd[i]) < 0)
+			continue;
+		rb.fd = fd[i];
+		fcntl(fd[i], F_SETFL, O_NONBLOCK);
+		for (int k = 0; k < 200; k++) {
+			rawbus_build_peer_call(&rb, NULL, "Reacquire", "o", body, 4 + len + 1, msg,
+					       sizeof(msg), &mlen);
+			if (write(fd[i], msg, mlen) != (ssize_t)mlen)
+				break;
+		}
+		sd_bus_error_free(&error);
+	}
+	for (int t = 0; t < 20; t++) {
+		int n;
+
+		msleep(50);
+		n = fixture_daemon_fds(&f);
+		peak = n > peak ? n : peak;
+	}
+	/* 64 answers' descriptors, each peer's three sockets, each client's buffer. */
+	tap_ok(peak - before <= 64 + 3 * N + N,
+	       "twenty peers of one uid that never read: the daemon holds %d more fds (at most "
+	       "%d)",
+	       peak - before, 64 + 4 * N);
+	tap_ok(answers_within_ms(1000), "meanwhile another caller is answered");
+	for (int i = 0; i < N; i++) {
+		if (fd[i] >= 0)
+			close(fd[i]);
+		sd_bus_flush_close_unref(bus[i]);
+	}
+}
+
+/* Another uid asking to move or revoke a buffer it cannot see gets NotFound, never whose it
+ * is. */
+static void test_other_uid_errors(void)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	sd_bus *owner = connect_registered();
+	const char *path = NULL;
+	int status = -1;
+	pid_t pid;
+
+	tap_is(broker_call(owner, "Allocate", &error, &reply, "a{sv}", 1, "size", "t",
+			   (uint64_t)4096),
+	       0, "root allocates a buffer");
+	sd_bus_message_read(reply, "o", &path);
+	pid = fork();
+	if (pid == 0) {
+		sd_bus *bus = NULL;
+		int bad = 0;
+
+		if (setgroups(0, NULL) < 0 || setresgid(65534, 65534, 65534) < 0 ||
+		    setresuid(65534, 65534, 65534) < 0 ||
+		    db_bus_open_address(f.address, &bus) < 0 ||
+		    broker_call(bus, "Register", &error, NULL, "a{sv}", 0) < 0)
+			_exit(2);
+		for (int i = 0; i < 2; i++) {
+			sd_bus_error_free(&error);
+			if (i == 0)
+				broker_call(bus, "Move", &error, NULL, "o", path);
+			else
+				broker_call(bus, "Revoke", &error, NULL, "os", path, "mine now");
+			if (!sd_bus_error_has_name(&error, DB_ERROR_NOT_FOUND) ||
+			    strstr(error.message, "uid"))
+				bad++;
+		}
+		_exit(bad ? 1 : 0);
+	}
+	waitpid(pid, &status, 0);
+	tap_ok(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	       "uid 65534's Move and Revoke of root's buffer: NotFound, no owner named");
+	sd_bus_error_free(&error);
+	sd_bus_flush_close_unref(owner);
+}
+
 int main(void)
 {
 	/* Writing to a peer the daemon closed is part of the test. */
@@ -685,6 +908,11 @@ int main(void)
 	test_subscriber_window();
 	test_unread_listings();
 	test_creds_filter();
+	test_undeclared_fds();
+	test_garbage_fields();
+	test_revoked_flood();
+	test_uid_window();
+	test_other_uid_errors();
 	tap_ok(fixture_stop(&f) == 0, "the daemon stopped cleanly");
 	return tap_done();
 }
