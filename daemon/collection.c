@@ -24,6 +24,7 @@
 #include "monitor.h"
 #include "peer.h"
 #include "protocol.h"
+#include "text.h"
 #include "token.h"
 
 enum collection_state {
@@ -290,6 +291,9 @@ static void fail(struct collection *col, const char *name, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(col->failure, sizeof(col->failure), fmt, ap);
 	va_end(ap);
+	/* Cut at its size, it may end mid-character: sd-bus would refuse to send it, and every
+	 * WaitCollection would go unanswered. */
+	db_text_sanitize(col->failure);
 	col->failure_name = name;
 	col->state = COLLECTION_FAILED;
 	g_array_set_size(col->tokens, 0);
