@@ -20,6 +20,7 @@
 #include "collection.h"
 #include "bus-dict.h"
 #include "bus-objects.h"
+#include "bus-text.h"
 #include "errors.h"
 #include "fd-util.h"
 #include "fdstore.h"
@@ -79,7 +80,7 @@ static int read_buffer(struct db_broker *b, sd_bus_message *m, struct db_client 
 	const char *path;
 	int r;
 
-	r = sd_bus_message_read_basic(m, 'o', &path);
+	r = db_bus_read_path(m, "buffer", &path, error);
 	if (r < 0)
 		return r;
 	buf = db_bus_buffer_from_path(b, path);
@@ -106,7 +107,7 @@ static int method_register(sd_bus_message *m, void *userdata, sd_bus_error *erro
 		{"role", DB_DICT_STRING, &role},
 		{"dynamic", DB_DICT_BOOL, &dynamic},
 		{"name", DB_DICT_STRING, &name},
-		{"devices", DB_DICT_STRV, &devices, 16},
+		{"devices", DB_DICT_STRV, &devices, 16, .max_bytes = 255},
 		{"compact_layouts", DB_DICT_BOOL, &compact_layouts},
 	};
 	struct db_client *c;
@@ -133,10 +134,13 @@ static int method_register(sd_bus_message *m, void *userdata, sd_bus_error *erro
 					 "role '%s' is not one of gpu, media, cpu, compositor",
 					 role);
 	for (size_t i = 0; devices && devices[i]; i++)
-		if (strncmp(devices[i], "/dev/", 5) != 0 || strlen(devices[i]) > 255)
+		if (strncmp(devices[i], "/dev/", 5) != 0) {
+			char shown[80];
+
 			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-						 "devices: '%.64s' is not a device node under /dev",
-						 devices[i]);
+						 "devices: '%s' is not a device node under /dev",
+						 db_text_escape(devices[i], shown, sizeof(shown)));
+		}
 	/* Credentials come from the bus, never from arguments. */
 	r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID | SD_BUS_CREDS_PID, &creds);
 	if (r < 0)
@@ -738,17 +742,10 @@ static int method_revoke(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	r = read_buffer(b, m, c, ACCESS_OWNER, &buf, error);
 	if (r < 0)
 		return r;
-	r = sd_bus_message_read_basic(m, 's', &reason);
+	/* It reaches the holders and the daemon's log. */
+	r = db_bus_read_text(m, "reason", 256, 0, &reason, error);
 	if (r < 0)
 		return r;
-	if (strlen(reason) > 256)
-		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-					 "reason is longer than 256 bytes");
-	/* It reaches the holders and the daemon's log: no line breaks or other controls that
-	 * could forge lines there. */
-	if (!db_string_is_printable(reason))
-		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-					 "reason may not hold control characters");
 	db_bus_buffer_path(buf, path, sizeof(path));
 	for (guint i = 0; i < buf->attachments->len; i++) {
 		struct db_attachment *a = g_ptr_array_index(buf->attachments, i);

@@ -16,6 +16,7 @@
 #include "broker.h"
 #include "bus-dict.h"
 #include "bus-objects.h"
+#include "bus-text.h"
 #include "constraints.h"
 #include "fd-util.h"
 #include "fdstore.h"
@@ -690,7 +691,7 @@ static int get_collection(struct db_broker *b, sd_bus_message *m, struct db_clie
 	char *end;
 	int r;
 
-	r = sd_bus_message_read_basic(m, 'o', &path);
+	r = db_bus_read_path(m, "collection", &path, error);
 	if (r < 0)
 		return r;
 	tail = g_str_has_prefix(path, DB_COLLECTION_PATH_PREFIX "/")
@@ -750,7 +751,7 @@ static int read_constraints(struct db_broker *b, sd_bus_message *m, struct db_cl
 	uint32_t n_fourccs = 0, n_modifiers = 0, n_min = 0, n_max = 0;
 	uint32_t min_strides[DMABROKER_MAX_PLANES] = {0}, max_strides[DMABROKER_MAX_PLANES] = {0};
 	struct db_dict_field f[] = {
-		{"device", DB_DICT_STRING, &device},
+		{"device", DB_DICT_STRING, &device, .max_bytes = 255},
 		{"min-buffers-for-camping", DB_DICT_U32, &sc.c.min_buffer_count_for_camping},
 		{"min-buffers", DB_DICT_U32, &sc.c.min_buffer_count},
 		{"max-buffers", DB_DICT_U32, &sc.c.max_buffer_count},
@@ -774,7 +775,8 @@ static int read_constraints(struct db_broker *b, sd_bus_message *m, struct db_cl
 		{"max-segment-size", DB_DICT_U64, &sc.c.max_segment_size},
 		{"dma-address-bits", DB_DICT_U32, &sc.c.dma_address_bits},
 		{"device-import", DB_DICT_BOOL, &sc.c.device},
-		{"backends", DB_DICT_STRV, &sc.backends, DB_CONSTRAINTS_MAX_SET},
+		{"backends", DB_DICT_STRV, &sc.backends, DB_CONSTRAINTS_MAX_SET,
+		 .max_bytes = DB_CONSTRAINTS_NAME_MAX + 16},
 		{"cpu-read", DB_DICT_BOOL, &sc.c.cpu_read},
 		{"cpu-write", DB_DICT_BOOL, &sc.c.cpu_write},
 	};
@@ -793,11 +795,13 @@ static int read_constraints(struct db_broker *b, sd_bus_message *m, struct db_cl
 	for (size_t i = 0; c->devices && c->devices[i]; i++)
 		known_device |= strcmp(c->devices[i], device) == 0;
 	if (device[0] && !known_device) {
+		char shown[80];
+
 		db_strv_free(sc.backends);
 		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-					 "constraints: device '%.64s' is not one this client "
+					 "constraints: device '%s' is not one this client "
 					 "registered",
-					 device);
+					 db_text_escape(device, shown, sizeof(shown)));
 	}
 	if (!device[0] && c->devices && c->devices[0] && !c->devices[1])
 		device = c->devices[0];
@@ -811,14 +815,6 @@ static int read_constraints(struct db_broker *b, sd_bus_message *m, struct db_cl
 			"constraints: a set (fourccs, modifiers, backends) that is "
 			"given may not be empty");
 	}
-	for (size_t i = 0; i < n_backends; i++)
-		if (!db_string_is_printable(sc.backends[i]) ||
-		    strlen(sc.backends[i]) > DB_CONSTRAINTS_NAME_MAX + 16) {
-			db_strv_free(sc.backends);
-			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-						 "constraints: backend %zu is not a backend name",
-						 i);
-		}
 	memcpy(sc.c.min_stride, min_strides, sizeof(min_strides));
 	memcpy(sc.c.max_stride, max_strides, sizeof(max_strides));
 	sc.c.n_fourccs = n_fourccs;
@@ -826,7 +822,7 @@ static int read_constraints(struct db_broker *b, sd_bus_message *m, struct db_cl
 	sc.c.n_backends = n_backends;
 	if (device[0] && b->devices)
 		dev = db_devices_find(b->devices, device);
-	/* Names come from the registration, which checked them to be printable. */
+	/* Names and devices come from the registration, which checked them as text. */
 	if (device[0])
 		snprintf(label, sizeof(label), "%s (%s%s%s)", c->name[0] ? c->name : "client",
 			 dev && dev->driver[0] ? dev->driver : "",
