@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "backend.h"
 #include "broker.h"
 #include "collection.h"
@@ -99,17 +100,9 @@ static int read_buffer(struct db_broker *b, sd_bus_message *m, struct db_client 
 static int method_register(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
 	struct db_broker *b = userdata;
-	_cleanup_(db_strv_freep) char **devices = NULL;
+	_cleanup_(db_register_args_clear) struct db_register_args info = {0};
 	_cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
-	const char *role = "cpu", *name = "", *sender;
-	bool dynamic = false, compact_layouts = false;
-	struct db_dict_field f[] = {
-		{"role", DB_DICT_STRING, &role},
-		{"dynamic", DB_DICT_BOOL, &dynamic},
-		{"name", DB_DICT_STRING, &name},
-		{"devices", DB_DICT_STRV, &devices, 16, .max_bytes = 255},
-		{"compact_layouts", DB_DICT_BOOL, &compact_layouts},
-	};
+	const char *sender;
 	struct db_client *c;
 	char path[128];
 	uid_t uid;
@@ -126,21 +119,9 @@ static int method_register(sd_bus_message *m, void *userdata, sd_bus_error *erro
 		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
 					 "%s is registered already, as %s", sender,
 					 db_bus_client_path(c, path, sizeof(path)));
-	r = db_dict_read(m, f, ARRAY_SIZE(f), "info", error);
+	r = db_args_register(m, &info, error);
 	if (r < 0)
 		return r;
-	if (!db_role_is_valid(role))
-		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-					 "role '%s' is not one of gpu, media, cpu, compositor",
-					 role);
-	for (size_t i = 0; devices && devices[i]; i++)
-		if (strncmp(devices[i], "/dev/", 5) != 0) {
-			char shown[80];
-
-			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-						 "devices: '%s' is not a device node under /dev",
-						 db_text_escape(devices[i], shown, sizeof(shown)));
-		}
 	/* Credentials come from the bus, never from arguments. */
 	r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID | SD_BUS_CREDS_PID, &creds);
 	if (r < 0)
@@ -150,8 +131,8 @@ static int method_register(sd_bus_message *m, void *userdata, sd_bus_error *erro
 		return r;
 	if (sd_bus_creds_get_pid(creds, &pid) < 0)
 		pid = 0;
-	r = db_registry_add_client(b->reg, sender, uid, pid, role, dynamic, name,
-				   (const char *const *)devices, &c);
+	r = db_registry_add_client(b->reg, sender, uid, pid, info.role, info.dynamic, info.name,
+				   (const char *const *)info.devices, &c);
 	if (r == -EDQUOT)
 		return quota_error(b, error);
 	if (r == -ENAMETOOLONG || r == -EINVAL)
@@ -161,9 +142,9 @@ static int method_register(sd_bus_message *m, void *userdata, sd_bus_error *erro
 					 db_registry_limits(b->reg)->max_name_length);
 	if (r < 0)
 		return r;
-	c->compact_layouts = compact_layouts;
+	c->compact_layouts = info.compact_layouts;
 	log_debug("Registered %s as client %" PRIu64 " (uid %u, pid %d, %s, %s)", sender, c->id,
-		  (unsigned)uid, (int)pid, role, dynamic ? "dynamic" : "static");
+		  (unsigned)uid, (int)pid, info.role, info.dynamic ? "dynamic" : "static");
 	return sd_bus_reply_method_return(m, "o", db_bus_client_path(c, path, sizeof(path)));
 }
 
