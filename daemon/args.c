@@ -132,8 +132,9 @@ int db_args_constraints(sd_bus_message *m, struct db_constraint_args *ret, sd_bu
 	a.c.n_fourccs = n_fourccs;
 	a.c.n_modifiers = n_modifiers;
 	a.c.n_backends = n_backends;
-	db_constraint_args_relink(&a);
 	*ret = a;
+	/* The sets point into the caller's copy, not into this frame. */
+	db_constraint_args_relink(ret);
 	return 0;
 }
 
