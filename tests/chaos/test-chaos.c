@@ -199,7 +199,7 @@ static struct fixture f;
  * at the end.
  */
 static int log_fd = -1, real_stderr = -1;
-static unsigned long injected_lines, log_lines;
+static unsigned long injected_lines, unclean_lines, log_lines;
 
 /* --- small helpers --- */
 
@@ -330,7 +330,10 @@ static enum err_class classify(const char *name)
 	return E_LOCAL;
 }
 
-/* Names and reasons a hostile client sends: log injection, terminal escapes, huge. */
+/*
+ * Text a hostile client sends in every string argument: log injection (a line break, a C1
+ * NEL, a Unicode line separator), terminal escapes, bidi overrides, printf conversions, huge.
+ */
 static const char *hostile_string(void)
 {
 	static char huge[8192];
@@ -343,6 +346,14 @@ static const char *hostile_string(void)
 		"",
 		"tab\there\r\n",
 		"not-ok 1 - \n# fake TAP",
+		"/dev/x\n<0>dmabrokerd: forged device",
+		"nel\xc2\x85<0>dmabrokerd: forged by NEL",
+		"ls\xe2\x80\xa8<0>dmabrokerd: forged by U+2028",
+		"rlo\xe2\x80\xae"
+		"desrever",
+		"csi\xc2\x9b"
+		"31m",
+		"caf\xc3\xa9 ok",
 	};
 
 	atomic_fetch_add(&sh->hostile_strings, 1);
@@ -352,6 +363,26 @@ static const char *hostile_string(void)
 		return huge;
 	}
 	return list[pick(sizeof(list) / sizeof(list[0]))];
+}
+
+/* The integer edges, where random values from small pools never land. */
+static uint64_t edge_value(void)
+{
+	static const uint64_t edges[] = {
+		0,	     1,		  2,	      3,	  0x7fffffffu,	     0x80000000u,
+		0xfffffffeu, 0xffffffffu, 1ull << 32, 1ull << 63, UINT64_MAX - 4095, UINT64_MAX};
+
+	return edges[pick(sizeof(edges) / sizeof(edges[0]))];
+}
+
+/* An object path as long as a client may make one: only its length is hostile. */
+static void long_path(char *out, size_t len)
+{
+	size_t n = snprintf(out, len, "%s/", DB_BUFFER_PATH_PREFIX);
+
+	while (n + 2 < len)
+		out[n++] = 'a' + (char)pick(26);
+	out[n] = '\0';
 }
 
 /* --- a chaos client --- */
@@ -462,6 +493,10 @@ static void some_path(struct client *c, char *out, int *idx)
 	}
 	if (ring_get(sh->paths, out, PATH_LEN) && chance(90))
 		return;
+	if (chance(10)) {
+		long_path(out, PATH_LEN);
+		return;
+	}
 	snprintf(out, PATH_LEN, "%s/%u", DB_BUFFER_PATH_PREFIX, pick(5000));
 }
 
@@ -471,13 +506,15 @@ static void op_register(struct client *c)
 	sd_bus *bus = chance(95) ? c->bus : call_bus(c);
 	sd_bus_message *m = new_call(bus, c, "Register");
 	const char *name = chance(30) ? hostile_string() : "chaos";
-	const char *role = roles[pick(5)];
+	const char *role = chance(5) ? hostile_string() : roles[pick(5)];
 
 	if (m && chance(20))
 		sd_bus_message_append(m, "a{sv}", 4, "role", "s", role, "dynamic", "b",
 				      (int)chance(50), "name", "s", name, "devices", "as", 2,
 				      "/dev/dri/renderD128",
-				      chance(50) ? "/etc/passwd" : "/dev/null");
+				      chance(30)   ? hostile_string()
+				      : chance(50) ? "/etc/passwd"
+						   : "/dev/null");
 	else if (m)
 		sd_bus_message_append(m, "a{sv}", 3, "role", "s", role, "dynamic", "b",
 				      (int)chance(50), "name", "s", name);
@@ -492,7 +529,10 @@ static void append_spec(sd_bus_message *m)
 {
 	static const uint64_t sizes[] = {4096,	    65536,	     1u << 20, 4u << 20,
 					 16u << 20, (16u << 20) + 1, 0,	       UINT64_MAX};
-	const char *backend = chance(80) ? NULL : chance(50) ? "memfd" : "udmabuf";
+	const char *backend = chance(80)   ? NULL
+			      : chance(20) ? hostile_string()
+			      : chance(50) ? "memfd"
+					   : "udmabuf";
 	const char *name = chance(20) ? hostile_string() : "chaos-buf";
 
 	sd_bus_message_open_container(m, 'a', "{sv}");
@@ -508,6 +548,9 @@ static void append_spec(sd_bus_message *m)
 	if (backend)
 		sd_bus_message_append(m, "{sv}", "backend", "s", backend);
 	sd_bus_message_append(m, "{sv}", "name", "s", name);
+	/* A key is the client's text too (an unknown one is echoed in the error). */
+	if (chance(3))
+		sd_bus_message_append(m, "{sv}", hostile_string(), "s", "x");
 	sd_bus_message_close_container(m);
 }
 
@@ -718,8 +761,9 @@ static void append_constraints(sd_bus_message *m)
 		sd_bus_message_close_container(m);
 		sd_bus_message_close_container(m);
 		sd_bus_message_append(m, "{sv}{sv}", "width", "u",
-				      chance(5) ? 0xffffffffu : 2 + 2 * pick(1000), "height", "u",
-				      1 + pick(1000));
+				      chance(10) ? (uint32_t)edge_value() | 1u : 2 + 2 * pick(1000),
+				      "height", "u",
+				      chance(5) ? (uint32_t)edge_value() | 1u : 1 + pick(1000));
 	}
 	if (chance(20))
 		sd_bus_message_append(m, "{sv}", "stride-divisor", "u",
@@ -730,11 +774,37 @@ static void append_constraints(sd_bus_message *m)
 		sd_bus_message_append(m, "{sv}", "max-segment-size", "t",
 				      (uint64_t)4096 << pick(8));
 	if (chance(15))
-		sd_bus_message_append(m, "{sv}", "backends", "as", 1, backends[pick(6)]);
+		sd_bus_message_append(m, "{sv}", "backends", "as", 1,
+				      chance(20) ? hostile_string() : backends[pick(6)]);
 	if (chance(10))
 		sd_bus_message_append(m, "{sv}", "device", "s", hostile_string());
 	if (chance(5))
 		sd_bus_message_append(m, "{sv}", "colour", "s", "red");
+	if (chance(3))
+		sd_bus_message_append(m, "{sv}", hostile_string(), "u", 1);
+	/* The integer edges, one participant's worth: where the 20,000 random collections of the
+	 * unit tests never went and the refusal text named participant -1. */
+	if (chance(25)) {
+		static const char *const u32_keys[] = {
+			"min-buffers",	  "max-buffers",     "size-divisor", "min-width",
+			"max-width",	  "min-height",	     "max-height",   "stride-divisor",
+			"offset-divisor", "dma-address-bits"};
+		static const char *const u64_keys[] = {"min-size", "max-size", "max-segment-size"};
+		uint32_t strides[2] = {(uint32_t)edge_value(), (uint32_t)edge_value()};
+
+		sd_bus_message_append(m, "{sv}", u32_keys[pick(10)], "u", (uint32_t)edge_value());
+		if (chance(50))
+			sd_bus_message_append(m, "{sv}", u64_keys[pick(3)], "t", edge_value());
+		if (chance(30)) {
+			sd_bus_message_open_container(m, 'e', "sv");
+			sd_bus_message_append_basic(m, 's',
+						    chance(50) ? "min-strides" : "max-strides");
+			sd_bus_message_open_container(m, 'v', "au");
+			sd_bus_message_append_array(m, 'u', strides, (1 + pick(2)) * 4);
+			sd_bus_message_close_container(m);
+			sd_bus_message_close_container(m);
+		}
+	}
 	sd_bus_message_append(m, "{sv}", "cpu-read", "b", (int)chance(50));
 	sd_bus_message_close_container(m);
 }
@@ -775,7 +845,10 @@ static void op_collection(struct client *c)
 		case 0:
 			sd_bus_message_append(m, "a{sv}", 2, "name", "s",
 					      chance(30) ? hostile_string() : "chaos",
-					      "participants", "u", chance(5) ? 1000u : pick(4));
+					      "participants", "u",
+					      chance(5)	   ? 1000u
+					      : chance(30) ? 1u
+							   : pick(4));
 			break;
 		case 2:
 			if (!token_get(token))
@@ -1396,6 +1469,14 @@ static void release_log(void)
 		for (size_t i = 0; i < sizeof(markers) / sizeof(markers[0]); i++)
 			if (strncmp(line, markers[i], strlen(markers[i])) == 0)
 				injected_lines++;
+		/* A control character, C1 or line separator inside a line is a client's. */
+		for (const unsigned char *p = (const unsigned char *)line; *p; p++)
+			if ((*p < 0x20 && !(*p == '\n' && !p[1])) || *p == 0x7f ||
+			    (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) ||
+			    (p[0] == 0xe2 && p[1] == 0x80 && p[2] >= 0xa8 && p[2] <= 0xae)) {
+				unclean_lines++;
+				break;
+			}
 	}
 	fclose(file);
 }
@@ -1649,5 +1730,8 @@ int main(void)
 	       "no log line was started by a client's string: %lu of %lu lines were (newlines in "
 	       "names and Revoke reasons reach the log unescaped)",
 	       injected_lines, log_lines);
+	tap_ok(unclean_lines == 0,
+	       "no log line holds a control character, C1 control or line separator: %lu do",
+	       unclean_lines);
 	return tap_done();
 }
