@@ -1098,12 +1098,12 @@ int db_collection_method_get_buffers(sd_bus_message *m, void *userdata, sd_bus_e
 					 "WaitCollection first");
 	if (count == 0 || count > DB_ALLOCATE_MANY_MAX || first >= mc.col->buffer_ids->len ||
 	    count > mc.col->buffer_ids->len - first)
-		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-					 "buffers %u..%u: the collection has %u; ask for 1 to %d "
-					 "at a time (the bus carries at most 16 descriptors in one "
-					 "message)",
-					 first, first + count, mc.col->buffer_ids->len,
-					 DB_ALLOCATE_MANY_MAX);
+		return sd_bus_error_setf(
+			error, DB_ERROR_INVALID_ARGUMENT,
+			"%u buffers from buffer %u: the collection has %u; ask for 1 "
+			"to %d at a time (the bus carries at most 16 descriptors in "
+			"one message)",
+			count, first, mc.col->buffer_ids->len, DB_ALLOCATE_MANY_MAX);
 	for (uint32_t i = 0; i < count; i++) {
 		bufs[i] = db_registry_find_buffer(
 			b->reg, g_array_index(mc.col->buffer_ids, uint64_t, first + i));
