@@ -182,6 +182,8 @@ struct shared {
 	atomic_ulong evicted;
 	atomic_ulong flood_max, floods, flood_pushback;
 	atomic_ulong silent_peers, silent_leaves, lazy_moves, self_kills, hostile_strings;
+	/* Refusals whose message is not clean text (a control byte, or a NULL printed). */
+	atomic_ulong unclean_errors, lone_collections;
 	atomic_uint next_token, next_name, next_path;
 	struct token_slot tokens[RING];
 	struct slot names[RING];
@@ -445,6 +447,15 @@ static int do_call(struct client *c, enum kind k, sd_bus_message *m, sd_bus_mess
 	r = sd_bus_call(NULL, m, CALL_TIMEOUT_USEC, &error, reply);
 	if (r < 0) {
 		enum err_class e = classify(error.name);
+		const unsigned char *p = (const unsigned char *)error.message;
+
+		/* What the daemon says back is text: never a client's raw bytes, nor what a
+		 * message read from where it should not (heap bytes, a NULL name). */
+		for (; p && *p; p++)
+			if (*p < 0x20 || *p == 0x7f)
+				break;
+		if ((p && *p) || (error.message && strstr(error.message, "(null)")))
+			atomic_fetch_add(&sh->unclean_errors, 1);
 
 		atomic_fetch_add(&sh->refused[e], 1);
 		if (e == E_NOT_REGISTERED && c->registered && k != K_REGISTER)
@@ -751,19 +762,23 @@ static void append_constraints(sd_bus_message *m)
 	if (chance(20))
 		sd_bus_message_append(m, "{sv}", "max-size", "t", (uint64_t)4096 << pick(12));
 	if (chance(30)) {
-		n = 1 + pick(4);
+		/* An edge width is odd as often as not, which rules out the subsampled
+		 * formats before any stride is laid out: an edge gets a packed format. */
+		bool edge = chance(25);
+
+		n = edge ? 1 : 1 + pick(4);
 		for (unsigned i = 0; i < n; i++)
-			set[i] = fourccs[pick(4)];
+			set[i] = edge ? DRM_FORMAT_XRGB8888 : fourccs[pick(4)];
 		sd_bus_message_open_container(m, 'e', "sv");
 		sd_bus_message_append_basic(m, 's', "fourccs");
 		sd_bus_message_open_container(m, 'v', "au");
 		sd_bus_message_append_array(m, 'u', set, (chance(10) ? 0 : n) * sizeof(uint32_t));
 		sd_bus_message_close_container(m);
 		sd_bus_message_close_container(m);
-		sd_bus_message_append(m, "{sv}{sv}", "width", "u",
-				      chance(10) ? (uint32_t)edge_value() | 1u : 2 + 2 * pick(1000),
-				      "height", "u",
-				      chance(5) ? (uint32_t)edge_value() | 1u : 1 + pick(1000));
+		sd_bus_message_append(
+			m, "{sv}{sv}", "width", "u",
+			edge ? (uint32_t)edge_value() | 1u : 2 + 2 * pick(1000), "height", "u",
+			edge && chance(20) ? (uint32_t)edge_value() | 1u : 1 + pick(1000));
 	}
 	if (chance(20))
 		sd_bus_message_append(m, "{sv}", "stride-divisor", "u",
@@ -823,6 +838,30 @@ static void remember_collection(struct client *c, const char *path)
 		snprintf(c->cols[c->n_cols++], PATH_LEN, "%s", path);
 }
 
+/* Constrains a collection it just created and commits it, then waits for the outcome. */
+static void lone_collection(struct client *c, const char *path)
+{
+	sd_bus *bus = call_bus(c);
+	sd_bus_message *m = new_call(bus, c, "SetCollectionConstraints");
+
+	atomic_fetch_add(&sh->lone_collections, 1);
+	if (m) {
+		sd_bus_message_append(m, "o", path);
+		append_constraints(m);
+	}
+	if (do_call(c, K_COLLECTION, m, NULL) < 0)
+		return;
+	m = new_call(bus, c, "CommitCollection");
+	if (m)
+		sd_bus_message_append(m, "o", path);
+	if (do_call(c, K_COLLECTION, m, NULL) < 0)
+		return;
+	m = new_call(bus, c, "WaitCollection");
+	if (m)
+		sd_bus_message_append(m, "o", path);
+	do_call(c, K_COLLECTION, m, NULL);
+}
+
 /* Buffer collections: create, invite, join, constrain, commit, wait, fetch, leave, list. */
 static void op_collection(struct client *c)
 {
@@ -875,8 +914,13 @@ static void op_collection(struct client *c)
 		sd_bus_message_unref(reply);
 		return;
 	}
-	if ((which == 0 || which == 2) && sd_bus_message_read(reply, "o", &got) > 0)
+	if ((which == 0 || which == 2) && sd_bus_message_read(reply, "o", &got) > 0) {
 		remember_collection(c, got);
+		/* Now and then a participant alone, at once: it allocates (or is refused) on
+		 * its own constraints, which random calls on random paths seldom reach. */
+		if (which == 0 && chance(40))
+			lone_collection(c, got);
+	}
 	if (which == 1 && sd_bus_message_read_array(reply, 'y', &bytes, &len) >= 0 &&
 	    len == DMABROKER_TOKEN_SIZE)
 		token_put(bytes);
@@ -1730,6 +1774,9 @@ int main(void)
 	       "no log line was started by a client's string: %lu of %lu lines were (newlines in "
 	       "names and Revoke reasons reach the log unescaped)",
 	       injected_lines, log_lines);
+	tap_ok(atomic_load(&sh->unclean_errors) == 0,
+	       "every refusal is clean text: %lu are not (%lu lone collections constrained)",
+	       atomic_load(&sh->unclean_errors), atomic_load(&sh->lone_collections));
 	tap_ok(unclean_lines == 0,
 	       "no log line holds a control character, C1 control or line separator: %lu do",
 	       unclean_lines);
