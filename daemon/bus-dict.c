@@ -124,9 +124,11 @@ int db_dict_read(sd_bus_message *m, struct db_dict_field *fields, size_t n_field
 			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
 						 "%s: more than %d entries", what,
 						 DB_DICT_MAX_ENTRIES);
+		/* sd-bus refuses a string that is not UTF-8 here (-EBADMSG): name the argument. */
 		r = sd_bus_message_read_basic(m, 's', &key);
 		if (r < 0)
-			return r;
+			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+						 "%s: a key could not be read (not UTF-8?)", what);
 		for (size_t i = 0; i < n_fields; i++)
 			if (strcmp(fields[i].key, key) == 0)
 				f = &fields[i];
@@ -155,6 +157,10 @@ int db_dict_read(sd_bus_message *m, struct db_dict_field *fields, size_t n_field
 		if (r < 0)
 			return r;
 		r = read_value(m, f, what, error);
+		if (r < 0 && !sd_bus_error_is_set(error))
+			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+						 "%s: '%s' could not be read (not UTF-8?)", what,
+						 f->key);
 		if (r < 0)
 			return r;
 		r = sd_bus_message_exit_container(m);
