@@ -313,6 +313,30 @@ static size_t body_os(uint8_t *out, const char *path, const char *text)
 	return len + 4 + n + 1;
 }
 
+/* Marshals an a{sv} of one entry, key => (s) value, for a raw call. */
+static size_t body_dict_s(uint8_t *out, const char *key, const char *value)
+{
+	uint32_t n, array_len;
+	size_t len = 8; /* the length, then padding to the first entry's 8 */
+
+	memset(out, 0, 8);
+	n = (uint32_t)strlen(key);
+	memcpy(out + len, &n, 4);
+	memcpy(out + len + 4, key, n + 1);
+	len += 4 + n + 1;
+	memcpy(out + len, "\1s", 3); /* the variant's signature: "s" */
+	len += 3;
+	while (len % 4)
+		out[len++] = 0;
+	n = (uint32_t)strlen(value);
+	memcpy(out + len, &n, 4);
+	memcpy(out + len + 4, value, n + 1);
+	len += 4 + n + 1;
+	array_len = (uint32_t)(len - 8);
+	memcpy(out, &array_len, 4);
+	return len;
+}
+
 /* Sends Revoke(buffer_path, reason) raw; the reply's error name in err. */
 static int raw_revoke(struct rawbus *rb, const char *reason, char *err, size_t len, int timeout_ms)
 {
@@ -360,6 +384,20 @@ static void test_peer(void)
 	tap_ok(r == -ETIMEDOUT || r == -ECONNRESET ||
 		       (r == 1 && strcmp(err, DB_ERROR_INVALID_ARGUMENT) == 0),
 	       "a reason that is not UTF-8 is refused (%d %s)", r, err);
+	for (int k = 0; k < 2; k++) {
+		uint8_t body[256];
+		size_t len = k ? body_dict_s(body, "name", "not \xff UTF-8")
+			       : body_dict_s(body, "n\xc3\x28me", "x");
+		int serial = rawbus_call_peer(&rb, "Allocate", "a{sv}", body, len, 0, NULL, 0);
+
+		err[0] = '\0';
+		r = serial < 0 ? serial
+			       : rawbus_wait_reply(&rb, (uint32_t)serial, err, sizeof(err), 1000);
+		tap_ok(r == -ETIMEDOUT || r == -ECONNRESET ||
+			       (r == 1 && strcmp(err, DB_ERROR_INVALID_ARGUMENT) == 0),
+		       "an a{sv} %s that is not UTF-8 is refused (%d %s)", k ? "value" : "key", r,
+		       err);
+	}
 	rawbus_close(&rb);
 	tap_ok(buffer_attachments(bus, buffer_path) == 1, "... and the buffer is not revoked");
 	sd_bus_flush_close_unref(bus);
