@@ -15,12 +15,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "backend.h"
 #include "broker.h"
 #include "collection.h"
 #include "bus-creds.h"
 #include "bus-dict.h"
 #include "bus-objects.h"
+#include "bus-text.h"
 #include "errors.h"
 #include "fd-util.h"
 #include "fdstore.h"
@@ -80,7 +82,7 @@ static int read_buffer(struct db_broker *b, sd_bus_message *m, struct db_client 
 	const char *path;
 	int r;
 
-	r = sd_bus_message_read_basic(m, 'o', &path);
+	r = db_bus_read_path(m, "buffer", &path, error);
 	if (r < 0)
 		return r;
 	buf = db_bus_buffer_from_path(b, path);
@@ -100,16 +102,8 @@ static int read_buffer(struct db_broker *b, sd_bus_message *m, struct db_client 
 static int method_register(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
 	struct db_broker *b = userdata;
-	_cleanup_(db_strv_freep) char **devices = NULL;
-	const char *role = "cpu", *name = "", *sender;
-	bool dynamic = false, compact_layouts = false;
-	struct db_dict_field f[] = {
-		{"role", DB_DICT_STRING, &role},
-		{"dynamic", DB_DICT_BOOL, &dynamic},
-		{"name", DB_DICT_STRING, &name},
-		{"devices", DB_DICT_STRV, &devices, 16},
-		{"compact_layouts", DB_DICT_BOOL, &compact_layouts},
-	};
+	_cleanup_(db_register_args_clear) struct db_register_args info = {0};
+	const char *sender;
 	struct db_client *c;
 	char path[128];
 	uid_t uid;
@@ -126,24 +120,15 @@ static int method_register(sd_bus_message *m, void *userdata, sd_bus_error *erro
 		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
 					 "%s is registered already, as %s", sender,
 					 db_bus_client_path(c, path, sizeof(path)));
-	r = db_dict_read(m, f, ARRAY_SIZE(f), "info", error);
+	r = db_args_register(m, &info, error);
 	if (r < 0)
 		return r;
-	if (!db_role_is_valid(role))
-		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-					 "role '%s' is not one of gpu, media, cpu, compositor",
-					 role);
-	for (size_t i = 0; devices && devices[i]; i++)
-		if (strncmp(devices[i], "/dev/", 5) != 0 || strlen(devices[i]) > 255)
-			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-						 "devices: '%.64s' is not a device node under /dev",
-						 devices[i]);
 	/* Credentials come from the bus, never from arguments; learned before dispatch. */
 	r = db_bus_creds_get(b->creds, sender, &uid, &pid);
 	if (r < 0)
 		return sd_bus_error_setf(error, DB_ERROR_FAILED, "the bus did not say who you are");
-	r = db_registry_add_client(b->reg, sender, uid, pid, role, dynamic, name,
-				   (const char *const *)devices, &c);
+	r = db_registry_add_client(b->reg, sender, uid, pid, info.role, info.dynamic, info.name,
+				   (const char *const *)info.devices, &c);
 	if (r == -EDQUOT)
 		return quota_error(b, error);
 	if (r == -ENAMETOOLONG || r == -EINVAL)
@@ -153,9 +138,9 @@ static int method_register(sd_bus_message *m, void *userdata, sd_bus_error *erro
 					 db_registry_limits(b->reg)->max_name_length);
 	if (r < 0)
 		return r;
-	c->compact_layouts = compact_layouts;
+	c->compact_layouts = info.compact_layouts;
 	log_debug("Registered %s as client %" PRIu64 " (uid %u, pid %d, %s, %s)", sender, c->id,
-		  (unsigned)uid, (int)pid, role, dynamic ? "dynamic" : "static");
+		  (unsigned)uid, (int)pid, info.role, info.dynamic ? "dynamic" : "static");
 	return sd_bus_reply_method_return(m, "o", db_bus_client_path(c, path, sizeof(path)));
 }
 
@@ -734,17 +719,10 @@ static int method_revoke(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	r = read_buffer(b, m, c, ACCESS_OWNER, &buf, error);
 	if (r < 0)
 		return r;
-	r = sd_bus_message_read_basic(m, 's', &reason);
+	/* It reaches the holders and the daemon's log. */
+	r = db_bus_read_text(m, "reason", 256, 0, &reason, error);
 	if (r < 0)
 		return r;
-	if (strlen(reason) > 256)
-		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-					 "reason is longer than 256 bytes");
-	/* It reaches the holders and the daemon's log: no line breaks or other controls that
-	 * could forge lines there. */
-	if (!db_string_is_printable(reason))
-		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-					 "reason may not hold control characters");
 	db_bus_buffer_path(buf, path, sizeof(path));
 	for (guint i = 0; i < buf->attachments->len; i++) {
 		struct db_attachment *a = g_ptr_array_index(buf->attachments, i);

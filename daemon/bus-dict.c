@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus-text.h"
 #include "macros.h"
 #include "protocol.h"
 
@@ -34,8 +35,18 @@ static int read_value(sd_bus_message *m, struct db_dict_field *f, const char *wh
 	int r, v;
 
 	switch (f->type) {
-	case DB_DICT_STRING:
-		return sd_bus_message_read_basic(m, 's', f->dest);
+	case DB_DICT_STRING: {
+		const char *s;
+
+		r = sd_bus_message_read_basic(m, 's', &s);
+		if (r < 0)
+			return r;
+		r = db_bus_check_text(what, f->key, s, f->max_bytes, 0, error);
+		if (r < 0)
+			return r;
+		*(const char **)f->dest = s;
+		return 0;
+	}
 	case DB_DICT_BOOL:
 		r = sd_bus_message_read_basic(m, 'b', &v);
 		if (r >= 0)
@@ -59,6 +70,13 @@ static int read_value(sd_bus_message *m, struct db_dict_field *f, const char *wh
 			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
 						 "%s: '%s' has %zu entries, at most %u are allowed",
 						 what, f->key, n, f->max);
+		}
+		for (size_t i = 0; i < n; i++) {
+			r = db_bus_check_text(what, f->key, strv[i], f->max_bytes, 0, error);
+			if (r < 0) {
+				db_strv_free(strv);
+				return r;
+			}
 		}
 		db_strv_free(*(char ***)f->dest);
 		*(char ***)f->dest = strv;
@@ -106,15 +124,22 @@ int db_dict_read(sd_bus_message *m, struct db_dict_field *fields, size_t n_field
 			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
 						 "%s: more than %d entries", what,
 						 DB_DICT_MAX_ENTRIES);
+		/* sd-bus refuses a string that is not UTF-8 here (-EBADMSG): name the argument. */
 		r = sd_bus_message_read_basic(m, 's', &key);
 		if (r < 0)
-			return r;
+			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+						 "%s: a key could not be read (not UTF-8?)", what);
 		for (size_t i = 0; i < n_fields; i++)
 			if (strcmp(fields[i].key, key) == 0)
 				f = &fields[i];
-		if (!f)
+		if (!f) {
+			/* The key is the client's text too: echoed escaped, and cut. */
+			char shown[64];
+
 			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-						 "%s: unknown key '%s'", what, key);
+						 "%s: unknown key '%s'", what,
+						 db_text_escape(key, shown, sizeof(shown)));
+		}
 		if (f->seen)
 			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
 						 "%s: key '%s' given twice", what, key);
@@ -132,6 +157,10 @@ int db_dict_read(sd_bus_message *m, struct db_dict_field *fields, size_t n_field
 		if (r < 0)
 			return r;
 		r = read_value(m, f, what, error);
+		if (r < 0 && !sd_bus_error_is_set(error))
+			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+						 "%s: '%s' could not be read (not UTF-8?)", what,
+						 f->key);
 		if (r < 0)
 			return r;
 		r = sd_bus_message_exit_container(m);

@@ -8,7 +8,9 @@
 /*
  * Reads an a{sv} argument into typed fields. Unknown keys, duplicate keys and values of
  * the wrong type are errors with a message naming the key, so a client's typo never passes
- * silently. Strings point into the message (valid while it lives).
+ * silently. Every string (and every string of an as) passes the one text check
+ * (bus-text.h) before the caller sees it. Strings point into the message (valid while it
+ * lives).
  */
 enum db_dict_type {
 	DB_DICT_STRING, /* s  -> const char * */
@@ -26,6 +28,7 @@ struct db_dict_field {
 	void *dest;
 	uint32_t max; /* DB_DICT_STRV, DB_DICT_U32_ARRAY: most elements */
 	uint32_t *count; /* DB_DICT_U32_ARRAY */
+	uint32_t max_bytes; /* DB_DICT_STRING, DB_DICT_STRV: longest string; 0: DB_TEXT_MAX */
 	bool seen;
 };
 

@@ -12,10 +12,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "args.h"
 #include "backend.h"
 #include "broker.h"
 #include "bus-dict.h"
 #include "bus-objects.h"
+#include "bus-text.h"
 #include "constraints.h"
 #include "fd-util.h"
 #include "fdstore.h"
@@ -23,6 +25,7 @@
 #include "macros.h"
 #include "monitor.h"
 #include "protocol.h"
+#include "text.h"
 #include "token.h"
 
 enum collection_state {
@@ -37,19 +40,11 @@ static const char *const state_names[] = {
 	[COLLECTION_FAILED] = "failed",
 };
 
-/* One participant's constraints as the bus gave them, with the storage they point into. */
-struct stored_constraints {
-	struct db_constraints c;
-	uint32_t fourccs[DB_CONSTRAINTS_MAX_SET];
-	uint64_t modifiers[DB_CONSTRAINTS_MAX_SET];
-	char **backends; /* owned */
-};
-
 struct participant {
 	uint64_t client_id;
 	char label[192]; /* "media-client (vivid, /dev/video1)": what messages name */
 	bool has_constraints;
-	struct stored_constraints sc;
+	struct db_constraint_args sc; /* device: NULL, the message is gone */
 	bool allocated; /* attached to the collection's buffers */
 	enum db_attach_path path;
 	sd_bus_message *wait; /* a WaitCollection to answer, owned reference */
@@ -103,7 +98,7 @@ static void participant_free(struct participant *p)
 {
 	if (!p)
 		return;
-	db_strv_free(p->sc.backends);
+	db_constraint_args_clear(&p->sc);
 	sd_bus_message_unref(p->wait);
 	g_free(p);
 }
@@ -287,6 +282,9 @@ static void fail(struct collection *col, const char *name, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(col->failure, sizeof(col->failure), fmt, ap);
 	va_end(ap);
+	/* Cut at its size, it may end mid-character: sd-bus would refuse to send it, and every
+	 * WaitCollection would go unanswered. */
+	db_text_sanitize(col->failure);
 	col->failure_name = name;
 	col->state = COLLECTION_FAILED;
 	g_array_set_size(col->tokens, 0);
@@ -683,7 +681,7 @@ static int get_collection(struct db_broker *b, sd_bus_message *m, struct db_clie
 	char *end;
 	int r;
 
-	r = sd_bus_message_read_basic(m, 'o', &path);
+	r = db_bus_read_path(m, "collection", &path, error);
 	if (r < 0)
 		return r;
 	tail = g_str_has_prefix(path, DB_COLLECTION_PATH_PREFIX "/")
@@ -730,96 +728,38 @@ static int enter_method(struct db_broker *b, sd_bus_message *m, bool failed_ok,
 	return 0;
 }
 
-static bool set_is_valid(size_t n, uint32_t seen)
-{
-	return !seen || n > 0;
-}
-
 static int read_constraints(struct db_broker *b, sd_bus_message *m, struct db_client *c,
 			    struct participant *p, sd_bus_error *error)
 {
-	struct stored_constraints sc = {0};
-	const char *device = "";
-	uint32_t n_fourccs = 0, n_modifiers = 0, n_min = 0, n_max = 0;
-	uint32_t min_strides[DMABROKER_MAX_PLANES] = {0}, max_strides[DMABROKER_MAX_PLANES] = {0};
-	struct db_dict_field f[] = {
-		{"device", DB_DICT_STRING, &device},
-		{"min-buffers-for-camping", DB_DICT_U32, &sc.c.min_buffer_count_for_camping},
-		{"min-buffers", DB_DICT_U32, &sc.c.min_buffer_count},
-		{"max-buffers", DB_DICT_U32, &sc.c.max_buffer_count},
-		{"min-size", DB_DICT_U64, &sc.c.min_size},
-		{"max-size", DB_DICT_U64, &sc.c.max_size},
-		{"size-divisor", DB_DICT_U32, &sc.c.size_divisor},
-		{"fourccs", DB_DICT_U32_ARRAY, sc.fourccs, DB_CONSTRAINTS_MAX_SET, &n_fourccs},
-		{"modifiers", DB_DICT_U64_ARRAY, sc.modifiers, DB_CONSTRAINTS_MAX_SET,
-		 &n_modifiers},
-		{"min-width", DB_DICT_U32, &sc.c.min_width},
-		{"max-width", DB_DICT_U32, &sc.c.max_width},
-		{"min-height", DB_DICT_U32, &sc.c.min_height},
-		{"max-height", DB_DICT_U32, &sc.c.max_height},
-		{"width", DB_DICT_U32, &sc.c.width},
-		{"height", DB_DICT_U32, &sc.c.height},
-		{"min-strides", DB_DICT_U32_ARRAY, min_strides, DMABROKER_MAX_PLANES, &n_min},
-		{"max-strides", DB_DICT_U32_ARRAY, max_strides, DMABROKER_MAX_PLANES, &n_max},
-		{"stride-divisor", DB_DICT_U32, &sc.c.stride_divisor},
-		{"offset-divisor", DB_DICT_U32, &sc.c.offset_divisor},
-		{"contiguous", DB_DICT_BOOL, &sc.c.contiguous},
-		{"max-segment-size", DB_DICT_U64, &sc.c.max_segment_size},
-		{"dma-address-bits", DB_DICT_U32, &sc.c.dma_address_bits},
-		{"device-import", DB_DICT_BOOL, &sc.c.device},
-		{"backends", DB_DICT_STRV, &sc.backends, DB_CONSTRAINTS_MAX_SET},
-		{"cpu-read", DB_DICT_BOOL, &sc.c.cpu_read},
-		{"cpu-write", DB_DICT_BOOL, &sc.c.cpu_write},
-	};
+	struct db_constraint_args sc;
 	struct db_constraints_error err = {0};
 	const struct db_device *dev = NULL;
 	char label[sizeof(p->label)];
-	size_t n_backends = 0;
+	const char *device;
 	bool known_device = false;
 	int r;
 
-	r = db_dict_read(m, f, ARRAY_SIZE(f), "constraints", error);
-	if (r < 0) {
-		db_strv_free(sc.backends);
+	r = db_args_constraints(m, &sc, error);
+	if (r < 0)
 		return r;
-	}
+	device = sc.device;
+	sc.device = NULL;
 	for (size_t i = 0; c->devices && c->devices[i]; i++)
 		known_device |= strcmp(c->devices[i], device) == 0;
 	if (device[0] && !known_device) {
-		db_strv_free(sc.backends);
+		char shown[80];
+
+		db_constraint_args_clear(&sc);
 		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-					 "constraints: device '%.64s' is not one this client "
+					 "constraints: device '%s' is not one this client "
 					 "registered",
-					 device);
+					 db_text_escape(device, shown, sizeof(shown)));
 	}
 	if (!device[0] && c->devices && c->devices[0] && !c->devices[1])
 		device = c->devices[0];
-	while (sc.backends && sc.backends[n_backends])
-		n_backends++;
-	if (!set_is_valid(n_fourccs, f[7].seen) || !set_is_valid(n_modifiers, f[8].seen) ||
-	    !set_is_valid(n_backends, f[23].seen)) {
-		db_strv_free(sc.backends);
-		return sd_bus_error_setf(
-			error, DB_ERROR_INVALID_ARGUMENT,
-			"constraints: a set (fourccs, modifiers, backends) that is "
-			"given may not be empty");
-	}
-	for (size_t i = 0; i < n_backends; i++)
-		if (!db_string_is_printable(sc.backends[i]) ||
-		    strlen(sc.backends[i]) > DB_CONSTRAINTS_NAME_MAX + 16) {
-			db_strv_free(sc.backends);
-			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-						 "constraints: backend %zu is not a backend name",
-						 i);
-		}
-	memcpy(sc.c.min_stride, min_strides, sizeof(min_strides));
-	memcpy(sc.c.max_stride, max_strides, sizeof(max_strides));
-	sc.c.n_fourccs = n_fourccs;
-	sc.c.n_modifiers = n_modifiers;
-	sc.c.n_backends = n_backends;
 	if (device[0] && b->devices)
 		dev = db_devices_find(b->devices, device);
-	/* Names come from the registration, which checked them to be printable. */
+	/* Names and devices come from the registration, which checked them as text. */
 	if (device[0])
 		snprintf(label, sizeof(label), "%s (%s%s%s)", c->name[0] ? c->name : "client",
 			 dev && dev->driver[0] ? dev->driver : "",
@@ -829,23 +769,19 @@ static int read_constraints(struct db_broker *b, sd_bus_message *m, struct db_cl
 			 c->name[0] ? c->name : "client", c->id);
 	sc.c.name = label;
 	sc.c.dynamic = c->dynamic;
-	sc.c.fourccs = n_fourccs ? sc.fourccs : NULL;
-	sc.c.modifiers = n_modifiers ? sc.modifiers : NULL;
-	sc.c.backends = n_backends ? (const char *const *)sc.backends : NULL;
 	r = db_constraints_validate(&sc.c, &err);
 	if (r < 0) {
 		/* What the participant set before stays. */
-		db_strv_free(sc.backends);
+		db_constraint_args_clear(&sc);
 		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT, "constraints: %s",
 					 err.message);
 	}
 	memcpy(p->label, label, sizeof(label));
-	db_strv_free(p->sc.backends);
+	db_constraint_args_clear(&p->sc);
 	p->sc = sc;
 	/* Point into the stored copy. */
 	p->sc.c.name = p->label;
-	p->sc.c.fourccs = n_fourccs ? p->sc.fourccs : NULL;
-	p->sc.c.modifiers = n_modifiers ? p->sc.modifiers : NULL;
+	db_constraint_args_relink(&p->sc);
 	return 0;
 }
 
@@ -862,12 +798,9 @@ int db_collection_method_create(sd_bus_message *m, void *userdata, sd_bus_error 
 {
 	struct db_broker *b = userdata;
 	const struct db_limits *limits = db_registry_limits(b->reg);
-	const char *name = "";
-	uint32_t expected = 0;
-	struct db_dict_field f[] = {
-		{"name", DB_DICT_STRING, &name},
-		{"participants", DB_DICT_U32, &expected},
-	};
+	struct db_collection_args args;
+	const char *name;
+	uint32_t expected;
 	struct collection *col;
 	struct participant *p;
 	struct db_client *c;
@@ -877,9 +810,11 @@ int db_collection_method_create(sd_bus_message *m, void *userdata, sd_bus_error 
 	r = db_bus_get_caller(b, m, &c, error);
 	if (r < 0)
 		return r;
-	r = db_dict_read(m, f, ARRAY_SIZE(f), "options", error);
+	r = db_args_create_collection(m, &args, error);
 	if (r < 0)
 		return r;
+	name = args.name;
+	expected = args.participants;
 	if (db_registry_check_name(b->reg, name) < 0)
 		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
 					 "name is longer than MaxNameLength (%" PRIu64
@@ -1160,12 +1095,12 @@ int db_collection_method_get_buffers(sd_bus_message *m, void *userdata, sd_bus_e
 					 "WaitCollection first");
 	if (count == 0 || count > DB_ALLOCATE_MANY_MAX || first >= mc.col->buffer_ids->len ||
 	    count > mc.col->buffer_ids->len - first)
-		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-					 "buffers %u..%u: the collection has %u; ask for 1 to %d "
-					 "at a time (the bus carries at most 16 descriptors in one "
-					 "message)",
-					 first, first + count, mc.col->buffer_ids->len,
-					 DB_ALLOCATE_MANY_MAX);
+		return sd_bus_error_setf(
+			error, DB_ERROR_INVALID_ARGUMENT,
+			"%u buffers from buffer %u: the collection has %u; ask for 1 "
+			"to %d at a time (the bus carries at most 16 descriptors in "
+			"one message)",
+			count, first, mc.col->buffer_ids->len, DB_ALLOCATE_MANY_MAX);
 	for (uint32_t i = 0; i < count; i++) {
 		bufs[i] = db_registry_find_buffer(
 			b->reg, g_array_index(mc.col->buffer_ids, uint64_t, first + i));

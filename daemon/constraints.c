@@ -10,6 +10,7 @@
 #include <drm_fourcc.h>
 
 #include "macros.h"
+#include "text.h"
 
 #define ALL_PLANES DMABROKER_MAX_PLANES
 #define MIN_SZ(a, b) ((a) < (b) ? (a) : (b))
@@ -19,26 +20,49 @@ static const unsigned system_heap_orders[] = {8, 4, 0};
 
 /* --- messages --- */
 
+/*
+ * Every message goes through sb_vprintf into a fixed buffer: it is cut, never overflowed, and
+ * the public functions sanitize it before returning (finish()), so a cut multi-byte character
+ * or a byte nobody checked never reaches a log line or a D-Bus error that would refuse it.
+ */
 struct sbuf {
 	char *s;
 	size_t size;
 	size_t len;
 };
 
-static void sb_printf(struct sbuf *b, const char *fmt, ...) _printf_(2, 3);
-static void sb_printf(struct sbuf *b, const char *fmt, ...)
+static void sb_vprintf(struct sbuf *b, const char *fmt, va_list ap) _printf_(2, 0);
+static void sb_vprintf(struct sbuf *b, const char *fmt, va_list ap)
 {
-	va_list ap;
 	int n;
 
 	if (!b->s || b->len + 1 >= b->size)
 		return;
-	va_start(ap, fmt);
 	n = vsnprintf(b->s + b->len, b->size - b->len, fmt, ap);
-	va_end(ap);
 	/* A cut message is still a message: keep what fitted. */
 	if (n > 0)
 		b->len = MIN_SZ(b->len + (size_t)n, b->size - 1);
+}
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...) _printf_(2, 3);
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	sb_vprintf(b, fmt, ap);
+	va_end(ap);
+}
+
+static void err_vprintf(struct db_constraints_error *err, const char *fmt, va_list ap)
+	_printf_(2, 0);
+static void err_vprintf(struct db_constraints_error *err, const char *fmt, va_list ap)
+{
+	struct sbuf b = {err ? err->message : NULL, sizeof(err->message), 0};
+
+	if (err)
+		err->message[0] = '\0';
+	sb_vprintf(&b, fmt, ap);
 }
 
 static void set_message(struct db_constraints_error *err, const char *fmt, ...) _printf_(2, 3);
@@ -46,11 +70,19 @@ static void set_message(struct db_constraints_error *err, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (!err)
-		return;
 	va_start(ap, fmt);
-	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	err_vprintf(err, fmt, ap);
 	va_end(ap);
+}
+
+/* What the public functions return is text anyone may read (err only when they failed: it
+ * is not written otherwise). */
+static void finish(struct db_constraints_error *err, struct db_collection_plan *plan)
+{
+	if (err)
+		db_text_sanitize(err->message);
+	if (plan)
+		db_text_sanitize(plan->note);
 }
 
 /* "64 KiB" where that is exact, else bytes: the numbers people read in limits. */
@@ -225,7 +257,15 @@ struct solver {
 	size_t n_cands;
 };
 
-#define NAME(s, i) ((s)->parts[i].name)
+/*
+ * A participant's name for a message. Every index in the aggregate is -1 until a participant
+ * sets that bound, and a bound nobody set can still be the one that fails (the 32-bit stride
+ * a huge width passes): the name is read only for an index that is a participant.
+ */
+static const char *who(const struct solver *s, int i)
+{
+	return i >= 0 && (size_t)i < s->n ? s->parts[i].name : "the broker";
+}
 
 struct aggregate {
 	uint64_t camping;
@@ -359,7 +399,7 @@ static int aggregate(const struct solver *s, uint64_t mask, struct aggregate *a,
 				if (s->parts[k].stride_divisor > 1)
 					sb_printf(&b, "%s%s %" PRIu32,
 						  b.len && b.s[b.len - 1] != '(' ? ", " : "",
-						  NAME(s, k), s->parts[k].stride_divisor);
+						  who(s, k), s->parts[k].stride_divisor);
 			}
 			sb_printf(&b, ")");
 			return -EOPNOTSUPP;
@@ -459,7 +499,7 @@ static int aggregate(const struct solver *s, uint64_t mask, struct aggregate *a,
 			set_message(err,
 				    "%s requests %" PRIu32 "x%" PRIu32 " but %s requests %" PRIu32
 				    "x%" PRIu32,
-				    NAME(s, a->req_by), a->req_w, a->req_h, c->name, c->width,
+				    who(s, a->req_by), a->req_w, a->req_h, c->name, c->width,
 				    c->height);
 			return -EOPNOTSUPP;
 		} else {
@@ -480,27 +520,27 @@ static int aggregate(const struct solver *s, uint64_t mask, struct aggregate *a,
 		const char *sep = " (";
 
 		sb_printf(&b, "%s allows at most %" PRIu32 " buffers but %" PRIu64 " are needed",
-			  NAME(s, a->max_count_by), a->max_count, a->need);
+			  who(s, a->max_count_by), a->max_count, a->need);
 		if (a->camping >= a->need) {
 			for (size_t i = 0; i < s->n; i++) {
 				if (!(mask & (1ull << i)))
 					continue;
 				if (s->parts[i].min_buffer_count_for_camping) {
-					sb_printf(&b, "%s%s camps on %" PRIu32, sep, NAME(s, i),
+					sb_printf(&b, "%s%s camps on %" PRIu32, sep, who(s, i),
 						  s->parts[i].min_buffer_count_for_camping);
 					sep = ", ";
 				}
 			}
 			sb_printf(&b, ")");
 		} else {
-			sb_printf(&b, " (%s needs %" PRIu64 ")", NAME(s, a->min_count_by), a->need);
+			sb_printf(&b, " (%s needs %" PRIu64 ")", who(s, a->min_count_by), a->need);
 		}
 		return -EOPNOTSUPP;
 	}
 	if (a->min_size > a->max_size) {
 		set_message(err, "%s needs buffers of at least %s but %s allows at most %s",
-			    NAME(s, a->min_size_by), bytes_str(a->min_size, b1),
-			    NAME(s, a->max_size_by), bytes_str(a->max_size, b2));
+			    who(s, a->min_size_by), bytes_str(a->min_size, b1),
+			    who(s, a->max_size_by), bytes_str(a->max_size, b2));
 		return -EOPNOTSUPP;
 	}
 	if (a->image && a->n_fourccs == 0) {
@@ -651,7 +691,7 @@ static void backend_failure(const struct solver *s, uint64_t mask, const struct 
 			&b,
 			"%s requires physically contiguous memory; no backend can provide %" PRIu64
 			" bytes contiguous here (",
-			NAME(s, a->contiguous_by), size);
+			who(s, a->contiguous_by), size);
 		for (size_t k = 0; k < s->n_cands; k++) {
 			if (s->cands[k].kind != DB_BACKEND_HEAP || !s->cands[k].heap->contiguous)
 				continue;
@@ -680,13 +720,12 @@ static void backend_failure(const struct solver *s, uint64_t mask, const struct 
 		sb_printf(&b,
 			  "%s imports into a device, which needs a dma-buf; the only backend left "
 			  "here is memfd",
-			  NAME(s, a->dmabuf_by));
+			  who(s, a->dmabuf_by));
 		break;
 	case STAGE_SIZE:
 		if (v->by >= 0)
-			sb_printf(&b, "%s allows at most %s but %s makes %s buffers",
-				  NAME(s, v->by), bytes_str(a->max_size, b1), name,
-				  bytes_str(v->alloc_size, b2));
+			sb_printf(&b, "%s allows at most %s but %s makes %s buffers", who(s, v->by),
+				  bytes_str(a->max_size, b1), name, bytes_str(v->alloc_size, b2));
 		else if (v->by == -2)
 			sb_printf(&b,
 				  "%s makes %s buffers, which the size divisor %" PRIu64
@@ -701,13 +740,13 @@ static void backend_failure(const struct solver *s, uint64_t mask, const struct 
 		break;
 	case STAGE_SEGMENT:
 		sb_printf(&b, "%s accepts DMA segments of at most %s but %s makes %s segments",
-			  NAME(s, a->max_seg_by), bytes_str(a->max_seg, b1), name,
+			  who(s, a->max_seg_by), bytes_str(a->max_seg, b1), name,
 			  bytes_str(v->segment, b2));
 		if (a->contiguous && a->contiguous_by == a->max_seg_by)
 			sb_printf(&b, " (it also requires physically contiguous memory)");
 		else if (a->contiguous)
 			sb_printf(&b, " (%s requires physically contiguous memory)",
-				  NAME(s, a->contiguous_by));
+				  who(s, a->contiguous_by));
 		sb_printf(&b, "; segment limit not met (strict)");
 		break;
 	case STAGE_OK:
@@ -773,22 +812,22 @@ static int pick_dim(const struct solver *s, const struct aggregate *a, bool is_w
 	if (lo > hi) {
 		set_message(err,
 			    "%s needs a %s of at least %" PRIu32 " but %s allows at most %" PRIu32,
-			    NAME(s, lo_by), what, lo, NAME(s, hi_by), hi);
+			    who(s, lo_by), what, lo, who(s, hi_by), hi);
 		return -EOPNOTSUPP;
 	}
 	if (req) {
 		if (req < lo || req > hi) {
-			set_message(
-				err, "%s requests %s %" PRIu32 " but %s %s %" PRIu32,
-				NAME(s, a->req_by), what, req, NAME(s, req < lo ? lo_by : hi_by),
-				req < lo ? "needs at least" : "allows at most", req < lo ? lo : hi);
+			set_message(err, "%s requests %s %" PRIu32 " but %s %s %" PRIu32,
+				    who(s, a->req_by), what, req, who(s, req < lo ? lo_by : hi_by),
+				    req < lo ? "needs at least" : "allows at most",
+				    req < lo ? lo : hi);
 			return -EOPNOTSUPP;
 		}
 		if (req % sub) {
 			set_message(err,
 				    "%s requests %s %" PRIu32
 				    ", which %s's %u-pixel blocks do not divide",
-				    NAME(s, a->req_by), what, req, fmt->name, sub);
+				    who(s, a->req_by), what, req, fmt->name, sub);
 			return -EOPNOTSUPP;
 		}
 		*ret = req;
@@ -798,8 +837,8 @@ static int pick_dim(const struct solver *s, const struct aggregate *a, bool is_w
 	if (v > hi) {
 		set_message(err,
 			    "no %s in %" PRIu32 "..%" PRIu32 " fits %s's %u-pixel blocks (%s, %s)",
-			    what, lo, hi, fmt->name, sub, lo_by >= 0 ? NAME(s, lo_by) : "-",
-			    hi_by >= 0 ? NAME(s, hi_by) : "-");
+			    what, lo, hi, fmt->name, sub, lo_by >= 0 ? who(s, lo_by) : "-",
+			    hi_by >= 0 ? who(s, hi_by) : "-");
 		return -EOPNOTSUPP;
 	}
 	*ret = (uint32_t)v;
@@ -824,7 +863,7 @@ static void describe_divisor(const struct solver *s, uint64_t mask, bool stride,
 		}
 	}
 	if (n == 1) {
-		sb_printf(b, "%s %s divisor %" PRIu64, NAME(s, last), stride ? "stride" : "offset",
+		sb_printf(b, "%s %s divisor %" PRIu64, who(s, last), stride ? "stride" : "offset",
 			  lcm);
 		return;
 	}
@@ -836,7 +875,7 @@ static void describe_divisor(const struct solver *s, uint64_t mask, bool stride,
 		uint32_t d = stride ? s->parts[i].stride_divisor : s->parts[i].offset_divisor;
 
 		if (d > 1)
-			sb_printf(b, "%s%s %" PRIu32, n++ ? ", " : "", NAME(s, i), d);
+			sb_printf(b, "%s%s %" PRIu32, n++ ? ", " : "", who(s, i), d);
 	}
 	sb_printf(b, ": %" PRIu64 ")", lcm);
 }
@@ -871,22 +910,33 @@ static int lay_out(const struct solver *s, uint64_t mask, const struct aggregate
 		if (lb > a->max_stride[p]) {
 			if (a->min_stride[p] > row)
 				sb_printf(&b, "%s needs a plane-%u stride of at least %" PRIu32,
-					  NAME(s, a->min_stride_by[p]), p, a->min_stride[p]);
+					  who(s, a->min_stride_by[p]), p, a->min_stride[p]);
 			else
 				sb_printf(&b,
 					  "%" PRIu32 " px %s needs %" PRIu64
 					  " bytes a row in plane %u",
 					  w, fmt->name, row, p);
-			sb_printf(&b, " but %s max stride is %" PRIu32,
-				  NAME(s, a->max_stride_by[p]), a->max_stride[p]);
+			if (a->max_stride_by[p] >= 0)
+				sb_printf(&b, " but %s max stride is %" PRIu32,
+					  who(s, a->max_stride_by[p]), a->max_stride[p]);
+			else
+				sb_printf(&b, " but a stride holds at most %" PRIu32 " bytes",
+					  a->max_stride[p]);
 			return -EOPNOTSUPP;
 		}
 		/* lb < 2^35 and the divisor < 2^32: no wrap. */
 		stride = (lb + a->stride_div - 1) / a->stride_div * a->stride_div;
 		if (stride > a->max_stride[p]) {
 			describe_divisor(s, mask, true, a->stride_div, &b);
-			sb_printf(&b, " vs %s max stride %" PRIu32 " for %" PRIu32 " px %s",
-				  NAME(s, a->max_stride_by[p]), a->max_stride[p], w, fmt->name);
+			if (a->max_stride_by[p] >= 0)
+				sb_printf(&b, " vs %s max stride %" PRIu32 " for %" PRIu32 " px %s",
+					  who(s, a->max_stride_by[p]), a->max_stride[p], w,
+					  fmt->name);
+			else
+				sb_printf(&b,
+					  " takes the stride of %" PRIu32 " px %s past %" PRIu32
+					  " bytes",
+					  w, fmt->name, a->max_stride[p]);
 			if (p)
 				sb_printf(&b, " (plane %u)", p);
 			return -EOPNOTSUPP;
@@ -931,7 +981,7 @@ static int size_buffers(const struct solver *s, const struct aggregate *a, uint6
 		return -EOPNOTSUPP;
 	}
 	if (size > a->max_size) {
-		set_message(err, "%s allows at most %s but %s takes %s", NAME(s, a->max_size_by),
+		set_message(err, "%s allows at most %s but %s takes %s", who(s, a->max_size_by),
 			    bytes_str(a->max_size, b1), what, bytes_str(size, b2));
 		if (a->size_div > 1 && err) {
 			size_t len = strlen(err->message);
@@ -982,20 +1032,20 @@ static void fill_plan(const struct solver *s, const struct aggregate *a, const s
 		sb_printf(&b,
 			  "segment limit not met: %s accepts DMA segments of at most %s but %s "
 			  "makes %s segments",
-			  NAME(s, a->max_seg_by), bytes_str(a->max_seg, b1), plan->backend,
+			  who(s, a->max_seg_by), bytes_str(a->max_seg, b1), plan->backend,
 			  bytes_str(v->segment, b2));
 		if (a->contiguous && a->contiguous_by == a->max_seg_by)
 			sb_printf(&b, " (it also requires physically contiguous memory)");
 		else if (a->contiguous)
 			sb_printf(&b, " (%s requires physically contiguous memory)",
-				  NAME(s, a->contiguous_by));
+				  who(s, a->contiguous_by));
 	}
 	if (a->addr_bits && a->addr_bits < 64) {
 		plan->flags |= DB_COLLECTION_ADDRESS_BITS_UNCHECKED;
 		sb_printf(&b,
 			  "%s%s declares %" PRIu32
 			  " DMA address bits; where the memory lies is not checked",
-			  b.len ? "; " : "", NAME(s, a->addr_bits_by), a->addr_bits);
+			  b.len ? "; " : "", who(s, a->addr_bits_by), a->addr_bits);
 	}
 }
 
@@ -1050,7 +1100,7 @@ static int solve(const struct solver *s, uint64_t mask, bool any_size,
 			set_message(err,
 				    "%s allows only modifiers the broker cannot lay out (it lays "
 				    "out LINEAR)",
-				    NAME(s, i));
+				    who(s, i));
 			return -EOPNOTSUPP;
 		}
 	}
@@ -1105,14 +1155,14 @@ static int invalid(struct db_constraints_error *err, int who, const char *fmt, .
 	if (err) {
 		err->participant = who;
 		err->conflict = 0;
-		va_start(ap, fmt);
-		vsnprintf(err->message, sizeof(err->message), fmt, ap);
-		va_end(ap);
 	}
+	va_start(ap, fmt);
+	err_vprintf(err, fmt, ap);
+	va_end(ap);
 	return -EINVAL;
 }
 
-int db_constraints_validate(const struct db_constraints *c, struct db_constraints_error *err)
+static int validate(const struct db_constraints *c, struct db_constraints_error *err)
 {
 	const char *name;
 
@@ -1219,9 +1269,9 @@ static void build_candidates(struct solver *s)
 		s->cands[s->n_cands++] = (struct candidate){DB_BACKEND_MEMFD, NULL};
 }
 
-int db_constraints_intersect(const struct db_constraints *parts, size_t n,
-			     const struct db_machine_info *machine, unsigned flags,
-			     struct db_collection_plan *ret, struct db_constraints_error *err)
+static int intersect(const struct db_constraints *parts, size_t n,
+		     const struct db_machine_info *machine, unsigned flags,
+		     struct db_collection_plan *ret, struct db_constraints_error *err)
 {
 	struct solver s = {.parts = parts, .n = n, .m = machine, .flags = flags};
 	uint64_t all, conflict;
@@ -1242,7 +1292,7 @@ int db_constraints_intersect(const struct db_constraints *parts, size_t n,
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < n; i++) {
-		r = db_constraints_validate(&parts[i], err);
+		r = validate(&parts[i], err);
 		if (r < 0) {
 			if (err)
 				err->participant = (int)i;
@@ -1292,11 +1342,9 @@ static int misfit(struct db_constraints_error *err, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (err) {
-		va_start(ap, fmt);
-		vsnprintf(err->message, sizeof(err->message), fmt, ap);
-		va_end(ap);
-	}
+	va_start(ap, fmt);
+	err_vprintf(err, fmt, ap);
+	va_end(ap);
 	return -EOPNOTSUPP;
 }
 
@@ -1314,9 +1362,9 @@ static bool plan_backend_allowed(const struct db_collection_plan *plan,
 	return false;
 }
 
-int db_constraints_check_joiner(const struct db_collection_plan *plan,
-				const struct db_constraints *c, unsigned flags,
-				struct db_constraints_fit *ret, struct db_constraints_error *err)
+static int check_joiner(const struct db_collection_plan *plan, const struct db_constraints *c,
+			unsigned flags, struct db_constraints_fit *ret,
+			struct db_constraints_error *err)
 {
 	const struct db_layout *l;
 	const char *name;
@@ -1328,7 +1376,7 @@ int db_constraints_check_joiner(const struct db_collection_plan *plan,
 		*err = (struct db_constraints_error){.participant = -1};
 	if (!plan || !ret)
 		return invalid(err, -1, "no plan or nowhere to put the result");
-	r = db_constraints_validate(c, err);
+	r = validate(c, err);
 	if (r < 0)
 		return r;
 	l = &plan->layout;
@@ -1399,4 +1447,34 @@ int db_constraints_check_joiner(const struct db_collection_plan *plan,
 	if (c->dma_address_bits && c->dma_address_bits < 64)
 		ret->flags |= DB_COLLECTION_ADDRESS_BITS_UNCHECKED;
 	return 0;
+}
+
+/* The public faces: whatever path a message took, it leaves here as text. */
+
+int db_constraints_validate(const struct db_constraints *c, struct db_constraints_error *err)
+{
+	int r = validate(c, err);
+
+	finish(r < 0 ? err : NULL, NULL);
+	return r;
+}
+
+int db_constraints_intersect(const struct db_constraints *parts, size_t n,
+			     const struct db_machine_info *machine, unsigned flags,
+			     struct db_collection_plan *ret, struct db_constraints_error *err)
+{
+	int r = intersect(parts, n, machine, flags, ret, err);
+
+	finish(r < 0 ? err : NULL, r == 0 ? ret : NULL);
+	return r;
+}
+
+int db_constraints_check_joiner(const struct db_collection_plan *plan,
+				const struct db_constraints *c, unsigned flags,
+				struct db_constraints_fit *ret, struct db_constraints_error *err)
+{
+	int r = check_joiner(plan, c, flags, ret, err);
+
+	finish(r < 0 ? err : NULL, NULL);
+	return r;
 }

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "text.h"
+
 static int max_level = DB_LOG_INFO;
 static bool journal;
 
@@ -19,18 +21,24 @@ void db_log_init(int level)
 void db_log(enum db_log_level level, const char *fmt, ...)
 {
 	int saved = errno;
+	char line[2048];
 	va_list ap;
 
 	if ((int)level > max_level)
 		return;
-	if (journal)
-		fprintf(stderr, "<%d>", (int)level);
-	else
-		fputs("dmabrokerd: ", stderr);
 	va_start(ap, fmt);
 	errno = saved; /* so %m names the caller's error */
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	/*
+	 * One line per call, whatever went into it: client text is checked where it is read,
+	 * and this is the backstop for what a new path forgets (a line break would forge the
+	 * next log line, an escape rewrite a terminal).
+	 */
+	db_text_sanitize(line);
+	if (journal)
+		fprintf(stderr, "<%d>%s\n", (int)level, line);
+	else
+		fprintf(stderr, "dmabrokerd: %s\n", line);
 	errno = saved;
 }

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "macros.h"
+#include "text.h"
 
 #define MIB (1024ull * 1024ull)
 #define GIB (1024ull * MIB)
@@ -303,24 +304,12 @@ bool db_role_is_valid(const char *role)
 	return false;
 }
 
-bool db_string_is_printable(const char *s)
-{
-	for (; *s; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			return false;
-	return true;
-}
-
 int db_registry_check_name(const struct db_registry *reg, const char *name)
 {
-	size_t len = strlen(name);
+	/* Names become dma-buf names in /proc and debugfs: printable ASCII only. */
+	int r = db_text_check(name, reg->limits.max_name_length, DB_TEXT_ASCII, NULL);
 
-	if (len > reg->limits.max_name_length)
-		return -ENAMETOOLONG;
-	for (size_t i = 0; i < len; i++)
-		if (name[i] < 0x20 || name[i] > 0x7e)
-			return -EINVAL;
-	return 0;
+	return r == -ENAMETOOLONG ? r : r < 0 ? -EINVAL : 0;
 }
 
 static int add_client(struct db_registry *reg, uint64_t id, const char *bus_name, uid_t uid,
@@ -340,7 +329,8 @@ static int add_client(struct db_registry *reg, uint64_t id, const char *bus_name
 	if (r < 0)
 		return r;
 	for (; devices && devices[n_devices]; n_devices++) {
-		if (n_devices >= MAX_DEVICES || strlen(devices[n_devices]) > 255 ||
+		if (n_devices >= MAX_DEVICES ||
+		    db_text_check(devices[n_devices], 255, 0, NULL) < 0 ||
 		    strncmp(devices[n_devices], "/dev/", 5) != 0)
 			return -EINVAL;
 	}

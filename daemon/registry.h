@@ -222,10 +222,8 @@ struct db_registry *db_registry_free(struct db_registry *reg);
 /* Roles a client may declare. */
 bool db_role_is_valid(const char *role);
 
-/* No control characters (line breaks, escapes, DEL): safe to log and to pass on. */
-bool db_string_is_printable(const char *s);
-
-/* Checks a client-supplied name: length within max_name_length, printable ASCII only. */
+/* Checks a client-supplied name: length within max_name_length (-ENAMETOOLONG), printable
+ * ASCII only (-EINVAL). */
 int db_registry_check_name(const struct db_registry *reg, const char *name);
 
 /*

@@ -67,7 +67,7 @@ int db_spec_parse_alloc(sd_bus_message *m, const struct db_registry *reg, struct
 		{"fourcc", DB_DICT_U32, &fourcc},
 		{"modifier", DB_DICT_U64, &modifier},
 		{"stride_align", DB_DICT_U32, &stride_align},
-		{"backend", DB_DICT_STRING, &backend},
+		{"backend", DB_DICT_STRING, &backend, .max_bytes = 64},
 		{"name", DB_DICT_STRING, &name},
 		{"contiguous", DB_DICT_BOOL, &contiguous},
 	};

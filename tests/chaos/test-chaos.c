@@ -204,6 +204,8 @@ struct shared {
 	atomic_ulong oversize_closed, oversize_open;
 	/* Events subscribers were told they missed ("events-missed"), and how many such. */
 	atomic_ulong events_seen, events_missed, missed_notices;
+	/* Refusals whose message is not clean text (a control byte, or a NULL printed). */
+	atomic_ulong unclean_errors, lone_collections;
 	atomic_uint next_token, next_name, next_path;
 	struct token_slot tokens[RING];
 	struct slot names[RING];
@@ -221,7 +223,7 @@ static struct fixture f;
  * at the end.
  */
 static int log_fd = -1, real_stderr = -1;
-static unsigned long injected_lines, log_lines;
+static unsigned long injected_lines, unclean_lines, log_lines;
 
 /* --- small helpers --- */
 
@@ -352,7 +354,10 @@ static enum err_class classify(const char *name)
 	return E_LOCAL;
 }
 
-/* Names and reasons a hostile client sends: log injection, terminal escapes, huge. */
+/*
+ * Text a hostile client sends in every string argument: log injection (a line break, a C1
+ * NEL, a Unicode line separator), terminal escapes, bidi overrides, printf conversions, huge.
+ */
 static const char *hostile_string(void)
 {
 	static char huge[8192];
@@ -365,6 +370,14 @@ static const char *hostile_string(void)
 		"",
 		"tab\there\r\n",
 		"not-ok 1 - \n# fake TAP",
+		"/dev/x\n<0>dmabrokerd: forged device",
+		"nel\xc2\x85<0>dmabrokerd: forged by NEL",
+		"ls\xe2\x80\xa8<0>dmabrokerd: forged by U+2028",
+		"rlo\xe2\x80\xae"
+		"desrever",
+		"csi\xc2\x9b"
+		"31m",
+		"caf\xc3\xa9 ok",
 	};
 
 	atomic_fetch_add(&sh->hostile_strings, 1);
@@ -374,6 +387,26 @@ static const char *hostile_string(void)
 		return huge;
 	}
 	return list[pick(sizeof(list) / sizeof(list[0]))];
+}
+
+/* The integer edges, where random values from small pools never land. */
+static uint64_t edge_value(void)
+{
+	static const uint64_t edges[] = {
+		0,	     1,		  2,	      3,	  0x7fffffffu,	     0x80000000u,
+		0xfffffffeu, 0xffffffffu, 1ull << 32, 1ull << 63, UINT64_MAX - 4095, UINT64_MAX};
+
+	return edges[pick(sizeof(edges) / sizeof(edges[0]))];
+}
+
+/* An object path as long as a client may make one: only its length is hostile. */
+static void long_path(char *out, size_t len)
+{
+	size_t n = snprintf(out, len, "%s/", DB_BUFFER_PATH_PREFIX);
+
+	while (n + 2 < len)
+		out[n++] = 'a' + (char)pick(26);
+	out[n] = '\0';
 }
 
 /* --- a chaos client --- */
@@ -436,6 +469,15 @@ static int do_call(struct client *c, enum kind k, sd_bus_message *m, sd_bus_mess
 	r = sd_bus_call(NULL, m, CALL_TIMEOUT_USEC, &error, reply);
 	if (r < 0) {
 		enum err_class e = classify(error.name);
+		const unsigned char *p = (const unsigned char *)error.message;
+
+		/* What the daemon says back is text: never a client's raw bytes, nor what a
+		 * message read from where it should not (heap bytes, a NULL name). */
+		for (; p && *p; p++)
+			if (*p < 0x20 || *p == 0x7f)
+				break;
+		if ((p && *p) || (error.message && strstr(error.message, "(null)")))
+			atomic_fetch_add(&sh->unclean_errors, 1);
 
 		atomic_fetch_add(&sh->refused[e], 1);
 		if (e == E_NOT_REGISTERED && c->registered && k != K_REGISTER)
@@ -484,6 +526,10 @@ static void some_path(struct client *c, char *out, int *idx)
 	}
 	if (ring_get(sh->paths, out, PATH_LEN) && chance(90))
 		return;
+	if (chance(10)) {
+		long_path(out, PATH_LEN);
+		return;
+	}
 	snprintf(out, PATH_LEN, "%s/%u", DB_BUFFER_PATH_PREFIX, pick(5000));
 }
 
@@ -493,13 +539,15 @@ static void op_register(struct client *c)
 	sd_bus *bus = chance(95) ? c->bus : call_bus(c);
 	sd_bus_message *m = new_call(bus, c, "Register");
 	const char *name = chance(30) ? hostile_string() : "chaos";
-	const char *role = roles[pick(5)];
+	const char *role = chance(5) ? hostile_string() : roles[pick(5)];
 
 	if (m && chance(20))
 		sd_bus_message_append(m, "a{sv}", 4, "role", "s", role, "dynamic", "b",
 				      (int)chance(50), "name", "s", name, "devices", "as", 2,
 				      "/dev/dri/renderD128",
-				      chance(50) ? "/etc/passwd" : "/dev/null");
+				      chance(30)   ? hostile_string()
+				      : chance(50) ? "/etc/passwd"
+						   : "/dev/null");
 	else if (m)
 		sd_bus_message_append(m, "a{sv}", 3, "role", "s", role, "dynamic", "b",
 				      (int)chance(50), "name", "s", name);
@@ -514,7 +562,10 @@ static void append_spec(sd_bus_message *m)
 {
 	static const uint64_t sizes[] = {4096,	    65536,	     1u << 20, 4u << 20,
 					 16u << 20, (16u << 20) + 1, 0,	       UINT64_MAX};
-	const char *backend = chance(80) ? NULL : chance(50) ? "memfd" : "udmabuf";
+	const char *backend = chance(80)   ? NULL
+			      : chance(20) ? hostile_string()
+			      : chance(50) ? "memfd"
+					   : "udmabuf";
 	const char *name = chance(20) ? hostile_string() : "chaos-buf";
 
 	sd_bus_message_open_container(m, 'a', "{sv}");
@@ -530,6 +581,9 @@ static void append_spec(sd_bus_message *m)
 	if (backend)
 		sd_bus_message_append(m, "{sv}", "backend", "s", backend);
 	sd_bus_message_append(m, "{sv}", "name", "s", name);
+	/* A key is the client's text too (an unknown one is echoed in the error). */
+	if (chance(3))
+		sd_bus_message_append(m, "{sv}", hostile_string(), "s", "x");
 	sd_bus_message_close_container(m);
 }
 
@@ -730,18 +784,23 @@ static void append_constraints(sd_bus_message *m)
 	if (chance(20))
 		sd_bus_message_append(m, "{sv}", "max-size", "t", (uint64_t)4096 << pick(12));
 	if (chance(30)) {
-		n = 1 + pick(4);
+		/* An edge width is odd as often as not, which rules out the subsampled
+		 * formats before any stride is laid out: an edge gets a packed format. */
+		bool edge = chance(25);
+
+		n = edge ? 1 : 1 + pick(4);
 		for (unsigned i = 0; i < n; i++)
-			set[i] = fourccs[pick(4)];
+			set[i] = edge ? DRM_FORMAT_XRGB8888 : fourccs[pick(4)];
 		sd_bus_message_open_container(m, 'e', "sv");
 		sd_bus_message_append_basic(m, 's', "fourccs");
 		sd_bus_message_open_container(m, 'v', "au");
 		sd_bus_message_append_array(m, 'u', set, (chance(10) ? 0 : n) * sizeof(uint32_t));
 		sd_bus_message_close_container(m);
 		sd_bus_message_close_container(m);
-		sd_bus_message_append(m, "{sv}{sv}", "width", "u",
-				      chance(5) ? 0xffffffffu : 2 + 2 * pick(1000), "height", "u",
-				      1 + pick(1000));
+		sd_bus_message_append(
+			m, "{sv}{sv}", "width", "u",
+			edge ? (uint32_t)edge_value() | 1u : 2 + 2 * pick(1000), "height", "u",
+			edge && chance(20) ? (uint32_t)edge_value() | 1u : 1 + pick(1000));
 	}
 	if (chance(20))
 		sd_bus_message_append(m, "{sv}", "stride-divisor", "u",
@@ -752,11 +811,37 @@ static void append_constraints(sd_bus_message *m)
 		sd_bus_message_append(m, "{sv}", "max-segment-size", "t",
 				      (uint64_t)4096 << pick(8));
 	if (chance(15))
-		sd_bus_message_append(m, "{sv}", "backends", "as", 1, backends[pick(6)]);
+		sd_bus_message_append(m, "{sv}", "backends", "as", 1,
+				      chance(20) ? hostile_string() : backends[pick(6)]);
 	if (chance(10))
 		sd_bus_message_append(m, "{sv}", "device", "s", hostile_string());
 	if (chance(5))
 		sd_bus_message_append(m, "{sv}", "colour", "s", "red");
+	if (chance(3))
+		sd_bus_message_append(m, "{sv}", hostile_string(), "u", 1);
+	/* The integer edges, one participant's worth: where the 20,000 random collections of the
+	 * unit tests never went and the refusal text named participant -1. */
+	if (chance(25)) {
+		static const char *const u32_keys[] = {
+			"min-buffers",	  "max-buffers",     "size-divisor", "min-width",
+			"max-width",	  "min-height",	     "max-height",   "stride-divisor",
+			"offset-divisor", "dma-address-bits"};
+		static const char *const u64_keys[] = {"min-size", "max-size", "max-segment-size"};
+		uint32_t strides[2] = {(uint32_t)edge_value(), (uint32_t)edge_value()};
+
+		sd_bus_message_append(m, "{sv}", u32_keys[pick(10)], "u", (uint32_t)edge_value());
+		if (chance(50))
+			sd_bus_message_append(m, "{sv}", u64_keys[pick(3)], "t", edge_value());
+		if (chance(30)) {
+			sd_bus_message_open_container(m, 'e', "sv");
+			sd_bus_message_append_basic(m, 's',
+						    chance(50) ? "min-strides" : "max-strides");
+			sd_bus_message_open_container(m, 'v', "au");
+			sd_bus_message_append_array(m, 'u', strides, (1 + pick(2)) * 4);
+			sd_bus_message_close_container(m);
+			sd_bus_message_close_container(m);
+		}
+	}
 	sd_bus_message_append(m, "{sv}", "cpu-read", "b", (int)chance(50));
 	sd_bus_message_close_container(m);
 }
@@ -773,6 +858,30 @@ static void remember_collection(struct client *c, const char *path)
 {
 	if (c->n_cols < 4)
 		snprintf(c->cols[c->n_cols++], PATH_LEN, "%s", path);
+}
+
+/* Constrains a collection it just created and commits it, then waits for the outcome. */
+static void lone_collection(struct client *c, const char *path)
+{
+	sd_bus *bus = call_bus(c);
+	sd_bus_message *m = new_call(bus, c, "SetCollectionConstraints");
+
+	atomic_fetch_add(&sh->lone_collections, 1);
+	if (m) {
+		sd_bus_message_append(m, "o", path);
+		append_constraints(m);
+	}
+	if (do_call(c, K_COLLECTION, m, NULL) < 0)
+		return;
+	m = new_call(bus, c, "CommitCollection");
+	if (m)
+		sd_bus_message_append(m, "o", path);
+	if (do_call(c, K_COLLECTION, m, NULL) < 0)
+		return;
+	m = new_call(bus, c, "WaitCollection");
+	if (m)
+		sd_bus_message_append(m, "o", path);
+	do_call(c, K_COLLECTION, m, NULL);
 }
 
 /* Buffer collections: create, invite, join, constrain, commit, wait, fetch, leave, list. */
@@ -797,7 +906,10 @@ static void op_collection(struct client *c)
 		case 0:
 			sd_bus_message_append(m, "a{sv}", 2, "name", "s",
 					      chance(30) ? hostile_string() : "chaos",
-					      "participants", "u", chance(5) ? 1000u : pick(4));
+					      "participants", "u",
+					      chance(5)	   ? 1000u
+					      : chance(30) ? 1u
+							   : pick(4));
 			break;
 		case 2:
 			if (!token_get(token))
@@ -824,8 +936,13 @@ static void op_collection(struct client *c)
 		sd_bus_message_unref(reply);
 		return;
 	}
-	if ((which == 0 || which == 2) && sd_bus_message_read(reply, "o", &got) > 0)
+	if ((which == 0 || which == 2) && sd_bus_message_read(reply, "o", &got) > 0) {
 		remember_collection(c, got);
+		/* Now and then a participant alone, at once: it allocates (or is refused) on
+		 * its own constraints, which random calls on random paths seldom reach. */
+		if (which == 0 && chance(40))
+			lone_collection(c, got);
+	}
 	if (which == 1 && sd_bus_message_read_array(reply, 'y', &bytes, &len) >= 0 &&
 	    len == DMABROKER_TOKEN_SIZE)
 		token_put(bytes);
@@ -1595,6 +1712,14 @@ static void release_log(void)
 		for (size_t i = 0; i < sizeof(markers) / sizeof(markers[0]); i++)
 			if (strncmp(line, markers[i], strlen(markers[i])) == 0)
 				injected_lines++;
+		/* A control character, C1 or line separator inside a line is a client's. */
+		for (const unsigned char *p = (const unsigned char *)line; *p; p++)
+			if ((*p < 0x20 && !(*p == '\n' && !p[1])) || *p == 0x7f ||
+			    (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) ||
+			    (p[0] == 0xe2 && p[1] == 0x80 && p[2] >= 0xa8 && p[2] <= 0xae)) {
+				unclean_lines++;
+				break;
+			}
 	}
 	fclose(file);
 }
@@ -1910,5 +2035,11 @@ int main(void)
 	       "no log line was started by a client's string: %lu of %lu lines were (newlines in "
 	       "names and Revoke reasons reach the log unescaped)",
 	       injected_lines, log_lines);
+	tap_ok(atomic_load(&sh->unclean_errors) == 0,
+	       "every refusal is clean text: %lu are not (%lu lone collections constrained)",
+	       atomic_load(&sh->unclean_errors), atomic_load(&sh->lone_collections));
+	tap_ok(unclean_lines == 0,
+	       "no log line holds a control character, C1 control or line separator: %lu do",
+	       unclean_lines);
 	return tap_done();
 }

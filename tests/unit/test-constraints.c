@@ -824,6 +824,237 @@ static void test_huge(void)
 }
 
 /* ---------------------------------------------------------------------------------------
+ * One participant at the integer edges. Random values almost never land on them, so every
+ * numeric field is set to each edge value alone and in pairs. The participant lives alone in
+ * a heap block of its own size, as the daemon keeps it: a message that names a participant
+ * nobody is (an index of -1) reads the block's neighbour, and the sanitizer or the message
+ * check below sees it.
+ */
+
+enum edge_field {
+	E_CAMPING,
+	E_MIN_COUNT,
+	E_MAX_COUNT,
+	E_MIN_SIZE,
+	E_MAX_SIZE,
+	E_SIZE_DIV,
+	E_MIN_W,
+	E_MAX_W,
+	E_MIN_H,
+	E_MAX_H,
+	E_W,
+	E_H,
+	E_MIN_STRIDE0,
+	E_MAX_STRIDE0,
+	E_MIN_STRIDE1,
+	E_MAX_STRIDE1,
+	E_STRIDE_DIV,
+	E_OFFSET_DIV,
+	E_MAX_SEG,
+	E_ADDR_BITS,
+	E_N_FIELDS,
+};
+
+static const uint64_t edge_values[] = {
+	0,
+	1,
+	2,
+	3,
+	4095,
+	4096,
+	0x7fffffffu,
+	0x80000000u,
+	0xfffffffeu,
+	0xffffffffu,
+	1ull << 32,
+	1ull << 63,
+	UINT64_MAX - 4095,
+	UINT64_MAX,
+};
+
+static void set_edge(struct db_constraints *c, enum edge_field f, uint64_t v)
+{
+	uint32_t v32 = (uint32_t)v;
+
+	switch (f) {
+	case E_CAMPING:
+		c->min_buffer_count_for_camping = v32;
+		break;
+	case E_MIN_COUNT:
+		c->min_buffer_count = v32;
+		break;
+	case E_MAX_COUNT:
+		c->max_buffer_count = v32;
+		break;
+	case E_MIN_SIZE:
+		c->min_size = v;
+		break;
+	case E_MAX_SIZE:
+		c->max_size = v;
+		break;
+	case E_SIZE_DIV:
+		c->size_divisor = v32;
+		break;
+	case E_MIN_W:
+		c->min_width = v32;
+		break;
+	case E_MAX_W:
+		c->max_width = v32;
+		break;
+	case E_MIN_H:
+		c->min_height = v32;
+		break;
+	case E_MAX_H:
+		c->max_height = v32;
+		break;
+	/* A request needs both dimensions: the other one stays as small as can be. */
+	case E_W:
+		c->width = v32;
+		c->height = c->height ? c->height : 2;
+		break;
+	case E_H:
+		c->height = v32;
+		c->width = c->width ? c->width : 2;
+		break;
+	case E_MIN_STRIDE0:
+		c->min_stride[0] = v32;
+		break;
+	case E_MAX_STRIDE0:
+		c->max_stride[0] = v32;
+		break;
+	case E_MIN_STRIDE1:
+		c->min_stride[1] = v32;
+		break;
+	case E_MAX_STRIDE1:
+		c->max_stride[1] = v32;
+		break;
+	case E_STRIDE_DIV:
+		c->stride_divisor = v32;
+		break;
+	case E_OFFSET_DIV:
+		c->offset_divisor = v32;
+		break;
+	case E_MAX_SEG:
+		c->max_segment_size = v;
+		break;
+	case E_ADDR_BITS:
+		c->dma_address_bits = v32;
+		break;
+	case E_N_FIELDS:
+		break;
+	}
+}
+
+/* Refusal text reaches logs and other clients: printable ASCII, never a stray byte. */
+static bool clean_text(const char *s, size_t max)
+{
+	size_t len = strnlen(s, max);
+
+	if (len == 0 || len == max)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (s[i] < 0x20 || s[i] > 0x7e)
+			return false;
+	return true;
+}
+
+/*
+ * What one edge case must give: a plan that satisfies it, or a clean refusal naming it. The
+ * participant sits behind a poisoned neighbour, so that a message naming participant -1 (the
+ * slot before the array) prints the poison, whatever the heap holds there otherwise.
+ */
+static const char *check_edge(const struct db_constraints *one, const struct db_machine_info *m)
+{
+	struct db_constraints *slots = calloc(2, sizeof(*slots));
+	struct db_constraints_error err;
+	struct db_collection_plan plan;
+	const char *why = NULL;
+	static unsigned shown;
+	int r;
+
+	slots[0].name = "\n\x1b[31mnot a participant";
+	slots[1] = *one;
+	r = db_constraints_intersect(&slots[1], 1, m, 0, &plan, &err);
+	if (r == 0)
+		why = check_plan(&plan, &slots[1], 1, m, 0);
+	else if (r != -EINVAL && r != -EOPNOTSUPP)
+		why = "an unexpected error";
+	else if (!clean_text(err.message, sizeof(err.message)) || strstr(err.message, "(null)"))
+		why = "the refusal is not clean text";
+	else if (r == -EOPNOTSUPP && err.conflict != 1)
+		why = "the refusal does not name the participant";
+	if (why && r != 0 && shown++ < 5)
+		tap_diag("  %d: %.100s", r,
+			 clean_text(err.message, sizeof(err.message)) ? err.message : "(not text)");
+	free(slots);
+	return why;
+}
+
+static void test_edges(void)
+{
+	static const uint32_t *const formats[] = {NULL, fmt_yuyv, fmt_nv12, fmt_yuv420};
+	struct db_heap_info heaps[] = {heap_system, heap_cma};
+	struct db_machine_info m = {.udmabuf = true,
+				    .huge_page_size = 2 * MIB,
+				    .hugetlb_vmap_safe = true,
+				    .heaps = heaps,
+				    .n_heaps = 2,
+				    .memfd = true,
+				    .page_size = PAGE};
+	const size_t nv = ARRAY_SIZE(edge_values);
+	unsigned long n = 0, bad = 0;
+
+	for (size_t fi = 0; fi < ARRAY_SIZE(formats); fi++) {
+		for (unsigned a = 0; a < E_N_FIELDS * nv; a++) {
+			for (unsigned b = a; b < E_N_FIELDS * nv; b++) {
+				struct db_constraints c = {.name = "edge (client 1)"};
+				const char *why;
+
+				if (formats[fi]) {
+					c.fourccs = formats[fi];
+					c.n_fourccs = 1;
+				} else {
+					c.min_size = 1;
+				}
+				set_edge(&c, a / nv, edge_values[a % nv]);
+				set_edge(&c, b / nv, edge_values[b % nv]);
+				n++;
+				why = check_edge(&c, &m);
+				if (why && bad++ < 5)
+					tap_diag("  format %zu, field %u = 0x%" PRIx64
+						 ", field %u = 0x%" PRIx64 ": %s",
+						 fi, a / (unsigned)nv, edge_values[a % nv],
+						 b / (unsigned)nv, edge_values[b % nv], why);
+			}
+		}
+	}
+	tap_ok(bad == 0,
+	       "%lu one-participant collections at the integer edges: a plan or a clean "
+	       "refusal naming the participant (%lu not)",
+	       n, bad);
+}
+
+static void test_edge_stride(void)
+{
+	static const uint32_t xr24[] = {DRM_FORMAT_XRGB8888};
+	struct db_machine_info m = {.udmabuf = true, .memfd = true, .page_size = PAGE};
+	struct db_constraints c = {.name = "edge (client 1)",
+				   .fourccs = xr24,
+				   .n_fourccs = 1,
+				   .width = UINT32_MAX,
+				   .height = 1};
+
+	/* The first find: a row of 4 x (2^32 - 1) bytes passes the 32-bit stride, which no
+	 * participant set, and the refusal named participant -1. */
+	tap_ok(check_edge(&c, &m) == NULL, "a 2^32 - 1 pixel wide XR24 image alone is refused "
+					   "cleanly");
+	c.width = 0x3fffffff;
+	c.stride_divisor = 0x80000000u;
+	tap_ok(check_edge(&c, &m) == NULL,
+	       "a stride divisor that rounds the stride past 32 bits is refused cleanly");
+}
+
+/* ---------------------------------------------------------------------------------------
  * Random collections: thousands of them, every result checked against every participant,
  * every refusal checked to be a real and minimal conflict.
  */
@@ -1199,6 +1430,8 @@ int main(void)
 	test_late_joiners();
 	test_malformed();
 	test_huge();
+	test_edge_stride();
+	test_edges();
 	test_random();
 	test_garbage();
 	return tap_done();
