@@ -35,7 +35,11 @@ int db_args_register(sd_bus_message *m, struct db_register_args *ret, sd_bus_err
 		goto fail;
 	}
 	for (size_t i = 0; a.devices && a.devices[i]; i++)
-		if (strncmp(a.devices[i], "/dev/", 5) != 0) {
+		/* Under /dev and staying there: no "." or ".." component, no empty one. */
+		if (strncmp(a.devices[i], "/dev/", 5) != 0 || strstr(a.devices[i], "/../") ||
+		    strstr(a.devices[i], "/./") || strstr(a.devices[i], "//") ||
+		    g_str_has_suffix(a.devices[i], "/..") || g_str_has_suffix(a.devices[i], "/.") ||
+		    g_str_has_suffix(a.devices[i], "/")) {
 			char shown[80];
 
 			r = sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
