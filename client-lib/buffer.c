@@ -103,7 +103,7 @@ int buffer_from_reply(struct dmabroker *ctx, const char *path, int borrowed_fd,
 }
 
 /*
- * What the spec itself says, as the daemon's spec parser records it (daemon/spec.c): a plain
+ * What the spec itself says, as the daemon's spec parser records it (daemon/bus/spec.c): a plain
  * buffer's size rounded up to the page size, or an image's width, height, fourcc and
  * modifier. A compact reply leaves these out. Mirrors append_spec()'s choice.
  */

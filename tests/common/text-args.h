@@ -20,9 +20,9 @@ struct text_arg {
 	const char *checked_by;
 };
 
-#define DICT "db_dict_read (daemon/bus-dict.c)"
-#define TEXT "db_bus_read_text (daemon/bus-text.c)"
-#define PATH "db_bus_read_path (daemon/bus-text.c)"
+#define DICT "db_dict_read (daemon/bus/bus-dict.c)"
+#define TEXT "db_bus_read_text (daemon/bus/bus-text.c)"
+#define PATH "db_bus_read_path (daemon/bus/bus-text.c)"
 
 static const struct text_arg text_args[] = {
 	{"Register", "info", NULL, "a{sv}", DICT},
