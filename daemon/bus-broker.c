@@ -17,6 +17,7 @@
 
 #include "backend.h"
 #include "broker.h"
+#include "client-memory.h"
 #include "collection.h"
 #include "bus-dict.h"
 #include "bus-objects.h"
@@ -302,42 +303,6 @@ static int reply_allocated(struct db_broker *b, sd_bus_message *m, struct db_cli
 }
 
 /*
- * Checks the memfd a client brings: a sealed shmem memfd (hugetlbfs is refused: 6.12's
- * udmabuf corrupts its vmap) of exactly size bytes that cannot shrink under the holders'
- * mappings, and that udmabuf will take (no write seal).
- */
-static int check_client_memfd(int fd, size_t size, sd_bus_error *error)
-{
-	struct statfs sfs;
-	struct stat st;
-	int seals;
-
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || fstatfs(fd, &sfs) < 0 ||
-	    sfs.f_type != TMPFS_MAGIC)
-		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-					 "memfd: not a memfd (memfd_create without MFD_HUGETLB)");
-	seals = fcntl(fd, F_GET_SEALS);
-	if (seals < 0)
-		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-					 "memfd: not created with MFD_ALLOW_SEALING");
-	if (!(seals & F_SEAL_SHRINK))
-		return sd_bus_error_setf(
-			error, DB_ERROR_INVALID_ARGUMENT,
-			"memfd: needs F_SEAL_SHRINK, so that it cannot shrink under "
-			"the holders' mappings");
-	if (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE))
-		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-					 "memfd: a write seal would make it read-only for every "
-					 "holder (udmabuf refuses it)");
-	if ((uint64_t)st.st_size != size)
-		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-					 "memfd: %jd bytes, the spec needs exactly %zu (its size "
-					 "rounded up to the page size)",
-					 (intmax_t)st.st_size, size);
-	return 0;
-}
-
-/*
  * AllocateWithMemfd: the memory is the client's own memfd, whose pages were allocated (and
  * charged to the client's memory cgroup) by the client; the daemon turns it into a udmabuf,
  * or keeps it as the buffer where udmabuf is missing (memfd mode). So the client's
@@ -377,7 +342,7 @@ static int method_allocate_with_memfd(sd_bus_message *m, void *userdata, sd_bus_
 		if (r < 0)
 			return r;
 	}
-	r = check_client_memfd(memfd, plan.size, error);
+	r = db_client_memfd_check(memfd, plan.size, error);
 	if (r < 0)
 		return r;
 	if (db_registry_check_allocation(b->reg, c, plan.size, 1) < 0 ||
