@@ -156,6 +156,8 @@ struct db_broker *db_broker_free(struct db_broker *b)
 	db_fdstore_stop(b);
 	/* Copies under way hold their own fds; wait for them before the buffers go. */
 	db_moves_free(b);
+	/* udmabuf helpers still at work are killed; their calls go unanswered. */
+	db_client_memory_free(b);
 	/* Waits owed to participants are dropped with their messages. */
 	db_collections_free(b);
 	/* Clients go first: that closes their peer connections and frees every buffer. */
