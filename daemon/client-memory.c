@@ -472,7 +472,8 @@ int db_client_udmabuf_admit(struct db_broker *b, sd_bus_message *m, struct db_cl
 	r = h->memfd < 0 ? h->memfd : spawn_helper(h, cgroup_fd, plan->size);
 	if (r < 0) {
 		helper_free(h);
-		if (r == -EACCES || r == -EPERM || r == -EBUSY || r == -EOPNOTSUPP)
+		/* ENOSYS: no clone3 (valgrind does not know it either). */
+		if (r == -EACCES || r == -EPERM || r == -EBUSY || r == -EOPNOTSUPP || r == -ENOSYS)
 			return sd_bus_error_setf(
 				error, DB_ERROR_PERMISSION_DENIED,
 				"the daemon may not start a process in the caller's memory cgroup "
