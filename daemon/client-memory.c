@@ -313,8 +313,12 @@ static int on_helper_exit(sd_event_source *s, int pidfd, uint32_t revents, void 
 
 	(void)s;
 	(void)revents;
-	/* Readable means it exited: this does not wait. */
-	if (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &si, WEXITED | WNOHANG | __WALL) < 0 ||
+	/*
+	 * Readable means it exited: this does not wait. An error (nobody else reaps a child
+	 * whose exit_signal is 0, but if so) counts as the exit, so that a level-triggered
+	 * source cannot spin.
+	 */
+	if (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &si, WEXITED | WNOHANG | __WALL) == 0 &&
 	    si.si_pid == 0)
 		return 0;
 	h->reaped = true;
