@@ -179,8 +179,9 @@ static void helper_free(struct helper *h)
 /*
  * The helper's whole life, in the child of clone3: it has its own copy of the daemon's memory
  * (so its page faults are charged to its own cgroup, the client's), calls only system calls,
- * and exits. Its three fds are moved to 0, 1 and 2 and every other one is closed first, so
- * that it holds no buffer or connection of the daemon's meanwhile.
+ * and exits. The memfd and its socket are moved to 0 and 1 and every other fd is closed
+ * first, so that it holds no buffer or connection of the daemon's meanwhile (a dma-buf's
+ * file count would show it: a buffer released then would linger).
  */
 static _Noreturn void helper_main(int memfd, int sock, size_t size)
 {
