@@ -10,6 +10,7 @@
 #include "backend.h"
 #include "bus-creds.h"
 #include "bus-objects.h"
+#include "client-memory.h"
 #include "fdstore.h"
 #include "kernel-view.h"
 #include "log.h"
@@ -21,15 +22,20 @@
 /*
  * References to a buffer's memory outside the daemon, as the kernel counts them: the
  * dma-buf's file count less the daemon's own fd and the fd store's copy. A memfd's count is
- * not visible from userspace (the degraded mode: its charge ends with the last release).
+ * not visible from userspace (the degraded mode), so its charge ends with the last release:
+ * a client's own memfd stays the client's memory, and a memfd the daemon allocated gives its
+ * pages back now, so that a holder keeping it keeps no memory of the daemon's.
  */
 static int on_outside_refs(struct db_buffer *buf, void *userdata)
 {
 	struct db_broker *b = userdata;
 	long count, own = b->fdstore ? 2 : 1;
 
-	if (!buf->is_dmabuf)
+	if (!buf->is_dmabuf) {
+		if (!buf->client_memory)
+			db_daemon_memfd_reclaim(buf->fd, buf->size);
 		return -1;
+	}
 	/* Unreadable: keep charging, a later quota check asks again. */
 	if (db_kernel_view_read_file_count(buf->fd, &count) < 0)
 		return 1;
@@ -164,6 +170,8 @@ struct db_broker *db_broker_free(struct db_broker *b)
 	db_fdstore_stop(b);
 	/* Copies under way hold their own fds; wait for them before the buffers go. */
 	db_moves_free(b);
+	/* udmabuf helpers still at work are killed; their calls go unanswered. */
+	db_client_memory_free(b);
 	/* Waits owed to participants are dropped with their messages. */
 	db_collections_free(b);
 	/* Clients go first: that closes their peer connections and frees every buffer. */

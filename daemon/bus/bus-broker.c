@@ -18,6 +18,7 @@
 #include "args.h"
 #include "backend.h"
 #include "broker.h"
+#include "client-memory.h"
 #include "collection.h"
 #include "bus-creds.h"
 #include "bus-dict.h"
@@ -282,57 +283,43 @@ static int reply_allocated(struct db_broker *b, sd_bus_message *m, struct db_cli
 	return sd_bus_send(NULL, reply, NULL);
 }
 
-/*
- * Checks the memfd a client brings: a sealed shmem memfd (hugetlbfs is refused: 6.12's
- * udmabuf corrupts its vmap) of exactly size bytes that cannot shrink under the holders'
- * mappings, and that udmabuf will take (no write seal).
- */
-static int check_client_memfd(int fd, size_t size, sd_bus_error *error)
+/* The end of AllocateWithMemfd, once the buffer's fd (owned) exists. */
+static int memfd_admitted(struct db_broker *b, sd_bus_message *m, struct db_client *c,
+			  const struct db_alloc_plan *plan, int fd, sd_bus_error *error)
 {
-	struct statfs sfs;
-	struct stat st;
-	int seals;
+	const struct db_backend *be =
+		fd_is_dmabuf(fd) == 1 ? &db_backend_udmabuf : &db_backend_memfd;
+	struct db_buffer *buf;
+	int r;
 
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || fstatfs(fd, &sfs) < 0 ||
-	    sfs.f_type != TMPFS_MAGIC)
-		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-					 "memfd: not a memfd (memfd_create without MFD_HUGETLB)");
-	seals = fcntl(fd, F_GET_SEALS);
-	if (seals < 0)
-		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-					 "memfd: not created with MFD_ALLOW_SEALING");
-	if (!(seals & F_SEAL_SHRINK))
-		return sd_bus_error_setf(
-			error, DB_ERROR_INVALID_ARGUMENT,
-			"memfd: needs F_SEAL_SHRINK, so that it cannot shrink under "
-			"the holders' mappings");
-	if (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE))
-		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-					 "memfd: a write seal would make it read-only for every "
-					 "holder (udmabuf refuses it)");
-	if ((uint64_t)st.st_size != size)
-		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-					 "memfd: %jd bytes, the spec needs exactly %zu (its size "
-					 "rounded up to the page size)",
-					 (intmax_t)st.st_size, size);
-	return 0;
+	if (be->is_dmabuf)
+		(void)db_dmabuf_set_name(fd, plan->name[0] ? plan->name : "dmabroker");
+	r = db_registry_add_buffer(b->reg, c, fd, plan->size, &plan->layout, be->name,
+				   (be->is_dmabuf ? DB_BUFFER_DMABUF : 0) | DB_BUFFER_CLIENT_MEMORY,
+				   plan->name, NULL, &buf);
+	if (r == -EDQUOT)
+		r = quota_error(b, error);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	return reply_allocated(b, m, c, buf, plan);
 }
 
 /*
  * AllocateWithMemfd: the memory is the client's own memfd, whose pages were allocated (and
  * charged to the client's memory cgroup) by the client; the daemon turns it into a udmabuf,
  * or keeps it as the buffer where udmabuf is missing (memfd mode). So the client's
- * memory.max bounds what it holds, as it would with /dev/udmabuf of its own.
+ * memory.max bounds what it holds, as it would with /dev/udmabuf of its own. What keeps the
+ * charge on the client is client-memory.c's.
  */
 static int method_allocate_with_memfd(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
 	struct db_broker *b = userdata;
 	const struct db_backend *be = db_backend_default();
-	_cleanup_(closep) int fd = -1;
 	struct db_alloc_plan plan;
 	struct db_client *c;
-	struct db_buffer *buf;
-	int memfd, r;
+	int memfd, fd, r;
 
 	r = db_bus_get_caller(b, m, &c, error);
 	if (r < 0)
@@ -358,32 +345,18 @@ static int method_allocate_with_memfd(sd_bus_message *m, void *userdata, sd_bus_
 		if (r < 0)
 			return r;
 	}
-	r = check_client_memfd(memfd, plan.size, error);
+	r = db_client_memfd_check(memfd, plan.size, error);
 	if (r < 0)
 		return r;
 	if (db_registry_check_allocation(b->reg, c, plan.size, 1) < 0 ||
 	    db_fdstore_reserve(b, 1) < 0)
 		return quota_error(b, error);
-	r = be == &db_backend_udmabuf	       ? db_udmabuf_create(memfd, plan.size, &fd)
-	    : (fd = fd_dup_cloexec(memfd)) < 0 ? fd
-					       : 0;
-	if (r == -ENOMEM)
-		return sd_bus_error_setf(error, DB_ERROR_NO_MEMORY,
-					 "udmabuf could not pin the memfd's %zu bytes", plan.size);
-	if (r < 0)
-		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-					 "%s refused the memfd: %s", be->name, strerror(-r));
-	if (be->is_dmabuf)
-		(void)db_dmabuf_set_name(fd, plan.name[0] ? plan.name : "dmabroker");
-	r = db_registry_add_buffer(b->reg, c, fd, plan.size, &plan.layout, be->name,
-				   (be->is_dmabuf ? DB_BUFFER_DMABUF : 0) | DB_BUFFER_CLIENT_MEMORY,
-				   plan.name, NULL, &buf);
-	if (r == -EDQUOT)
-		return quota_error(b, error);
-	if (r < 0)
-		return r;
-	fd = -1; /* the registry owns it now */
-	return reply_allocated(b, m, c, buf, &plan);
+	if (be == &db_backend_udmabuf)
+		return db_client_udmabuf_admit(b, m, c, memfd, &plan, memfd_admitted, error);
+	fd = fd_dup_cloexec(memfd);
+	if (fd < 0)
+		return fd;
+	return memfd_admitted(b, m, c, &plan, fd, error);
 }
 
 static int method_allocate(sd_bus_message *m, void *userdata, sd_bus_error *error)

@@ -15,6 +15,8 @@
 #include <linux/dma-heap.h>
 #include <linux/udmabuf.h>
 
+#include "client-memory.h"
+#include "fd-util.h"
 #include "log.h"
 #include "macros.h"
 
@@ -405,7 +407,7 @@ static void sync_dmabuf(int fd, __u64 flags)
 		;
 }
 
-int db_buffer_copy(int dst, int src, size_t size)
+static int copy_mapped(int dst, int src, size_t size)
 {
 	void *s, *d;
 
@@ -427,4 +429,27 @@ int db_buffer_copy(int dst, int src, size_t size)
 	munmap(d, size);
 	munmap(s, size);
 	return 0;
+}
+
+int db_buffer_copy(int dst, int src, size_t size)
+{
+	void *d;
+	int r;
+
+	/* A dma-buf's pages all exist (udmabuf pinned them, a heap allocated them). */
+	if (fd_is_dmabuf(src) != 0)
+		return copy_mapped(dst, src, size);
+	/*
+	 * A memfd may have holes (punched by its owner after it was handed over): read it with
+	 * pread, which returns zeros for them, never through a mapping, whose read faults would
+	 * allocate them in the daemon's memory cgroup.
+	 */
+	d = mmap(NULL, size, PROT_WRITE, MAP_SHARED, dst, 0);
+	if (d == MAP_FAILED)
+		return -errno;
+	sync_dmabuf(dst, DMA_BUF_SYNC_START | DMA_BUF_SYNC_WRITE);
+	r = db_copy_from_memfd(d, src, size);
+	sync_dmabuf(dst, DMA_BUF_SYNC_END | DMA_BUF_SYNC_WRITE);
+	munmap(d, size);
+	return r;
 }

@@ -77,6 +77,7 @@ int db_dma_heap_allocate_from(const char *heap, size_t size, int *ret_fd);
 size_t db_huge_page_size_if_free(void);
 bool db_backend_hugetlb_vmap_safe(void);
 
-/* Copies size bytes from src to dst through mappings, bracketed by DMA_BUF_IOCTL_SYNC
- * where they are dma-bufs: the copy step of a move. */
+/* Copies size bytes from src to dst, bracketed by DMA_BUF_IOCTL_SYNC where they are
+ * dma-bufs: the copy step of a move. A memfd source is read with pread, so that holes its
+ * owner punched are read as zeros and not allocated in the daemon. */
 int db_buffer_copy(int dst, int src, size_t size);

@@ -679,8 +679,8 @@ static void test_client_memory(void)
 		 DB_ERROR_INVALID_ARGUMENT},
 		{"contiguous memory from a memfd", 65536, F_SEAL_SHRINK, true,
 		 DB_ERROR_UNSUPPORTED},
-		{"a sealed memfd of the right size", 65536, F_SEAL_SHRINK | F_SEAL_GROW, false,
-		 NULL},
+		{"a sealed memfd of the right size", 65536,
+		 F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL, false, NULL},
 	};
 	sd_bus_error error = SD_BUS_ERROR_NULL;
 	int pipefd[2], r;

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/falloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -199,9 +200,209 @@ static int w_release(struct wbuf *b)
 	return r < 0 ? w_raw_error(&e, r) : 0;
 }
 
+/*
+ * A hostile owner of handed-over memory: its own raw connection (AllocateWithMemfd with
+ * memfds the library would never make), keeping every memfd it made for as long as it lives.
+ */
+static sd_bus *w_host;
+static struct {
+	char path[128];
+	int fd; /* owned */
+} w_hbuf[MAX_KEPT];
+static int w_n_hbuf;
+static int w_memfds[MAX_KEPT];
+static int w_n_memfds;
+
+/* A memfd of size bytes shaped as asked: whole, sparse (no page), beyond (its pages all past
+ * its end), grow (whole, but without F_SEAL_GROW), punch (whole; punched after the call). */
+static int w_make_memfd(size_t size, const char *shape)
+{
+	int seals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+	int fd = memfd_create("hostile", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	if (fd < 0 || ftruncate(fd, (off_t)size) < 0)
+		goto fail;
+	if ((!strcmp(shape, "whole") || !strcmp(shape, "grow") || !strcmp(shape, "punch")) &&
+	    fallocate(fd, 0, 0, (off_t)size) < 0)
+		goto fail;
+	if (!strcmp(shape, "beyond") &&
+	    fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)size, (off_t)size) < 0)
+		goto fail;
+	if (!strcmp(shape, "grow"))
+		seals &= ~F_SEAL_GROW;
+	if (fcntl(fd, F_ADD_SEALS, seals) < 0)
+		goto fail;
+	return fd;
+fail:
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+static int w_handover(size_t size, const char *shape, char *what, size_t len)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int memfd, fd, r;
+	const char *path;
+	bool grew;
+
+	if (w_n_memfds >= MAX_KEPT || w_n_hbuf >= MAX_KEPT)
+		return -E2BIG;
+	memfd = w_make_memfd(size, shape);
+	if (memfd < 0)
+		return -errno;
+	w_memfds[w_n_memfds++] = memfd; /* kept: a hostile owner never lets go */
+	r = sd_bus_message_new_method_call(w_host, &m, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER,
+					   "AllocateWithMemfd");
+	if (r >= 0)
+		r = sd_bus_message_append(m, "h", memfd);
+	if (r >= 0)
+		r = sd_bus_message_append(m, "a{sv}", 1, "size", "t", (uint64_t)size);
+	if (r >= 0)
+		r = sd_bus_call(w_host, m, 30 * 1000000ull, &e, &reply);
+	if (r < 0)
+		return w_raw_error(&e, r);
+	r = sd_bus_message_read(reply, "oh", &path, &fd);
+	if (r < 0)
+		return r;
+	snprintf(w_hbuf[w_n_hbuf].path, sizeof(w_hbuf[0].path), "%s", path);
+	w_hbuf[w_n_hbuf++].fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	if (!strcmp(shape, "punch"))
+		(void)fallocate(memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)size);
+	grew = ftruncate(memfd, (off_t)(2 * size)) == 0;
+	snprintf(what, len, "%s %s", path, grew ? "grew" : "cannot-grow");
+	return 0;
+}
+
+static int w_host_connect(void)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int r;
+
+	w_host = inspect_bus();
+	if (!w_host)
+		return -ECONNREFUSED;
+	r = sd_bus_call_method(w_host, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER, "Register", &e,
+			       NULL, "a{sv}", 2, "role", "s", "cpu", "dynamic", "b", 1);
+	return r < 0 ? w_raw_error(&e, r) : 0;
+}
+
+static int w_share(char *hex, size_t len)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	const uint8_t *token;
+	size_t n;
+	int r;
+
+	if (w_n_hbuf == 0)
+		return -ENOENT;
+	r = sd_bus_call_method(w_host, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER, "Share", &e,
+			       &reply, "oa{sv}", w_hbuf[w_n_hbuf - 1].path, 0);
+	if (r < 0)
+		return w_raw_error(&e, r);
+	r = sd_bus_message_read_array(reply, 'y', (const void **)&token, &n);
+	if (r < 0 || 2 * n + 1 > len)
+		return -EIO;
+	for (size_t i = 0; i < n; i++)
+		snprintf(hex + 2 * i, 3, "%02x", token[i]);
+	return 0;
+}
+
+/* Imports a token and reads every page of the buffer through a mapping. */
+static int w_import(const char *hex, char *what, size_t len)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	uint8_t token[64];
+	size_t n = strlen(hex) / 2, size;
+	const char *path;
+	int fd, r;
+	volatile char sum = 0;
+	char *p;
+
+	if (n > sizeof(token) || w_n_hbuf >= MAX_KEPT)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		sscanf(hex + 2 * i, "%2hhx", &token[i]);
+	r = sd_bus_message_new_method_call(w_host, &m, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER,
+					   "Import");
+	if (r >= 0)
+		r = sd_bus_message_append_array(m, 'y', token, n);
+	if (r >= 0)
+		r = sd_bus_call(w_host, m, 0, &e, &reply);
+	if (r < 0)
+		return w_raw_error(&e, r);
+	r = sd_bus_message_read(reply, "oh", &path, &fd);
+	if (r < 0)
+		return r;
+	snprintf(w_hbuf[w_n_hbuf].path, sizeof(w_hbuf[0].path), "%s", path);
+	fd = w_hbuf[w_n_hbuf++].fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	size = (size_t)lseek(fd, 0, SEEK_END);
+	p = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	for (size_t off = 0; off < size; off += 4096)
+		sum += p[off];
+	munmap(p, size);
+	snprintf(what, len, "%s read %zu bytes", path, size);
+	return 0;
+}
+
+/*
+ * Moves the last handed-over buffer (as its owner) and reacquires it. The owner punches its
+ * last memfd out first: where the buffer is that memfd (the memfd backend), the copy meets
+ * holes (a reader may have faulted the first ones in).
+ */
+static int w_move(void)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int r, fd;
+
+	if (w_n_hbuf == 0)
+		return -ENOENT;
+	if (w_n_memfds > 0)
+		(void)fallocate(w_memfds[w_n_memfds - 1],
+				FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+				(off_t)lseek(w_memfds[w_n_memfds - 1], 0, SEEK_END));
+	r = sd_bus_call_method(w_host, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER, "Move", &e,
+			       NULL, "o", w_hbuf[w_n_hbuf - 1].path);
+	if (r >= 0)
+		r = sd_bus_call_method(w_host, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER,
+				       "Reacquire", &e, &reply, "o", w_hbuf[w_n_hbuf - 1].path);
+	if (r < 0)
+		return w_raw_error(&e, r);
+	if (sd_bus_message_read(reply, "h", &fd) >= 0) {
+		close(w_hbuf[w_n_hbuf - 1].fd);
+		w_hbuf[w_n_hbuf - 1].fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	}
+	return 0;
+}
+
+static int w_hrelease(void)
+{
+	int failed = 0;
+
+	for (int i = 0; i < w_n_hbuf; i++) {
+		sd_bus_error e = SD_BUS_ERROR_NULL;
+
+		close(w_hbuf[i].fd);
+		failed += sd_bus_call_method(w_host, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER,
+					     "Release", &e, NULL, "o", w_hbuf[i].path) < 0;
+		sd_bus_error_free(&e);
+	}
+	w_n_hbuf = 0;
+	return failed;
+}
+
 static void w_err(int out, int r)
 {
-	w_reply(out, "err %d %s", -r, w_raw ? w_error : w_ctx ? dmabroker_last_error(w_ctx) : "");
+	w_reply(out, "err %d %s", -r,
+		w_raw || w_host ? w_error
+		: w_ctx		? dmabroker_last_error(w_ctx)
+				: "");
 }
 
 static int w_connect(uint32_t flags, bool *raw)
@@ -232,13 +433,22 @@ static int w_connect(uint32_t flags, bool *raw)
 /*
  * Commands (one a line), each answered by one line "ok ..." or "err ERRNO MESSAGE":
  *   connect FLAGS   connect and register
- *   keep SIZE       allocate, keep a dup of its fd and a mapping, Release
+ *   keep SIZE       allocate, keep a dup of its fd and a mapping, Release; says kept=BYTES,
+ *                   what st_blocks still shows behind the kept fd
  *   hold SIZE       allocate and hold it; keep a mapping of a dup (the dup is closed)
  *   alloc SIZE      allocate and hold it (nothing kept beyond the library's own fd)
  *   release         release every held buffer
  *   revoked N       wait for N Revoked signals (at most 20 s), then release those buffers
  *   drop            unmap and close everything kept
  *   protect         oom_score_adj -1000 (root)
+ *   hostile         a raw connection of its own for the hostile owner's commands:
+ *   handover SIZE SHAPE  AllocateWithMemfd of a memfd shaped whole, sparse, beyond, grow or
+ *                   punch (see w_make_memfd), kept by the worker; tries to grow it after
+ *   share           Share the last buffer handed over or imported: "ok TOKENHEX"
+ *   import HEX      Import a token and read every page of the buffer through a mapping
+ *   move            Move the last buffer (its owner) and Reacquire it
+ *   hrelease        release the raw connection's buffers, closing their fds
+ *   hclose          close the memfds it made
  *   exit            leave without closing what is kept (the kernel closes it at exit)
  */
 static void worker(int in, int out)
@@ -295,7 +505,15 @@ static void worker(int in, int out)
 			} else {
 				w_held[w_n_held++] = buf;
 			}
-			w_reply(out, "ok %s %s", buf.path, buf.backend);
+			{
+				/* What still exists behind the kept fd (a memfd's st_blocks). */
+				struct stat st;
+				long long blocks = keep && fstat(dup_fd, &st) == 0
+							   ? (long long)st.st_blocks * 512
+							   : -1;
+
+				w_reply(out, "ok %s %s kept=%lld", buf.path, buf.backend, blocks);
+			}
 		} else if (!strcmp(cmd, "alloc")) {
 			r = w_allocate(arg, &buf);
 			if (r < 0) {
@@ -375,6 +593,51 @@ static void worker(int in, int out)
 				w_reply(out, "ok");
 			if (fd >= 0)
 				close(fd);
+		} else if (!strcmp(cmd, "hostile")) {
+			r = w_host_connect();
+			if (r < 0)
+				w_err(out, r);
+			else
+				w_reply(out, "ok");
+		} else if (!strcmp(cmd, "handover")) {
+			char shape[16] = "", what[200];
+
+			sscanf(line, "%*s %*u %15s", shape);
+			r = w_handover(arg, shape, what, sizeof(what));
+			if (r < 0)
+				w_err(out, r);
+			else
+				w_reply(out, "ok %s", what);
+		} else if (!strcmp(cmd, "share")) {
+			char hex[130];
+
+			r = w_share(hex, sizeof(hex));
+			if (r < 0)
+				w_err(out, r);
+			else
+				w_reply(out, "ok %s", hex);
+		} else if (!strcmp(cmd, "import")) {
+			char hex[130] = "", what[200];
+
+			sscanf(line, "%*s %129s", hex);
+			r = w_import(hex, what, sizeof(what));
+			if (r < 0)
+				w_err(out, r);
+			else
+				w_reply(out, "ok %s", what);
+		} else if (!strcmp(cmd, "move")) {
+			r = w_move();
+			if (r < 0)
+				w_err(out, r);
+			else
+				w_reply(out, "ok");
+		} else if (!strcmp(cmd, "hrelease")) {
+			w_reply(out, "ok %d", w_hrelease());
+		} else if (!strcmp(cmd, "hclose")) {
+			for (int i = 0; i < w_n_memfds; i++)
+				close(w_memfds[i]);
+			w_n_memfds = 0;
+			w_reply(out, "ok");
 		} else if (!strcmp(cmd, "exit")) {
 			w_reply(out, "ok");
 			_exit(0);
@@ -602,6 +865,27 @@ static void kept_after_release(struct fixture *f, sd_bus *bus, const struct base
 			       "%s: the buffer is a %s", what, memfd_kernel ? "memfd" : "udmabuf");
 	}
 	if (memfd_kernel) {
+		long long kept = -1;
+		const char *k = strstr(w.reply, "kept=");
+
+		if (k)
+			kept = atoll(k + 5);
+		/*
+		 * A memfd's holders cannot be counted: its charge ends at Release. What the
+		 * daemon allocated goes with it (no Release-and-keep escape from the quota);
+		 * the client's own memfd stays the client's.
+		 */
+		if (daemon_memory)
+			tap_ok(kept == 0,
+			       "memfds, daemon memory: the kept memfd holds none of the daemon's "
+			       "pages after Release (%lld bytes)",
+			       kept);
+		else
+			tap_ok(kept == (long long)MiB,
+			       "memfds, client memory: the kept memfd is the client's own MiB "
+			       "(%lld "
+			       "bytes)",
+			       kept);
 		/* The difference: nothing kept alive is charged, so nothing is refused. */
 		tap_is(refused_at, -1,
 		       "memfds: the 9th MiB kept alive is not refused (its holders are not seen)");
@@ -1069,6 +1353,106 @@ static void cgroups(struct fixture *f, sd_bus *bus, const struct base *b)
 	check_baseline(f, bus, b, "cgroup, daemon memory");
 }
 
+/*
+ * 3. Memory handed over stays the client's (issue #18): a hostile owner in the client cgroup
+ * hands over sparse, beyond-the-end, growable and (after the call) hole-punched memfds of
+ * 48 MiB, keeping every memfd; what is taken is shared with a second worker that reads all
+ * of it, and Moved. Per 96 MiB handed over the daemon's cgroup may grow by less than 1 MiB,
+ * beyond the new backing a Move makes by design while it lives; the clients' cgroup pays
+ * for the rest.
+ */
+static void handed_over(struct fixture *f, sd_bus *bus, const struct base *b)
+{
+	static const char *const shapes[] = {"sparse", "beyond", "grow", "punch"};
+	/* 48 MiB: udmabuf refuses more than its size_limit_mb (64 by default). */
+	const unsigned SZ = 48, ROUNDS = 3;
+	int64_t d0 = cg_current(CG_DAEMON), c0 = cg_current(CG_CLIENT);
+	unsigned handed = 0;
+	struct wk owner, reader;
+
+	tap_diag("--- memory handed over (AllocateWithMemfd), %u rounds of %u MiB memfds ---",
+		 ROUNDS, SZ);
+	if (!tap_ok(wk_start(&owner, NOBODY, CG_CLIENT) && wk_cmd(&owner, "hostile") &&
+			    wk_start(&reader, NOBODY, CG_CLIENT) && wk_cmd(&reader, "hostile"),
+		    "a hostile owner and a reader (uid %d) in %s connect", NOBODY, CG_CLIENT))
+		return;
+	tap_diag("  start: daemon cgroup %.2f MiB, client cgroup %.2f MiB", mib(d0), mib(c0));
+	for (unsigned round = 1; round <= ROUNDS; round++) {
+		for (size_t i = 0; i < ARRAY_SIZE(shapes); i++) {
+			const char *shape = shapes[i];
+			int64_t dd0 = cg_current(CG_DAEMON), cc0 = cg_current(CG_CLIENT), dd, cc;
+			bool ok = wk_cmd(&owner, "handover %llu %s", SZ * MiB, shape);
+			bool moved = false;
+
+			handed += SZ;
+			dd = cg_current(CG_DAEMON) - dd0;
+			cc = cg_current(CG_CLIENT) - cc0;
+			tap_diag("  round %u, %s: %s; daemon %+.2f MiB, clients %+.2f MiB", round,
+				 shape, owner.reply, dmib(dd), dmib(cc));
+			if (strcmp(shape, "punch") != 0) {
+				tap_ok(!ok && strstr(owner.reply, "Error.InvalidArgument"),
+				       "round %u: a %s memfd is refused with InvalidArgument: %s",
+				       round, shape, owner.reply);
+			} else {
+				tap_ok(ok && strstr(owner.reply, "cannot-grow"),
+				       "round %u: a whole memfd is taken, and cannot grow after: "
+				       "%s",
+				       round, owner.reply);
+				tap_ok(cc > (int64_t)((SZ - 1) * MiB) || memfd_kernel,
+				       "round %u: the client's cgroup paid for it (%+.2f MiB)",
+				       round, dmib(cc));
+			}
+			tap_ok(small(dd),
+			       "round %u, %s: the daemon's cgroup did not pay (%+.2f MiB)", round,
+			       shape, dmib(dd));
+			if (!ok)
+				continue;
+			{
+				char token[130] = "";
+
+				tap_ok(wk_cmd(&owner, "share") &&
+					       sscanf(owner.reply, "ok %129s", token) == 1 &&
+					       wk_cmd(&reader, "import %s", token),
+				       "round %u: shared; the reader imports and reads it all: %s",
+				       round, reader.reply);
+			}
+			dd0 = cg_current(CG_DAEMON);
+			moved = wk_cmd(&owner, "move");
+			dd = cg_current(CG_DAEMON) - dd0;
+			tap_diag(
+				"  round %u: Move of the punched buffer: %s; daemon %+.2f MiB (the "
+				"new backing is its by design)",
+				round, owner.reply, dmib(dd));
+			tap_ok(moved, "round %u: the owner moves it (%s)", round, owner.reply);
+			tap_ok(dd < (int64_t)(SZ * MiB + MiB),
+			       "round %u: the Move charged the daemon for the new backing only "
+			       "(%+.2f MiB, at most %u MiB + 1 MiB)",
+			       round, dmib(dd), SZ);
+		}
+		wk_cmd(&owner, "hrelease");
+		wk_cmd(&reader, "hrelease");
+		wait_bytes(bus, 0, 5000);
+		{
+			int64_t grown = cg_current(CG_DAEMON) - d0;
+
+			tap_diag("  after round %u: daemon cgroup %+.2f MiB since the start, "
+				 "clients "
+				 "%+.2f MiB (%u MiB handed over; the owner keeps its memfds)",
+				 round, dmib(grown), dmib(cg_current(CG_CLIENT) - c0), handed);
+			tap_ok(grown < (int64_t)(handed * MiB / 96),
+			       "after round %u the daemon's cgroup grew %+.2f MiB: less than 1 MiB "
+			       "per 96 MiB handed over (%u MiB)",
+			       round, dmib(grown), handed);
+		}
+	}
+	tap_ok(wk_cmd(&owner, "hclose"), "the owner closes its memfds");
+	tap_is(wk_end(&owner, true), 0, "the owner exits");
+	tap_is(wk_end(&reader, true), 0, "the reader exits");
+	tap_diag("  end: daemon cgroup %+.2f MiB, client cgroup %+.2f MiB since the start",
+		 dmib(cg_current(CG_DAEMON) - d0), dmib(cg_current(CG_CLIENT) - c0));
+	check_baseline(f, bus, b, "memory handed over");
+}
+
 int main(void)
 {
 	struct fixture f;
@@ -1117,6 +1501,7 @@ int main(void)
 	b.fds = fixture_daemon_fds(&f);
 	b.objects = debugfs_dmabuf_objects();
 	cgroups(&f, bus, &b);
+	handed_over(&f, bus, &b);
 	sd_bus_flush_close_unref(bus);
 	tap_is(fixture_stop(&f), 0, "the daemon exits cleanly");
 	rmdir(CG_CLIENT);
