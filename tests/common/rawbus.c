@@ -68,14 +68,20 @@ static void field_u32(struct msgbuf *m, uint8_t code, uint32_t v)
 
 static int send_all(int fd, const void *p, size_t len, const int *fds, int n_fds)
 {
-	char cbuf[CMSG_SPACE(sizeof(int) * 16)];
+	/* Room for more than the bus carries: hostile tests send too many on purpose. */
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int) * 64)];
+	} cbuf;
 	struct iovec iov = {(void *)p, len};
 	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
 
+	if (n_fds > 64)
+		return -E2BIG;
 	if (n_fds > 0) {
 		struct cmsghdr *c;
 
-		mh.msg_control = cbuf;
+		mh.msg_control = &cbuf;
 		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n_fds);
 		c = CMSG_FIRSTHDR(&mh);
 		c->cmsg_level = SOL_SOCKET;

@@ -137,7 +137,11 @@ static char *arg_doc(const struct parse *p, const char *method, const char *arg)
 				continue;
 			if (!doc)
 				doc = g_string_new(NULL);
-			g_string_append_printf(doc, " %s", g_strstrip(g_strdup(text)));
+			{
+				g_autofree char *line = g_strstrip(g_strdup(text));
+
+				g_string_append_printf(doc, " %s", line);
+			}
 		}
 	}
 	if (!doc)
