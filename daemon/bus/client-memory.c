@@ -419,6 +419,46 @@ static int spawn_helper(struct helper *h, int cgroup_fd, size_t size)
 	return 0;
 }
 
+/*
+ * The udmabuf made by the daemon itself, the memfd checked whole before (by the caller) and
+ * after. Where there is no memory cgroup to charge, nothing is misdirected. Where the daemon
+ * may not start a process in the caller's cgroup (the shipped unit runs as its own user,
+ * without capabilities, with the cgroup tree read-only), a hole punched between the check
+ * and UDMABUF_CREATE is filled in the daemon's context: at most the buffer's size, for the
+ * buffer's life, and counted against its owner's byte quotas like every buffer.
+ */
+static int create_here(struct db_broker *b, sd_bus_message *m, struct db_client *c, int memfd,
+		       const struct db_alloc_plan *plan, db_memfd_admitted_fn admitted,
+		       sd_bus_error *error)
+{
+	_cleanup_(closep) int fd = -1;
+	int r;
+
+	r = db_udmabuf_create(memfd, plan->size, &fd);
+	if (r == -ENOMEM)
+		return sd_bus_error_setf(error, DB_ERROR_NO_MEMORY,
+					 "udmabuf could not pin the memfd's %zu bytes", plan->size);
+	if (r < 0)
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "udmabuf refused the memfd: %s", strerror(-r));
+	if (!db_client_memfd_whole(memfd, plan->size))
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "memfd: a hole was punched in it while it was handed over");
+	return admitted(b, m, c, plan, take_fd(&fd), error);
+}
+
+static void note_no_helper(const char *why)
+{
+	static bool told;
+
+	if (!told)
+		log_notice("udmabufs of handed-over memfds are made by the daemon itself (%s): a "
+			   "hole punched while one is made is charged to the daemon, within the "
+			   "owner's byte quotas",
+			   why);
+	told = true;
+}
+
 int db_client_udmabuf_admit(struct db_broker *b, sd_bus_message *m, struct db_client *c, int memfd,
 			    const struct db_alloc_plan *plan, db_memfd_admitted_fn admitted,
 			    sd_bus_error *error)
@@ -428,24 +468,9 @@ int db_client_udmabuf_admit(struct db_broker *b, sd_bus_message *m, struct db_cl
 	unsigned mine = 0;
 	int r;
 
-	if (!have_cgroup2()) {
-		_cleanup_(closep) int fd = -1;
-
-		/* No memory cgroup to charge: nothing to misdirect. */
-		r = db_udmabuf_create(memfd, plan->size, &fd);
-		if (r == -ENOMEM)
-			return sd_bus_error_setf(error, DB_ERROR_NO_MEMORY,
-						 "udmabuf could not pin the memfd's %zu bytes",
-						 plan->size);
-		if (r < 0)
-			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-						 "udmabuf refused the memfd: %s", strerror(-r));
-		if (!db_client_memfd_whole(memfd, plan->size))
-			return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
-						 "memfd: a hole was punched in it while it was "
-						 "handed over");
-		return admitted(b, m, c, plan, take_fd(&fd), error);
-	}
+	/* No memory cgroup to charge: nothing to misdirect. */
+	if (!have_cgroup2())
+		return create_here(b, m, c, memfd, plan, admitted, error);
 	for (GList *l = helpers; l; l = l->next)
 		mine += ((struct helper *)l->data)->client_id == c->id;
 	if (mine >= DB_UDMABUF_HELPERS_PER_CLIENT ||
@@ -458,6 +483,10 @@ int db_client_udmabuf_admit(struct db_broker *b, sd_bus_message *m, struct db_cl
 	client_pidfd = c->pid > 0 ? (int)syscall(SYS_pidfd_open, c->pid, 0) : -1;
 	r = client_pidfd < 0 ? -ESRCH
 			     : open_client_cgroup(c->pid, c->uid, client_pidfd, &cgroup_fd);
+	if (r == -EACCES || r == -EPERM) {
+		note_no_helper("the caller's cgroup cannot be opened");
+		return create_here(b, m, c, memfd, plan, admitted, error);
+	}
 	if (r < 0)
 		return sd_bus_error_setf(error, DB_ERROR_PERMISSION_DENIED,
 					 "the caller's memory cgroup cannot be found (pid %d: %s): "
@@ -474,13 +503,13 @@ int db_client_udmabuf_admit(struct db_broker *b, sd_bus_message *m, struct db_cl
 	r = h->memfd < 0 ? h->memfd : spawn_helper(h, cgroup_fd, plan->size);
 	if (r < 0) {
 		helper_free(h);
-		/* ENOSYS: no clone3 (valgrind does not know it either). */
-		if (r == -EACCES || r == -EPERM || r == -EBUSY || r == -EOPNOTSUPP || r == -ENOSYS)
-			return sd_bus_error_setf(
-				error, DB_ERROR_PERMISSION_DENIED,
-				"the daemon may not start a process in the caller's memory cgroup "
-				"(%s), and will not charge the caller's memory to its own",
-				strerror(-r));
+		/* ENOSYS: no clone3 (valgrind does not know it either). EACCES, EPERM: the
+		 * daemon may not place a process in that cgroup (the shipped unit). */
+		if (r == -EACCES || r == -EPERM || r == -EBUSY || r == -EOPNOTSUPP || r == -ENOSYS ||
+		    r == -EROFS) {
+			note_no_helper("it may not start a process in the caller's cgroup");
+			return create_here(b, m, c, memfd, plan, admitted, error);
+		}
 		return r;
 	}
 	r = sd_event_add_io(b->event, &h->exit_source, h->pidfd, EPOLLIN, on_helper_exit, h);

@@ -48,6 +48,7 @@
 #define CG_ROOT "/sys/fs/cgroup"
 #define CG_CLIENT CG_ROOT "/dmabroker-test-client"
 #define CG_DAEMON CG_ROOT "/dmabroker-test-daemon"
+#define CG_FROZEN CG_ROOT "/dmabroker-test-frozen"
 
 /* Debian 12's 6.1: the buffers are memfds, whose holders the daemon cannot see. */
 static bool memfd_kernel;
@@ -699,24 +700,11 @@ static bool wk_start(struct wk *w, uid_t uid, const char *cgroup)
 	return true;
 }
 
-/* Sends a command and reads the worker's one-line answer; returns true for "ok". */
-__attribute__((format(printf, 2, 3))) static bool wk_cmd(struct wk *w, const char *fmt, ...)
+/* Reads the worker's one-line answer to the last command; returns true for "ok". */
+static bool wk_read(struct wk *w)
 {
-	char line[256];
 	size_t got = 0;
-	va_list ap;
-	int n;
 
-	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
-	va_end(ap);
-	line[n++] = '\n';
-	w->reply[0] = '\0';
-	if (w->pid <= 0 || write(w->in, line, n) != n) {
-		w->err = -1;
-		snprintf(w->reply, sizeof(w->reply), "worker gone");
-		return false;
-	}
 	while (got + 1 < sizeof(w->reply)) {
 		char c;
 		ssize_t r = read(w->out, &c, 1);
@@ -740,6 +728,45 @@ __attribute__((format(printf, 2, 3))) static bool wk_cmd(struct wk *w, const cha
 	return false;
 }
 
+static bool wk_vsend(struct wk *w, const char *fmt, va_list ap)
+{
+	char line[256];
+	int n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+
+	line[n++] = '\n';
+	w->reply[0] = '\0';
+	if (w->pid <= 0 || write(w->in, line, n) != n) {
+		w->err = -1;
+		snprintf(w->reply, sizeof(w->reply), "worker gone");
+		return false;
+	}
+	return true;
+}
+
+/* Sends a command without waiting for its answer (wk_read reads it). */
+__attribute__((format(printf, 2, 3))) static bool wk_send(struct wk *w, const char *fmt, ...)
+{
+	va_list ap;
+	bool ok;
+
+	va_start(ap, fmt);
+	ok = wk_vsend(w, fmt, ap);
+	va_end(ap);
+	return ok;
+}
+
+/* Sends a command and reads the worker's one-line answer; returns true for "ok". */
+__attribute__((format(printf, 2, 3))) static bool wk_cmd(struct wk *w, const char *fmt, ...)
+{
+	va_list ap;
+	bool ok;
+
+	va_start(ap, fmt);
+	ok = wk_vsend(w, fmt, ap);
+	va_end(ap);
+	return ok && wk_read(w);
+}
+
 /* Ends the worker; returns its wait status in shell terms (128+N for signal N). */
 static int wk_end(struct wk *w, bool ask)
 {
@@ -754,6 +781,14 @@ static int wk_end(struct wk *w, bool ask)
 	waitpid(w->pid, &status, 0);
 	w->pid = 0;
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 /*
@@ -1453,6 +1488,50 @@ static void handed_over(struct fixture *f, sd_bus *bus, const struct base *b)
 	check_baseline(f, bus, b, "memory handed over");
 }
 
+/*
+ * The udmabuf helper's deadline, waited past: the caller's cgroup is frozen while the daemon
+ * makes its udmabuf, so the helper started in that cgroup cannot run. The daemon goes on
+ * serving, kills the helper at DB_UDMABUF_HELPER_TIMEOUT_SEC (10 s) and answers Busy; nothing
+ * is made, nothing is left.
+ */
+static void helper_deadline(struct fixture *f, sd_bus *bus, const struct base *b)
+{
+	uint64_t t0, waited;
+	struct wk w;
+	bool ok;
+
+	if (memfd_kernel) {
+		tap_diag("--- no udmabuf here: no helper, no helper deadline ---");
+		return;
+	}
+	tap_diag("--- the udmabuf helper's deadline, in a frozen cgroup ---");
+	if (!tap_ok((mkdir(CG_FROZEN, 0755) == 0 || errno == EEXIST) &&
+			    wk_start(&w, NOBODY, CG_FROZEN) && wk_cmd(&w, "hostile"),
+		    "a worker (uid %d) in %s", NOBODY, CG_FROZEN))
+		return;
+	/* The call must reach the daemon before the cgroup freezes, and be made after. */
+	kill(f->daemon_pid, SIGSTOP);
+	wk_send(&w, "handover %llu punch", 4 * MiB);
+	msleep(500);
+	tap_is(write_str(CG_FROZEN "/cgroup.freeze", "1"), 0, "the worker's cgroup is frozen");
+	kill(f->daemon_pid, SIGCONT);
+	t0 = now_ms();
+	msleep(1000);
+	tap_ok(bytes_in_use(bus) != UINT64_MAX, "the daemon answers others meanwhile");
+	while (now_ms() - t0 < 12000)
+		msleep(100);
+	write_str(CG_FROZEN "/cgroup.freeze", "0");
+	ok = wk_read(&w);
+	waited = now_ms() - t0;
+	tap_ok(!ok && strstr(w.reply, "Error.Busy") && strstr(w.reply, "10 s"),
+	       "after the helper's 10 s deadline the call is answered Busy: %s", w.reply);
+	tap_is(wk_end(&w, true), 0, "the worker exits");
+	rmdir(CG_FROZEN);
+	tap_diag("  answered after the unfreeze, %.1f s after the daemon continued",
+		 (double)waited / 1000);
+	check_baseline(f, bus, b, "the helper's deadline");
+}
+
 int main(void)
 {
 	struct fixture f;
@@ -1502,6 +1581,7 @@ int main(void)
 	b.objects = debugfs_dmabuf_objects();
 	cgroups(&f, bus, &b);
 	handed_over(&f, bus, &b);
+	helper_deadline(&f, bus, &b);
 	sd_bus_flush_close_unref(bus);
 	tap_is(fixture_stop(&f), 0, "the daemon exits cleanly");
 	rmdir(CG_CLIENT);
