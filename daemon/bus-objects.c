@@ -305,10 +305,10 @@ BUFFER_PROP(buffer_prop_attachments)
  * kernel that keeps per-attachment mappings (it prints cached=), when both say the mapping
  * is cached (or both say it is not). Where the kernel keeps no such cache (upstream since
  * 6.16: a static importer of a dynamic exporter is pinned on map instead) the daemon claims
- * none: its record reads "pinned-on-map" (dynamic exporter) or "direct" instead of "cached",
- * and only the importer flag is compared (docs/kernel-report.md).
+ * none: its record reads "pinned-on-map" (for the kernel's dynamic exporters) or "direct"
+ * instead of "cached", and only the importer flag is compared (docs/kernel-report.md).
  */
-static void predict(struct db_broker *b, struct db_buffer *buf,
+static void predict(struct db_broker *b, struct db_buffer *buf, const struct db_kernel_view *view,
 		    const struct db_kernel_attachment *ka, const char **ret_path, bool *ret_agrees)
 {
 	*ret_path = "";
@@ -323,7 +323,7 @@ static void predict(struct db_broker *b, struct db_buffer *buf,
 				continue;
 			*ret_path = db_attach_path_name(a->path);
 			if (!ka->has_cached && a->path == DB_PATH_CACHED)
-				*ret_path = buf->exporter_dynamic ? "pinned-on-map" : "direct";
+				*ret_path = view->exp_dynamic ? "pinned-on-map" : "direct";
 			*ret_agrees =
 				(!ka->has_cached || (a->path == DB_PATH_CACHED) == ka->cached) &&
 				(strcmp(d->import_mode, "dynamic") == 0) == ka->importer_dynamic;
@@ -356,7 +356,7 @@ BUFFER_PROP(buffer_prop_kernel_attachments)
 		const char *predicted;
 		bool agrees;
 
-		predict(b, buf, ka, &predicted, &agrees);
+		predict(b, buf, &view, ka, &predicted, &agrees);
 		/* Any reader can ask: say it once per buffer, not once per read. */
 		if (!agrees && !buf->kernel_mismatch_logged) {
 			buf->kernel_mismatch_logged = true;
