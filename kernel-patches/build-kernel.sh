@@ -156,7 +156,7 @@ make -s -C "$tree" O="$obj" olddefconfig >/dev/null
 lost=$(grep -E '^CONFIG_' "$obj/dmabroker.fragment" | while read -r o; do
 	grep -qx "$o" "$obj/.config" || echo "$o"
 done
-grep -E '^# CONFIG_[A-Z0-9_]+ is not set$' "$obj/dmabroker.fragment" | while read -r o; do
+{ grep -E '^# CONFIG_[A-Z0-9_]+ is not set$' "$obj/dmabroker.fragment" || true; } | while read -r o; do
 	o=${o#"# "}
 	o=${o%" is not set"}
 	if grep -q "^$o=" "$obj/.config"; then echo "$o (must stay unset)"; fi
