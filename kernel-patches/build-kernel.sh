@@ -7,6 +7,10 @@
 #   build-kernel.sh --source-dir  prepare the patched source tree and print its path
 #   build-kernel.sh --pristine-dir fetch the unpatched source and print its path
 #
+# The configuration leaves CONFIG_DMABUF_MOVE_NOTIFY unset, as Debian's 6.12 does; with
+# DMABROKER_KERNEL_MOVE_NOTIFY=y in the environment it builds (and caches under its own key)
+# the same kernel with it set, for the KUnit run on both settings.
+#
 # Everything lives in $DMABROKER_CACHE (default /var/cache/dmabroker), never in the repository:
 #   kernel-src/   the source package, its pristine unpacked tree, the working tree
 #   kernel-build/obj          one object tree, reused so a changed series rebuilds little
@@ -46,12 +50,27 @@ source_version() {
 	echo "$v"
 }
 
+move_notify=${DMABROKER_KERNEL_MOVE_NOTIFY:-n}
+case $move_notify in
+y | n) ;;
+*) log "DMABROKER_KERNEL_MOVE_NOTIFY must be y or n"; exit 2 ;;
+esac
+# The fragment this build uses: config.fragment, with MOVE_NOTIFY switched on for the variant.
+fragment() {
+	if [ "$move_notify" = y ]; then
+		sed 's/^# CONFIG_DMABUF_MOVE_NOTIFY is not set$/CONFIG_DMABUF_MOVE_NOTIFY=y/' \
+			"$here/config.fragment"
+	else
+		cat "$here/config.fragment"
+	fi
+}
+
 series_files() {
 	grep -vE '^\s*(#|$)' "$here/series" | while read -r p; do echo "$here/$p"; done
 }
 
 version=$(source_version)
-key=$( (echo "$version"; cat "$here/config.fragment"; series_files | xargs cat; cat "$0") |
+key=$( (echo "$version"; fragment; series_files | xargs cat; cat "$0") |
 	sha256sum | cut -c1-16)
 out=$build/$key
 
@@ -131,10 +150,16 @@ fi
 mkdir -p "$obj"
 start=$(date +%s)
 make -s -C "$tree" O="$obj" tinyconfig >/dev/null
-"$tree/scripts/kconfig/merge_config.sh" -m -O "$obj" "$obj/.config" "$here/config.fragment" >/dev/null
+fragment >"$obj/dmabroker.fragment"
+"$tree/scripts/kconfig/merge_config.sh" -m -O "$obj" "$obj/.config" "$obj/dmabroker.fragment" >/dev/null
 make -s -C "$tree" O="$obj" olddefconfig >/dev/null
-lost=$(grep -E '^CONFIG_' "$here/config.fragment" | while read -r o; do
+lost=$(grep -E '^CONFIG_' "$obj/dmabroker.fragment" | while read -r o; do
 	grep -qx "$o" "$obj/.config" || echo "$o"
+done
+{ grep -E '^# CONFIG_[A-Z0-9_]+ is not set$' "$obj/dmabroker.fragment" || true; } | while read -r o; do
+	o=${o#"# "}
+	o=${o%" is not set"}
+	if grep -q "^$o=" "$obj/.config"; then echo "$o (must stay unset)"; fi
 done)
 if [ -n "$lost" ]; then
 	log "these fragment options did not survive olddefconfig:"

@@ -260,10 +260,14 @@ BUFFER_PROP(buffer_prop_attachments)
 /*
  * What the daemon expects of one kernel attachment: the holders that declared a device
  * whose kernel name is dev. Their declared path is the daemon's record; it agrees with the
- * kernel when both say the mapping is cached (or both say it is not), and the driver's known
- * import mode matches the kernel's importer flag.
+ * kernel when the driver's known import mode matches the kernel's importer flag and, on a
+ * kernel that keeps per-attachment mappings (it prints cached=), when both say the mapping
+ * is cached (or both say it is not). Where the kernel keeps no such cache (upstream since
+ * 6.16: a static importer of a dynamic exporter is pinned on map instead) the daemon claims
+ * none: its record reads "pinned-on-map" (for the kernel's dynamic exporters) or "direct"
+ * instead of "cached", and only the importer flag is compared (docs/kernel-report.md).
  */
-static void predict(struct db_broker *b, struct db_buffer *buf,
+static void predict(struct db_broker *b, struct db_buffer *buf, const struct db_kernel_view *view,
 		    const struct db_kernel_attachment *ka, const char **ret_path, bool *ret_agrees)
 {
 	*ret_path = "";
@@ -277,8 +281,10 @@ static void predict(struct db_broker *b, struct db_buffer *buf,
 			if (!d || strcmp(d->kernel_name, ka->dev) != 0)
 				continue;
 			*ret_path = db_attach_path_name(a->path);
+			if (!ka->has_cached && a->path == DB_PATH_CACHED)
+				*ret_path = view->exp_dynamic ? "pinned-on-map" : "direct";
 			*ret_agrees =
-				(a->path == DB_PATH_CACHED) == ka->cached &&
+				(!ka->has_cached || (a->path == DB_PATH_CACHED) == ka->cached) &&
 				(strcmp(d->import_mode, "dynamic") == 0) == ka->importer_dynamic;
 			return;
 		}
@@ -294,28 +300,36 @@ BUFFER_PROP(buffer_prop_kernel_attachments)
 	int r;
 
 	/* Without the kernel's report (probed at start with a buffer only the daemon named),
-	 * report lines could only have been forged through a holder's DMA_BUF_SET_NAME. */
+	 * report lines could only have been forged through a holder's DMA_BUF_SET_NAME. A busy
+	 * report (an importer held the buffer's lock) says nothing this time: the list is empty
+	 * for this read, and the next read asks the kernel again. */
 	if (!buf->is_dmabuf || strcmp(b->kernel_report, "available") != 0 ||
 	    db_kernel_view_read(buf->fd, &view) < 0)
 		view.available = false;
+	if (view.busy)
+		log_debug("Buffer %s: the kernel's attachment list was busy, unknown this time",
+			  db_bus_buffer_path(buf, p, sizeof(p)));
 	r = sd_bus_message_open_container(reply, 'a', "(sbbsb)");
 	for (unsigned i = 0; r >= 0 && view.available && i < view.n_attachments; i++) {
 		const struct db_kernel_attachment *ka = &view.attachments[i];
 		const char *predicted;
 		bool agrees;
 
-		predict(b, buf, ka, &predicted, &agrees);
+		predict(b, buf, &view, ka, &predicted, &agrees);
 		/* Any reader can ask: say it once per buffer, not once per read. */
 		if (!agrees && !buf->kernel_mismatch_logged) {
 			buf->kernel_mismatch_logged = true;
 			log_warning("Buffer %s: the kernel attached %s %s (importer %s), the "
 				    "daemon's record says %s",
 				    db_bus_buffer_path(buf, p, sizeof(p)), ka->dev,
-				    ka->cached ? "cached" : "direct",
+				    !ka->has_cached ? "without a cache"
+				    : ka->cached    ? "cached"
+						    : "direct",
 				    ka->importer_dynamic ? "dynamic" : "static", predicted);
 		}
 		r = sd_bus_message_append(reply, "(sbbsb)", ka->dev, (int)ka->importer_dynamic,
-					  (int)ka->cached, predicted, (int)agrees);
+					  (int)(ka->has_cached && ka->cached), predicted,
+					  (int)agrees);
 	}
 	if (r < 0)
 		return r;

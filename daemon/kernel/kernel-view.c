@@ -34,15 +34,24 @@ static int parse_count(const char *s, size_t len, long *ret)
 	return 0;
 }
 
+/* A known flag key of an attachment line: 0 parsed, -EINVAL if repeated or not 0/1. */
+static int parse_key_flag(const char *v, size_t len, bool *have, bool *ret)
+{
+	if (*have || parse_flag(v, len, ret) < 0)
+		return -EINVAL;
+	*have = true;
+	return 0;
+}
+
 /*
  * One attachment line's value, len bytes, not terminated: space-separated key=value pairs,
  * dev= last, taking the rest of the line (a device name may hold spaces). Unknown keys are
- * skipped; importer_dynamic, cached and dev are required.
+ * skipped; importer_dynamic and dev are required, pinned, peer2peer and cached optional.
  */
 static int parse_attachment(const char *value, size_t len, struct db_kernel_attachment *a)
 {
 	const char *p = value, *end = value + len;
-	bool have_dynamic = false, have_cached = false;
+	bool have_dynamic = false;
 
 	while (p < end) {
 		const char *eq = memchr(p, '=', (size_t)(end - p));
@@ -59,22 +68,25 @@ static int parse_attachment(const char *value, size_t len, struct db_kernel_atta
 				return -EINVAL;
 			memcpy(a->dev, eq + 1, n);
 			a->dev[n] = '\0';
-			return have_dynamic && have_cached ? 0 : -EINVAL;
+			return have_dynamic ? 0 : -EINVAL;
 		}
 		sp = memchr(eq, ' ', (size_t)(end - eq));
 		if (!sp)
 			return -EINVAL; /* dev= must come last */
-		if (key_len == 16 && memcmp(p, "importer_dynamic", 16) == 0) {
-			if (have_dynamic ||
-			    parse_flag(eq + 1, (size_t)(sp - eq - 1), &a->importer_dynamic) < 0)
-				return -EINVAL;
-			have_dynamic = true;
-		} else if (key_len == 6 && memcmp(p, "cached", 6) == 0) {
-			if (have_cached ||
-			    parse_flag(eq + 1, (size_t)(sp - eq - 1), &a->cached) < 0)
-				return -EINVAL;
-			have_cached = true;
-		}
+		const char *v = eq + 1;
+		size_t v_len = (size_t)(sp - eq - 1);
+		int r = 0;
+
+		if (key_len == 16 && memcmp(p, "importer_dynamic", 16) == 0)
+			r = parse_key_flag(v, v_len, &have_dynamic, &a->importer_dynamic);
+		else if (key_len == 6 && memcmp(p, "pinned", 6) == 0)
+			r = parse_key_flag(v, v_len, &a->has_pinned, &a->pinned);
+		else if (key_len == 9 && memcmp(p, "peer2peer", 9) == 0)
+			r = parse_key_flag(v, v_len, &a->has_peer2peer, &a->peer2peer);
+		else if (key_len == 6 && memcmp(p, "cached", 6) == 0)
+			r = parse_key_flag(v, v_len, &a->has_cached, &a->cached);
+		if (r < 0)
+			return r;
 		p = sp + 1;
 	}
 	return -EINVAL;
@@ -108,6 +120,9 @@ int db_kernel_view_parse(const char *text, size_t len, struct db_kernel_view *re
 		const char *value;
 		size_t value_len;
 
+		/* The name comes last and is whatever a holder set, newlines included. */
+		if (line_has_key(p, line_len, "name", &value, &value_len))
+			break;
 		if (line_has_key(p, line_len, "exp_dynamic", &value, &value_len)) {
 			if (v.available)
 				return -EBADMSG;
@@ -119,9 +134,12 @@ int db_kernel_view_parse(const char *text, size_t len, struct db_kernel_view *re
 
 			if (have_count)
 				return -EBADMSG;
-			if (parse_count(value, value_len, &n) < 0)
+			if (value_len == 4 && memcmp(value, "busy", 4) == 0)
+				v.busy = true;
+			else if (parse_count(value, value_len, &n) < 0)
 				return -EINVAL;
-			v.n_reported = (unsigned)n;
+			else
+				v.n_reported = (unsigned)n;
 			have_count = true;
 		} else if (line_has_key(p, line_len, "attachment", &value, &value_len)) {
 			struct db_kernel_attachment a = {0};
@@ -139,6 +157,8 @@ int db_kernel_view_parse(const char *text, size_t len, struct db_kernel_view *re
 		return -EINVAL;
 	if (!v.available && n_lines)
 		return -EINVAL;
+	if (v.busy && n_lines)
+		return -EINVAL; /* a busy report lists nothing */
 	if (v.available && n_lines != v.n_reported)
 		return -EBADMSG;
 	*ret = v;

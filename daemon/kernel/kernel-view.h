@@ -7,17 +7,23 @@
 /*
  * The kernel's own view of a dma-buf, from /proc/PID/fdinfo/FD: its file count (stock
  * kernels print it), and, with the project's kernel patches, its device attachments
- * (kernel-patches/README.md):
+ * (Documentation/filesystems/proc.rst of the patched kernel, docs/kernel-report.md):
  *
  *   exp_dynamic:	<0|1>
- *   attachments:	<N>
- *   attachment:	importer_dynamic=<0|1> cached=<0|1> [key=value ...] dev=<device name>
+ *   attachments:	<N>|busy
+ *   attachment:	importer_dynamic=<0|1> [pinned=<0|1>] [peer2peer=<0|1>] [cached=<0|1>]
+ *			[key=value ...] dev=<device name>
  *
  * one attachment line per attachment; keys the parser does not know are skipped, so the
- * format can grow. The dma-buf's name (a "name:" line) is set by any holder and may hold
- * newlines: a report whose lines appear twice, or whose attachment lines do not add up to
- * its count, was forged through the name and is refused (-EBADMSG), and the file count is
- * taken only from before the name.
+ * format can grow. "busy": the kernel did not wait for the lock that guards the list (an
+ * importer held it), so this read says nothing about the attachments; the next may. cached
+ * is printed only by kernels that keep a mapping per attachment (6.12; upstream dropped the
+ * cache in 6.16): without it the view claims no cache.
+ *
+ * The dma-buf's name (a "name:" line, last) is set by any holder and may hold newlines and
+ * text that looks like report lines: the parser stops at it, so nothing after it is read. A
+ * report whose lines appear twice, or whose attachment lines do not add up to its count, is
+ * refused (-EBADMSG).
  */
 
 #define DB_KERNEL_VIEW_MAX_ATTACHMENTS 32
@@ -25,20 +31,27 @@
 struct db_kernel_attachment {
 	char dev[64];
 	bool importer_dynamic;
-	bool cached;
+	bool has_pinned; /* the kernel printed pinned= */
+	bool pinned; /* the exporter holds a pin for this attachment */
+	bool has_peer2peer;
+	bool peer2peer; /* the importer accepts peer-to-peer memory */
+	bool has_cached; /* the kernel printed cached=: it has a per-attachment cache */
+	bool cached; /* the core keeps this attachment's mapping until detach */
 };
 
 struct db_kernel_view {
 	long file_count; /* references to the dma-buf's file, the reader's excluded; -1: unknown */
 	bool available; /* the kernel printed the attachment report */
+	bool busy; /* "attachments: busy": nothing known about the attachments this time */
 	bool exp_dynamic;
 	unsigned n_attachments; /* as many as were parsed (at most the maximum) */
 	unsigned n_reported; /* the kernel's own count */
 	struct db_kernel_attachment attachments[DB_KERNEL_VIEW_MAX_ATTACHMENTS];
 };
 
-/* Parses fdinfo text. -EINVAL for a report that is malformed, -EBADMSG for one that is
- * ambiguous (lines injected through the name). */
+/* Parses fdinfo text up to the name. -EINVAL for a report that is malformed, -EBADMSG for
+ * one that is ambiguous (lines repeated, or not adding up to the count). A busy report is
+ * not an error: available and busy, no attachments. */
 int db_kernel_view_parse(const char *text, size_t len, struct db_kernel_view *ret);
 
 /* Reads and parses this process's fdinfo of fd. */
