@@ -56,6 +56,19 @@ static void msleep(int ms)
 	nanosleep(&ts, NULL);
 }
 
+/*
+ * Whether the daemon's RSS is its own: under memcheck or ASan (the test is built like the
+ * daemon) the wrapper's heap and quarantine of freed memory would be measured instead.
+ */
+static bool rss_is_the_daemons(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	return false;
+#else
+	return !getenv("DMABROKER_TEST_WRAPPER");
+#endif
+}
+
 /* The daemon's resident memory in KiB. */
 static long daemon_rss_kib(void)
 {
@@ -604,7 +617,7 @@ static void test_unread_listings(void)
 		rss = daemon_rss_kib();
 		rss_max = rss > rss_max ? rss : rss_max;
 	}
-	if (getenv("DMABROKER_TEST_WRAPPER")) {
+	if (!rss_is_the_daemons()) {
 		/* memcheck's own heap and slowness are what would be measured: the figures only. */
 		tap_diag("under a wrapper: the daemon grew by %ld KiB", rss_max - rss0);
 	} else {
@@ -775,7 +788,12 @@ static void test_revoked_flood(void)
 			rss_max = daemon_rss_kib();
 	}
 	tap_ok(closed, "the peer was closed after %d Revoked it did not read", n);
-	tap_ok(rss_max - rss0 < 8 * 1024, "the daemon grew by %ld KiB meanwhile", rss_max - rss0);
+	if (rss_is_the_daemons())
+		tap_ok(rss_max - rss0 < 8 * 1024, "the daemon grew by %ld KiB meanwhile",
+		       rss_max - rss0);
+	else
+		tap_diag("under a sanitizer or memcheck: the daemon grew by %ld KiB",
+			 rss_max - rss0);
 	close(fd);
 	sd_bus_error_free(&error);
 	sd_bus_flush_close_unref(bus);
