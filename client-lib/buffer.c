@@ -165,7 +165,7 @@ static int build_allocate(struct dmabroker *ctx, const struct dmabroker_alloc_sp
 		return r;
 	if (memory_is_ours(ctx, &spec)) {
 		r = make_memfd(ctx, &spec, &memfd);
-		if (r == -ENOMEM || r == -EFBIG)
+		if (r == -ENOMEM || r == -EDQUOT || r == -EMFILE || r == -ENFILE)
 			return r;
 		/* Anything else: let the daemon judge the spec and say what is wrong. */
 	}
@@ -542,6 +542,8 @@ int dmabroker_export(struct dmabroker *ctx, int fd, const struct dmabroker_expor
 	if (r < 0)
 		return r;
 	own = fd_dup_cloexec(fd);
+	if (own == -EBADF)
+		return set_error_msg(ctx, -EINVAL, "the fd to export is not open");
 	if (own < 0)
 		return own;
 	r = build_export(ctx, own, &info, &m);
@@ -570,6 +572,8 @@ int dmabroker_export_async(struct dmabroker *ctx, int fd,
 		return r;
 	/* The caller may close its fd as soon as we return. */
 	own = fd_dup_cloexec(fd);
+	if (own == -EBADF)
+		return set_error_msg(ctx, -EINVAL, "the fd to export is not open");
 	if (own < 0)
 		return own;
 	r = build_export(ctx, own, &info, &m);

@@ -921,6 +921,11 @@ int on_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
 
 		return call_next(call, plain); /* its answer comes here again */
 	}
+	if (e && call->resends > 0 && call->kind == CALL_RELEASE &&
+	    sd_bus_error_has_name(e, DB_ERROR_NOT_FOUND)) {
+		/* The copy sent on the peer before it died was carried out: released. */
+		e = NULL;
+	}
 	if (e) {
 		r = judge_failure(ctx, call->kind, call->bus, e, -EIO);
 		/* Again and again only while the daemon keeps leaving under it: a bound. */

@@ -258,6 +258,10 @@ void read_limits(struct dmabroker *ctx, sd_bus_message *reply)
 			ctx->peer_window_calls = v > 65536 ? 65536 : (unsigned)v;
 		else if (strcmp(key, "PeerWindowBytes") == 0 && v > 0)
 			ctx->peer_window_bytes = v;
+		else if (strcmp(key, "MaxBufferSize") == 0)
+			ctx->max_buffer_size = v;
+		else if (strcmp(key, "MaxBytesPerClient") == 0)
+			ctx->max_bytes_per_client = v;
 	}
 }
 
@@ -585,7 +589,7 @@ int dmabroker_register(struct dmabroker *ctx, const char *role, bool dynamic, co
 	if (!ctx || !role)
 		return -EINVAL;
 	if (ctx->client_path || ctx->role)
-		return -EALREADY;
+		return set_error_msg(ctx, -EALREADY, "the context is registered already");
 	r = keep_registration(ctx, role, dynamic, name, devices);
 	if (r < 0) {
 		forget_registration(ctx);
@@ -644,7 +648,7 @@ int dmabroker_register_async(struct dmabroker *ctx, const char *role, bool dynam
 	if (!ctx || !role)
 		return -EINVAL;
 	if (ctx->client_path || ctx->role)
-		return -EALREADY;
+		return set_error_msg(ctx, -EALREADY, "the context is registered already");
 	r = keep_registration(ctx, role, dynamic, name, devices);
 	if (r >= 0)
 		r = build_register(ctx, role, dynamic, name, devices, true, &m);

@@ -164,6 +164,10 @@ struct dmabroker {
 	unsigned bus_fds; /* fds their answers bring */
 	unsigned peer_window_calls; /* the daemon's PeerWindowCalls, or PEER_WINDOW_CALLS */
 	uint64_t peer_window_bytes; /* the daemon's PeerWindowBytes, or PEER_WINDOW_BYTES */
+	/* The daemon's MaxBufferSize and MaxBytesPerClient (0: not known): checked before this
+	 * process makes a buffer's memory, so that a size the daemon refuses costs nothing. */
+	uint64_t max_buffer_size;
+	uint64_t max_bytes_per_client;
 	unsigned bus_window_calls; /* BUS_WINDOW_CALLS, less after a LimitsExceeded */
 	uint64_t call_timeout; /* per call, from when it is sent (dmabroker_set_call_timeout()) */
 	uint64_t next_deadline; /* no call in flight times out before (may be early) */

@@ -135,14 +135,15 @@ int dmabroker_get_timeout(struct dmabroker *ctx, uint64_t *ret_usec)
 	return 0;
 }
 
-/* Runs everything a connection has; < 0 once it is closed and drained. */
-static int process_all(sd_bus *bus, bool *progress)
+/* Runs what a connection has, up to the dispatch's budget of callbacks; < 0 once it is closed
+ * and drained. What is left shows on the loop's fd (loop_update). */
+static int process_all(struct dmabroker *ctx, sd_bus *bus, bool *progress)
 {
-	int r;
+	int r = 0;
 
 	/* A callback may retire or replace it: keep it alive while sd-bus works on it. */
 	sd_bus_ref(bus);
-	while ((r = sd_bus_process(bus, NULL)) > 0)
+	while (ctx->handled < DMABROKER_DISPATCH_BUDGET && (r = sd_bus_process(bus, NULL)) > 0)
 		*progress = true;
 	sd_bus_unref(bus);
 	return r;
@@ -167,23 +168,25 @@ int dmabroker_dispatch(struct dmabroker *ctx)
 	 * delivered as what it is, however late the application dispatches. No callback runs
 	 * once dmabroker_disconnect() was called from one.
 	 */
-	while (progress && r >= 0 && !ctx->disconnect_requested) {
+	while (progress && r >= 0 && !ctx->disconnect_requested &&
+	       ctx->handled < DMABROKER_DISPATCH_BUDGET) {
 		progress = false;
 		for (unsigned i = 0; i < MAX_OLD_PEERS; i++) {
 			sd_bus *old = ctx->old_peers[i].bus;
 
-			if (old && process_all(old, &progress) < 0 && ctx->old_peers[i].bus == old)
+			if (old && process_all(ctx, old, &progress) < 0 &&
+			    ctx->old_peers[i].bus == old)
 				watch_free(ctx, &ctx->old_peers[i]);
 		}
 		if (ctx->peer.bus) {
 			sd_bus *peer = ctx->peer.bus;
 
-			if (process_all(peer, &progress) < 0 && ctx->peer.bus == peer) {
+			if (process_all(ctx, peer, &progress) < 0 && ctx->peer.bus == peer) {
 				retire_peer(ctx);
 				progress = true; /* drain and free it next round */
 			}
 		}
-		if (process_all(ctx->bus.bus, &progress) < 0) {
+		if (process_all(ctx, ctx->bus.bus, &progress) < 0) {
 			r = -ECONNRESET;
 			ctx->bus_dead = true;
 		}
@@ -198,8 +201,10 @@ int dmabroker_dispatch(struct dmabroker *ctx)
 	}
 	ctx->dispatching = false;
 	if (ctx->disconnect_requested) {
+		int handled = ctx->handled;
+
 		dmabroker_disconnect(ctx);
-		return r < 0 ? r : 0;
+		return r < 0 ? r : handled;
 	}
 	loop_drain_all(ctx);
 	return api_return(ctx, r < 0 ? r : ctx->handled);

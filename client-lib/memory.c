@@ -115,16 +115,34 @@ int make_memfd(struct dmabroker *ctx, const struct dmabroker_alloc_spec *spec, i
 			return r; /* the daemon would refuse it too; let it say why */
 		size = layout.size;
 	}
-	if (db_size_page_align(size, &aligned) < 0)
-		return -EOVERFLOW;
+	/* The daemon's limits first: nothing is made for a size it would refuse. */
+	if (db_size_page_align(size, &aligned) < 0 || aligned > (uint64_t)INT64_MAX ||
+	    (ctx->max_buffer_size && aligned > ctx->max_buffer_size) ||
+	    (ctx->max_bytes_per_client && aligned > ctx->max_bytes_per_client)) {
+		snprintf(ctx->last_error, sizeof(ctx->last_error),
+			 "%" PRIu64 " bytes exceed the daemon's MaxBufferSize (%" PRIu64
+			 ") or MaxBytesPerClient (%" PRIu64 "): nothing was made",
+			 size, ctx->max_buffer_size, ctx->max_bytes_per_client);
+		return -EDQUOT;
+	}
 	r = check_memcg_headroom(ctx, aligned);
 	if (r < 0)
 		return r;
 	fd = memfd_create("dmabroker", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (fd < 0)
-		return -errno;
-	if (ftruncate(fd, (off_t)aligned) < 0)
-		return -errno;
+	if (fd < 0) {
+		r = -errno;
+		snprintf(ctx->last_error, sizeof(ctx->last_error),
+			 "could not make a memfd in this process: %s", strerror(-r));
+		return r;
+	}
+	if (ftruncate(fd, (off_t)aligned) < 0) {
+		/* EFBIG: this process may not have a file that large (RLIMIT_FSIZE). */
+		r = -errno;
+		snprintf(ctx->last_error, sizeof(ctx->last_error),
+			 "could not size a memfd of %zu bytes in this process: %s", aligned,
+			 strerror(-r));
+		return r == -EFBIG || r == -ENOSPC ? -ENOMEM : r;
+	}
 	if (fallocate(fd, 0, 0, (off_t)aligned) < 0) {
 		r = -errno;
 		snprintf(ctx->last_error, sizeof(ctx->last_error),

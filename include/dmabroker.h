@@ -31,9 +31,12 @@
  * that are harmless to repeat (Release, Reacquire, Revoke) are resent on the bus when the
  * peer connection dies under them, or the daemon leaves the bus before answering (a restart),
  * until the daemon answers.
- * The usual argument checks (-EINVAL, -E2BIG for a struct, -EALREADY for a second
- * registration) and local failures (-ENOMEM; -EMFILE or -ENFILE when no fd is left for a
- * plain buffer's memfd or a duplicate) come before anything is sent. dmabroker_last_error(ctx) returns a
+ * The usual argument checks (-EINVAL, also for an fd argument that is not open; -E2BIG for
+ * a struct; -EALREADY for a second registration), a size over the daemon's MaxBufferSize or
+ * MaxBytesPerClient (-EDQUOT, known from its Limits once registered: nothing is made for
+ * it) and local failures (-ENOMEM, also when this process may not size the memfd of a plain
+ * buffer; -EMFILE or -ENFILE when no fd is left for a plain buffer's memfd or a duplicate)
+ * come before anything is sent, each with its message in dmabroker_last_error(). dmabroker_last_error(ctx) returns a
  * message for the last failure on a context.
  *
  * Blocking and asynchronous calls. Every call exists twice: dmabroker_X() waits for the
@@ -85,7 +88,8 @@
  * dmabroker_event_handlers) are passed with their size (sizeof as the caller compiled it):
  * fields are only ever appended, a newer library reads no further than the caller's size and
  * treats what is missing as zero, and an older library refuses a larger struct whose extra
- * fields are not zero (-E2BIG), as the kernel does for openat2() and clone3().
+ * fields are not zero (-E2BIG), as the kernel does for openat2() and clone3(). A size
+ * smaller than the struct's first published version is refused (-EINVAL), as there.
  *
  * Getters accept NULL and then return NULL, 0 or -EINVAL. The library never logs on its own;
  * install a handler with dmabroker_set_log_handler(). A context is not thread-safe: use it
@@ -106,6 +110,8 @@ extern "C" {
 #define DMABROKER_TOKEN_STRING_SIZE (2 * DMABROKER_TOKEN_SIZE + 1)
 /* The most buffers one dmabroker_allocate_many() call can return (the bus's fd cap). */
 #define DMABROKER_ALLOCATE_MANY_MAX 16
+/* The most callbacks one dmabroker_dispatch() runs: a frame loop's turn stays short. */
+#define DMABROKER_DISPATCH_BUDGET 256
 /* The most _async calls that wait in a context's queue to be sent (then -ENOBUFS). */
 #define DMABROKER_MAX_QUEUED_CALLS 65536
 /* The reason of the revoked event for every buffer when the daemon restarted without its
@@ -401,9 +407,12 @@ int dmabroker_get_events(struct dmabroker *ctx);
  */
 int dmabroker_get_timeout(struct dmabroker *ctx, uint64_t *ret_usec);
 
-/* Processes pending messages without blocking and runs callbacks; returns the number of
- * callbacks run (events and completions), or a negative errno (-ECONNRESET once the bus
- * connection is gone, -EBUSY when called from inside a callback of the same context). */
+/* Processes pending messages without blocking and runs callbacks, at most
+ * DMABROKER_DISPATCH_BUDGET of them per call (what is left keeps dmabroker_get_fd() readable
+ * and dmabroker_get_timeout() at 0, so the loop comes back at once); returns the number of
+ * callbacks run (events and completions, also when one of them disconnected the context),
+ * or a negative errno (-ECONNRESET once the bus connection is gone, -EBUSY when called from
+ * inside a callback of the same context). */
 int dmabroker_dispatch(struct dmabroker *ctx);
 
 /*
