@@ -198,6 +198,12 @@ int read_allocate(struct dmabroker *ctx, sd_bus_message *reply, bool import,
 		r = sd_bus_message_read(reply, "oh", &path, &fd);
 	if (r < 0)
 		return r;
+	/*
+	 * The daemon answers an import of a buffer this client holds with the attachment it
+	 * has: a second handle would release that attachment under the first one.
+	 */
+	if (import && find_buffer(ctx, path))
+		return set_error_msg(ctx, -EALREADY, "this context holds the buffer already");
 	r = buffer_from_reply(ctx, path, fd, &buf);
 	if (r < 0)
 		return r;

@@ -799,6 +799,9 @@ static void call_finish(struct dmabroker_call *call, sd_bus_message *reply, int 
 			return;
 		if (call->internal)
 			registered_again(ctx, r);
+		else if (r < 0 && !ctx->client_path)
+			/* Not registered: dmabroker_register() may be called again. */
+			forget_registration(ctx);
 		break;
 	case CALL_BACKENDS:
 	case CALL_LIMITS:

@@ -364,7 +364,7 @@ static int keep_registration(struct dmabroker *ctx, const char *role, bool dynam
 	return ctx->role && (!name || ctx->name) && (!devices || ctx->devices) ? 0 : -ENOMEM;
 }
 
-static void forget_registration(struct dmabroker *ctx)
+void forget_registration(struct dmabroker *ctx)
 {
 	free(ctx->role);
 	free(ctx->name);

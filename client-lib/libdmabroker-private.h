@@ -262,6 +262,8 @@ struct dmabroker_collection {
 _printf_(2, 3) void log_msg(enum dmabroker_log_level level, const char *fmt, ...);
 int set_error_msg(struct dmabroker *ctx, int r, const char *msg);
 int copy_sized(void *dst, size_t dst_size, size_t min_size, const void *src, size_t src_size);
+/* Drops what dmabroker_register() was given, so that it may be called again. */
+void forget_registration(struct dmabroker *ctx);
 bool bus_open(sd_bus *bus);
 sd_bus *call_bus(struct dmabroker *ctx, enum call_kind kind);
 void watch_free(struct dmabroker *ctx, struct watch *w);

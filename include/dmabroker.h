@@ -281,7 +281,8 @@ int dmabroker_share_async(struct dmabroker_buffer *buf, const struct dmabroker_s
 			  size_t opts_size, dmabroker_token_func_t done, void *userdata,
 			  struct dmabroker_call **ret_call);
 
-/* Imports the buffer a token names. */
+/* Imports the buffer a token names. -EALREADY if this context holds that buffer already (its
+ * handle stays the one to use; nothing new was made). */
 int dmabroker_import(struct dmabroker *ctx, const struct dmabroker_token *token,
 		     struct dmabroker_buffer **ret);
 int dmabroker_import_async(struct dmabroker *ctx, const struct dmabroker_token *token,

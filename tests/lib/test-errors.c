@@ -296,6 +296,65 @@ static void test_release_resent(void)
 	dmabroker_disconnect(ctx);
 }
 
+/* --- F8: importing a buffer the context holds gives no second handle --- */
+
+static void test_self_import(void)
+{
+	struct dmabroker *ctx = client();
+	struct dmabroker_alloc_spec spec = {.size = 4096};
+	struct dmabroker_buffer *buf = NULL, *again = NULL;
+	struct dmabroker_token token;
+
+	tap_require(dmabroker_allocate(ctx, &spec, sizeof(spec), &buf) == 0 &&
+			    dmabroker_share(buf, NULL, 0, &token) == 0,
+		    "a buffer and a token for it");
+	is(dmabroker_import(ctx, &token, &again), -EALREADY,
+	   "importing it again in the same context: -EALREADY");
+	tap_ok(!again, "and no second handle");
+	is(daemon_buffers(), 1, "the buffer is still there");
+	is(dmabroker_release(buf), 0, "the one handle releases it");
+	is(daemon_buffers(), 0, "and it is gone");
+	dmabroker_disconnect(ctx);
+}
+
+/* --- F7: a Register that failed may be made again --- */
+
+static void on_registered(int r, void *userdata)
+{
+	*(int *)userdata = r;
+}
+
+static void test_register_again(void)
+{
+	struct dmabroker_alloc_spec spec = {.size = 4096};
+	struct dmabroker_buffer *buf = NULL;
+	struct dmabroker *ctx = NULL;
+	int result = 1, done = 0;
+
+	tap_require(dmabroker_connect(&ctx, NULL, 0) == 0, "a client connects");
+	dmabroker_set_call_timeout(ctx, 1000000);
+	kill(f.daemon_pid, SIGSTOP);
+	is(dmabroker_register_async(ctx, "cpu", true, "late", NULL, on_registered, &result, NULL),
+	   0, "Register is sent to a stopped daemon");
+	for (uint64_t end = now_ms() + 5000; result == 1 && now_ms() < end;) {
+		struct pollfd pfd = {dmabroker_get_fd(ctx), POLLIN, 0};
+
+		(void)poll(&pfd, 1, 100);
+		dmabroker_dispatch(ctx);
+	}
+	is(result, -ETIMEDOUT, "it times out after the call timeout");
+	/* The daemon never saw it: gone, and started again. */
+	kill(f.daemon_pid, SIGCONT);
+	fixture_kill_daemon(&f, SIGKILL);
+	tap_require(fixture_restart_daemon(&f) == 0, "the daemon restarts");
+	dmabroker_set_call_timeout(ctx, 0);
+	done = dmabroker_register(ctx, "cpu", true, "late", NULL);
+	is(done, 0, "dmabroker_register() may be called again, and registers");
+	is(dmabroker_allocate(ctx, &spec, sizeof(spec), &buf), 0, "and the context works");
+	dmabroker_release(buf);
+	dmabroker_disconnect(ctx);
+}
+
 /* --- F4: one dispatch runs at most DMABROKER_DISPATCH_BUDGET callbacks --- */
 
 static void on_allocated_release(int r, struct dmabroker_buffer *buf, void *userdata)
@@ -372,6 +431,8 @@ int main(int argc, char **argv)
 	RUN("dispatch", test_dispatch_count_on_disconnect());
 	RUN("release", test_release_resent());
 	RUN("budget", test_dispatch_budget());
+	RUN("self-import", test_self_import());
+	RUN("register", test_register_again());
 	tap_ok(fixture_wait_clients(&f, 0, 5000), "every client is gone");
 	is(fixture_stop(&f), 0, "the daemon exits cleanly");
 	return tap_done();
