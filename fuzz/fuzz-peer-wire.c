@@ -52,7 +52,11 @@ static void closed(void *userdata, const char *reason)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const struct db_peer_wire_hooks hooks = {deliver, pump, closed};
+	static const struct db_peer_wire_hooks hooks = {
+		.deliver = deliver,
+		.pump = pump,
+		.closed = closed,
+	};
 	const struct db_peer_wire_limits limits = {
 		.max_message_size = 4096,
 		.window_bytes = 65536,
