@@ -342,6 +342,61 @@ static size_t body_path(uint8_t *out, const char *path)
 }
 
 /*
+ * A peer whose window is full of calls that get no answer (here eight WaitCollection, each
+ * answered only when its collection allocates, 30 s away) and that has nothing to read: the
+ * window never opens again, so PeerStallTimeoutSec=1 closes it.
+ */
+static void test_wedged_window(void)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	char paths[8][128];
+	struct pollfd pfd;
+	struct rawbus rb;
+	uint8_t body[256];
+	uint64_t t0;
+	sd_bus *bus;
+	int peer = -1, r, made = 0;
+
+	start(DEADLINE_CONFIG);
+	bus = connect_bus();
+	do_register(bus);
+	for (int i = 0; i < 8; i++) {
+		const char *p;
+
+		sd_bus_message_unref(reply);
+		reply = NULL;
+		if (broker_call(bus, "CreateCollection", &error, &reply, "a{sv}", 0) >= 0 &&
+		    sd_bus_message_read(reply, "o", &p) >= 0)
+			snprintf(paths[made++], sizeof(paths[0]), "%s", p);
+	}
+	tap_is(made, 8, "eight collections");
+	sd_bus_message_unref(reply);
+	reply = NULL;
+	r = broker_call(bus, "OpenPeer", &error, &reply, "");
+	if (r >= 0)
+		r = sd_bus_message_read(reply, "h", &peer);
+	if (r >= 0)
+		r = rawbus_connect_peer(&rb, fcntl(peer, F_DUPFD_CLOEXEC, 3));
+	tap_is(r, 0, "a peer connection, authenticated");
+	for (int i = 0; i < made; i++)
+		rawbus_call_peer(&rb, "WaitCollection", "o", body, body_path(body, paths[i]), 0,
+				 NULL, 0);
+	t0 = now_ms();
+	pfd = (struct pollfd){.fd = rb.fd, .events = POLLIN};
+	r = poll(&pfd, 1, 4000);
+	tap_ok(r == 1 && (pfd.revents & (POLLHUP | POLLIN)) && now_ms() - t0 >= 700,
+	       "eight unanswered calls fill the window; the peer is closed after "
+	       "PeerStallTimeoutSec (%llu ms)",
+	       (unsigned long long)(now_ms() - t0));
+	rawbus_close(&rb);
+	tap_is(broker_u32(bus, "NClients"), 1, "the client stays registered on the bus");
+	sd_bus_flush_close_unref(bus);
+	sd_bus_error_free(&error);
+	stop("wedged window");
+}
+
+/*
  * 3. A peer that sends calls and never reads the replies (with fds in them, or without): the
  * daemon reads no more than its window (PeerWindowCalls=8) and closes it after
  * PeerStallTimeoutSec=1 of not reading.
@@ -723,6 +778,7 @@ int main(void)
 	test_silent_peer();
 	test_unread_peer(true);
 	test_unread_peer(false);
+	test_wedged_window();
 	test_forged_signal();
 	test_hostile_strings();
 	test_visibility();
