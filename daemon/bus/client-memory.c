@@ -483,8 +483,13 @@ int db_client_udmabuf_admit(struct db_broker *b, sd_bus_message *m, struct db_cl
 	client_pidfd = c->pid > 0 ? (int)syscall(SYS_pidfd_open, c->pid, 0) : -1;
 	r = client_pidfd < 0 ? -ESRCH
 			     : open_client_cgroup(c->pid, c->uid, client_pidfd, &cgroup_fd);
-	if (r == -EACCES || r == -EPERM) {
-		note_no_helper("the caller's cgroup cannot be opened");
+	/*
+	 * The caller is alive (its pidfd opened) but its cgroup cannot be read: the shipped unit
+	 * hides other users' /proc entries (ProtectProc=invisible: ENOENT) and may not open their
+	 * cgroups. The daemon makes the udmabuf itself then.
+	 */
+	if (r < 0 && client_pidfd >= 0) {
+		note_no_helper("the caller's cgroup cannot be read");
 		return create_here(b, m, c, memfd, plan, admitted, error);
 	}
 	if (r < 0)
