@@ -5,6 +5,8 @@
 #include <poll.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -216,4 +218,22 @@ int broker_call(sd_bus *bus, const char *member, sd_bus_error *error, sd_bus_mes
 	r = broker_callv(bus, member, error, reply, types, ap);
 	va_end(ap);
 	return r;
+}
+
+int find_peer_socket(void)
+{
+	for (int fd = 3; fd < 1024; fd++) {
+		struct sockaddr_un sa;
+		socklen_t len = sizeof(sa);
+		int domain;
+		socklen_t dlen = sizeof(domain);
+
+		if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dlen) < 0 || domain != AF_UNIX)
+			continue;
+		/* A socket pair's end: connected, with no address. */
+		if (getpeername(fd, (struct sockaddr *)&sa, &len) == 0 &&
+		    len <= sizeof(sa_family_t))
+			return fd;
+	}
+	return -1;
 }

@@ -41,3 +41,7 @@ bool buffer_pinned(sd_bus *bus, const char *buffer_path);
 /* Number of attachments of a buffer, or -1 if it does not exist. */
 int buffer_attachments(sd_bus *bus, const char *buffer_path);
 uint32_t broker_u32(sd_bus *bus, const char *property);
+
+/* This process's end of the library's peer connection (a connected AF_UNIX socket with no
+ * address: a socket pair's), or -1. */
+int find_peer_socket(void);

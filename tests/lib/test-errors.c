@@ -242,23 +242,6 @@ static void test_dispatch_count_on_disconnect(void)
 /* --- F9: a resent Release the daemon carried out already --- */
 
 /* The peer connection's socket: the one AF_UNIX socket whose other end has no name. */
-static int find_peer_socket(void)
-{
-	for (int fd = 3; fd < 1024; fd++) {
-		struct sockaddr_un sa;
-		socklen_t len = sizeof(sa);
-		int domain;
-		socklen_t dlen = sizeof(domain);
-
-		if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dlen) < 0 || domain != AF_UNIX)
-			continue;
-		if (getpeername(fd, (struct sockaddr *)&sa, &len) == 0 &&
-		    len <= sizeof(sa_family_t))
-			return fd;
-	}
-	return -1;
-}
-
 static void test_release_resent(void)
 {
 	struct dmabroker_alloc_spec spec = {.size = 4096};
