@@ -223,9 +223,21 @@ static void test_bus_refuses(void)
 	tap_require(dmabroker_allocate(ctx, &spec, sizeof(spec), &buf) == 0, "a buffer");
 	dmabroker_set_log_handler(count_refusals, NULL);
 	start = now_ms();
-	/* Share answers carry no fd: only the pending-reply limit (50 here) holds them. */
+	/*
+	 * Share answers carry no fd: only the pending-reply limit (50 here) holds them. The
+	 * daemon is stopped while the calls go out, so that more than 50 are pending whatever
+	 * the machine's speed (a fast daemon would answer them before the limit is reached).
+	 */
+	kill(f.daemon_pid, SIGSTOP);
 	for (int i = 0; i < 300; i++)
 		dmabroker_share_async(buf, NULL, 0, on_shared, &t, NULL);
+	for (uint64_t end = now_ms() + 500; now_ms() < end;) {
+		struct pollfd pfd = {dmabroker_get_fd(ctx), POLLIN, 0};
+
+		(void)poll(&pfd, 1, 50);
+		dmabroker_dispatch(ctx);
+	}
+	kill(f.daemon_pid, SIGCONT);
 	run_until(ctx, &t.done, 300, 60000);
 	tap_diag("bus allowing 50 pending replies: %d of 300 Share calls succeeded in %llu ms "
 		 "(first error %d)",
