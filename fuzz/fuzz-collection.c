@@ -33,26 +33,6 @@ static bool is_text(const char *s, size_t max)
 	return db_text_check(s, max, 0, NULL) == 0;
 }
 
-static const char *const keys[] = {
-	"device",	    "min-buffers-for-camping",
-	"min-buffers",	    "max-buffers",
-	"min-size",	    "max-size",
-	"size-divisor",	    "fourccs",
-	"modifiers",	    "min-width",
-	"max-width",	    "min-height",
-	"max-height",	    "width",
-	"height",	    "min-strides",
-	"max-strides",	    "stride-divisor",
-	"offset-divisor",   "contiguous",
-	"max-segment-size", "dma-address-bits",
-	"device-import",    "backends",
-	"cpu-read",	    "cpu-write",
-};
-static const char *const types[] = {
-	"s", "u", "u",	"u",  "t", "t", "u", "au", "at", "u", "u",  "u", "u",
-	"u", "u", "au", "au", "u", "u", "b", "t",  "u",	 "b", "as", "b", "b",
-};
-
 /* One participant's constraints through the bus decoder. 0, or it was refused (in text). */
 static int decode(struct fuzz_reader *rd, struct db_constraint_args *ret)
 {
@@ -62,7 +42,8 @@ static int decode(struct fuzz_reader *rd, struct db_constraint_args *ret)
 
 	r = fuzz_message_new("SetCollectionConstraints", &m);
 	if (r >= 0)
-		r = fuzz_append_dict(m, rd, keys, types, N(keys));
+		r = fuzz_append_dict(m, rd, fuzz_constraint_keys, fuzz_constraint_types,
+				     FUZZ_N_CONSTRAINT_KEYS);
 	if (r >= 0)
 		r = fuzz_message_seal(m);
 	if (r >= 0) {

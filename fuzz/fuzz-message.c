@@ -329,3 +329,23 @@ int fuzz_dict_message(const uint8_t *data, size_t size, sd_bus_message **ret)
 	*ret = m;
 	return 0;
 }
+
+const char *const fuzz_constraint_keys[FUZZ_N_CONSTRAINT_KEYS] = {
+	"device",	    "min-buffers-for-camping",
+	"min-buffers",	    "max-buffers",
+	"min-size",	    "max-size",
+	"size-divisor",	    "fourccs",
+	"modifiers",	    "min-width",
+	"max-width",	    "min-height",
+	"max-height",	    "width",
+	"height",	    "min-strides",
+	"max-strides",	    "stride-divisor",
+	"offset-divisor",   "contiguous",
+	"max-segment-size", "dma-address-bits",
+	"device-import",    "backends",
+	"cpu-read",	    "cpu-write",
+};
+const char *const fuzz_constraint_types[FUZZ_N_CONSTRAINT_KEYS] = {
+	"s", "u", "u",	"u",  "t", "t", "u", "au", "at", "u", "u",  "u", "u",
+	"u", "u", "au", "au", "u", "u", "b", "t",  "u",	 "b", "as", "b", "b",
+};

@@ -49,3 +49,9 @@ int fuzz_message_seal(sd_bus_message *m);
  */
 int fuzz_append_dict(sd_bus_message *m, struct fuzz_reader *r, const char *const *keys,
 		     const char *const *types, size_t n_keys);
+
+/* SetCollectionConstraints' keys, each with the type the contract gives it: both the
+ * collection fuzzer and the method fuzzer build constraint dictionaries from them. */
+#define FUZZ_N_CONSTRAINT_KEYS 26
+extern const char *const fuzz_constraint_keys[FUZZ_N_CONSTRAINT_KEYS];
+extern const char *const fuzz_constraint_types[FUZZ_N_CONSTRAINT_KEYS];

@@ -43,25 +43,6 @@ static const char *const share_keys[] = {"single_use", "expires_in_ms", "uid"};
 static const char *const share_types[] = {"b", "t", "u"};
 static const char *const collection_keys[] = {"name", "participants"};
 static const char *const collection_types[] = {"s", "u"};
-static const char *const constraint_keys[] = {
-	"device",	    "min-buffers-for-camping",
-	"min-buffers",	    "max-buffers",
-	"min-size",	    "max-size",
-	"size-divisor",	    "fourccs",
-	"modifiers",	    "min-width",
-	"max-width",	    "min-height",
-	"max-height",	    "width",
-	"height",	    "min-strides",
-	"max-strides",	    "stride-divisor",
-	"offset-divisor",   "contiguous",
-	"max-segment-size", "dma-address-bits",
-	"device-import",    "backends",
-	"cpu-read",	    "cpu-write",
-};
-static const char *const constraint_types[] = {
-	"s", "u", "u",	"u",  "t", "t", "u", "au", "at", "u", "u",  "u", "u",
-	"u", "u", "au", "au", "u", "u", "b", "t",  "u",	 "b", "as", "b", "b",
-};
 
 enum method {
 	M_REGISTER,
@@ -106,8 +87,8 @@ static int append_arg(sd_bus_message *m, struct fuzz_reader *rd, enum method whi
 		return fuzz_append_dict(m, rd, collection_keys, collection_types,
 					N(collection_keys));
 	case M_CONSTRAINTS:
-		return fuzz_append_dict(m, rd, constraint_keys, constraint_types,
-					N(constraint_keys));
+		return fuzz_append_dict(m, rd, fuzz_constraint_keys, fuzz_constraint_types,
+					FUZZ_N_CONSTRAINT_KEYS);
 	case M_REASON:
 		fuzz_take_string(rd, s, sizeof(s));
 		return sd_bus_message_append(m, "s", s);
