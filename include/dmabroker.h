@@ -544,6 +544,195 @@ int dmabroker_collection_leave(struct dmabroker_collection *col);
 int dmabroker_collection_leave_async(struct dmabroker_collection *col, dmabroker_done_func_t done,
 				     void *userdata, struct dmabroker_call **ret_call);
 
+/*
+ * Streams (docs/streams.md): frames handed through a collection's buffers by index. The
+ * producer creates a stream on a collection it holds the buffers of; each consumer joins it
+ * (by name, same uid; or with a stream token, any uid), becoming a participant of the
+ * collection if it was not one. The daemon gives each producer-consumer pair a direct link
+ * (include/dmabroker-wire.h) and is told nothing per frame. Links live inside the context's
+ * one fd: their records are read and their callbacks run from dmabroker_dispatch(), within
+ * DMABROKER_DISPATCH_BUDGET, and a link's unread records stay in its socket, not in the
+ * library (nothing is queued while the fd is quiet).
+ *
+ * Buffers. The producer takes a free buffer (dmabroker_stream_get_free()), fills it and
+ * queues it; the frame goes to every consumer linked and ready (said HELLO) at that moment;
+ * the buffer is free again when each has released it (a consumer that dies or leaves
+ * releases everything it held at once: its link hangs up). Consumers hold a frame's buffer
+ * from the frame callback until dmabroker_stream_release().
+ *
+ * Back-pressure. FIFO (the default): every ready consumer gets every frame; a producer with
+ * no free buffer waits (-EAGAIN from get_free, and the buffer_returned callback when one is
+ * back); a consumer that holds everything stalls the producer until it releases or is gone.
+ * LATEST: a consumer holding max_held frames is skipped (it misses frames, never stalls the
+ * producer), and a consumer that falls behind gets only the newest frame waiting on its
+ * link: the older ones go back to the producer at once.
+ *
+ * Sync. An acquire fence (a sync_file) may come with a frame, a release fence with a
+ * release. DMABROKER_SYNC_EXPLICIT hands the fences to the application. DMABROKER_SYNC_IMPLICIT
+ * is for devices that use the dma-buf's own fences: the producer's library sends the fence
+ * it exports from the buffer (DMA_BUF_IOCTL_EXPORT_SYNC_FILE) when the application gives
+ * none, and imports release fences into the buffer; a consumer's library imports the acquire
+ * fence into the buffer (DMA_BUF_IOCTL_IMPORT_SYNC_FILE) before the frame callback and
+ * exports its release fence. Buffers that are not dma-bufs (memfd: Debian 12's stock kernel)
+ * carry frames without fences. CPU access: dmabroker_fence_wait(), or the buffer's
+ * DMA_BUF_IOCTL_SYNC, which waits on the buffer's fences.
+ *
+ * Failure. Everything that arrives on a link is checked; the first violation ends that link
+ * only (consumer_left on the producer, ended with the reason on the consumer). A producer
+ * that dies ends the stream for its consumers (ended, with the daemon's reason); the buffers
+ * they hold stay valid until they leave. A required consumer's failure ends the stream; a
+ * dispensable one's leaves it running. The daemon restarting interrupts no stream.
+ */
+struct dmabroker_stream;
+
+enum dmabroker_stream_mode {
+	DMABROKER_STREAM_FIFO = 0,
+	DMABROKER_STREAM_LATEST = 1,
+};
+
+enum dmabroker_sync {
+	DMABROKER_SYNC_EXPLICIT = 0,
+	DMABROKER_SYNC_IMPLICIT = 1,
+};
+
+/* The stream's format record: the layout (strides, offsets) is the collection's. */
+struct dmabroker_stream_format {
+	uint32_t fourcc; /* DRM fourcc; 0: plain bytes */
+	uint32_t width, height;
+	uint32_t framerate_num, framerate_den; /* 0/0: unknown */
+};
+
+#define DMABROKER_FRAME_END_OF_STREAM (1u << 1)
+#define DMABROKER_FRAME_DISCONTINUITY (1u << 2)
+/* The index of an end-of-stream frame without a buffer. */
+#define DMABROKER_FRAME_NO_BUFFER UINT32_MAX
+#define DMABROKER_FRAME_META_MAX 64
+
+/* Metadata kinds (meta_type). */
+#define DMABROKER_FRAME_META_NONE 0
+#define DMABROKER_FRAME_META_RECT 1 /* meta_size 16: uint32_t x, y, width, height */
+#define DMABROKER_FRAME_META_OPAQUE 2
+
+struct dmabroker_frame {
+	uint32_t index; /* buffer index in the collection */
+	uint32_t flags; /* DMABROKER_FRAME_* */
+	uint64_t seq;   /* set by the library when queued; strictly increasing */
+	uint64_t timestamp_ns; /* CLOCK_MONOTONIC; 0: none */
+	uint32_t meta_type;
+	uint32_t meta_size; /* 0 .. DMABROKER_FRAME_META_MAX */
+	uint8_t meta[DMABROKER_FRAME_META_MAX];
+	/* Queue: a sync_file the frame's readers must wait on, or -1 (borrowed: the library
+	 * sends a duplicate). Delivered: borrowed, valid during the callback, -1 when there is
+	 * none or the library imported it (DMABROKER_SYNC_IMPLICIT). */
+	int acquire_fence;
+};
+
+struct dmabroker_stream_options {
+	const char *name; /* producer: the stream's name (NULL: unnamed, token only) */
+	enum dmabroker_stream_mode mode;     /* producer */
+	uint32_t max_consumers;              /* producer; 0: the daemon's limit */
+	struct dmabroker_stream_format format; /* producer */
+	enum dmabroker_sync sync;            /* both */
+	bool required;                       /* consumer: its failure ends the stream */
+	uint32_t max_held;                   /* consumer: frames held at once; 0: 1 */
+	const char *label;                   /* consumer: shown in listings */
+};
+
+/* Stream callbacks, run from dmabroker_dispatch(); passed with their size. */
+struct dmabroker_stream_handlers {
+	/* Consumer: a frame is ready; buffer f->index is the consumer's until
+	 * dmabroker_stream_release(). An end-of-stream frame may carry no buffer. */
+	void (*frame)(struct dmabroker_stream *s, const struct dmabroker_frame *f, void *userdata);
+	/* Producer: buffer index is free again. release_fence: borrowed, -1 when none (or
+	 * imported: DMABROKER_SYNC_IMPLICIT). */
+	void (*buffer_returned)(struct dmabroker_stream *s, uint32_t index, int release_fence,
+				void *userdata);
+	/* Both: the stream is over (consumer: the producer ended it, died, or this link was
+	 * ended). The stream object stays until dmabroker_stream_free(). */
+	void (*ended)(struct dmabroker_stream *s, const char *reason, void *userdata);
+	/* Producer: a consumer is ready (it holds the buffers) / is gone (its buffers are back). */
+	void (*consumer_joined)(struct dmabroker_stream *s, uint32_t consumer, void *userdata);
+	void (*consumer_left)(struct dmabroker_stream *s, uint32_t consumer, const char *reason,
+			      void *userdata);
+};
+
+typedef void (*dmabroker_stream_func_t)(int result, struct dmabroker_stream *s, void *userdata);
+
+/* Creates a stream on col (allocated; col must outlive the stream). opts and handlers are
+ * copied; userdata goes to the handlers and to done. */
+int dmabroker_stream_create(struct dmabroker_collection *col,
+			    const struct dmabroker_stream_options *opts, size_t opts_size,
+			    const struct dmabroker_stream_handlers *handlers, size_t handlers_size,
+			    void *userdata, struct dmabroker_stream **ret);
+int dmabroker_stream_create_async(struct dmabroker_collection *col,
+				  const struct dmabroker_stream_options *opts, size_t opts_size,
+				  const struct dmabroker_stream_handlers *handlers,
+				  size_t handlers_size, void *userdata, dmabroker_stream_func_t done,
+				  struct dmabroker_call **ret_call);
+
+/* A single-use token that lets a client of any uid join (producer only). */
+int dmabroker_stream_token(struct dmabroker_stream *s, struct dmabroker_token *ret);
+int dmabroker_stream_token_async(struct dmabroker_stream *s, dmabroker_token_func_t done,
+				 void *userdata, struct dmabroker_call **ret_call);
+
+/* Joins as a consumer: by name (a stream of this uid) when token is NULL, else with the
+ * token. Fetches the buffers, then says HELLO: frames come from then on. */
+int dmabroker_stream_join(struct dmabroker *ctx, const char *name,
+			  const struct dmabroker_token *token,
+			  const struct dmabroker_stream_options *opts, size_t opts_size,
+			  const struct dmabroker_stream_handlers *handlers, size_t handlers_size,
+			  void *userdata, struct dmabroker_stream **ret);
+int dmabroker_stream_join_async(struct dmabroker *ctx, const char *name,
+				const struct dmabroker_token *token,
+				const struct dmabroker_stream_options *opts, size_t opts_size,
+				const struct dmabroker_stream_handlers *handlers,
+				size_t handlers_size, void *userdata, dmabroker_stream_func_t done,
+				struct dmabroker_call **ret_call);
+
+/* Producer: a free buffer's index, now the producer's to fill (-EAGAIN: none free). */
+int dmabroker_stream_get_free(struct dmabroker_stream *s, uint32_t *ret_index);
+/* Producer: sends the frame f->index (taken with get_free) to the ready consumers; f->seq
+ * is set. No consumer takes it: it is free again at once (buffer_returned runs). An
+ * end-of-stream frame may have index DMABROKER_FRAME_NO_BUFFER. */
+int dmabroker_stream_queue(struct dmabroker_stream *s, struct dmabroker_frame *f);
+
+/* Consumer: done with the frame's buffer; release_fence: -1 or a sync_file (borrowed) the
+ * producer must wait on before writing it again. */
+int dmabroker_stream_release(struct dmabroker_stream *s, uint32_t index, int release_fence);
+
+/* Blocking helpers for simple programs: dispatch ctx until a frame is ready (consumer) or a
+ * buffer is free (producer), at most timeout_usec (UINT64_MAX: no limit; -ETIMEDOUT).
+ * Without a frame handler, frames are taken by dmabroker_stream_wait_frame() only, and
+ * f->acquire_fence is then the caller's to close. -EPIPE: the stream ended. */
+int dmabroker_stream_wait_frame(struct dmabroker_stream *s, struct dmabroker_frame *f,
+				uint64_t timeout_usec);
+int dmabroker_stream_wait_free(struct dmabroker_stream *s, uint32_t *ret_index,
+			       uint64_t timeout_usec);
+
+/* Waits until a sync_file fence signals (-1: at once), at most timeout_usec (-ETIMEDOUT). */
+int dmabroker_fence_wait(int fence, uint64_t timeout_usec);
+
+/* Getters. The collection is the one given to create, or the one joined (owned by s). */
+struct dmabroker_collection *dmabroker_stream_get_collection(const struct dmabroker_stream *s);
+struct dmabroker_buffer *dmabroker_stream_get_buffer(const struct dmabroker_stream *s,
+						     uint32_t index);
+const struct dmabroker_stream_format *
+dmabroker_stream_get_format(const struct dmabroker_stream *s);
+const char *dmabroker_stream_get_path(const struct dmabroker_stream *s);
+bool dmabroker_stream_is_producer(const struct dmabroker_stream *s);
+/* Producer: consumers linked and ready. */
+unsigned dmabroker_stream_get_consumer_count(const struct dmabroker_stream *s);
+/* Consumer: its number in the stream. */
+uint32_t dmabroker_stream_get_consumer_id(const struct dmabroker_stream *s);
+
+/* Producer: ends the stream for everyone (reason may be NULL) and frees s; a consumer: leaves
+ * and frees s (with the collection it joined through the stream, and its buffers). After
+ * ended: frees s. Accepts NULL. */
+int dmabroker_stream_free(struct dmabroker_stream *s, const char *reason);
+int dmabroker_stream_free_async(struct dmabroker_stream *s, const char *reason,
+				dmabroker_done_func_t done, void *userdata,
+				struct dmabroker_call **ret_call);
+
 #ifdef __cplusplus
 }
 #endif
