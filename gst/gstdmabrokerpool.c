@@ -45,6 +45,7 @@ struct _GstDmabrokerBufferPool {
 	GstVideoInfo info;
 	GstCaps *caps;
 	struct dmabroker_collection *col; /* owned, with the conn locked */
+	GstStructure *negotiated; /* the configuration col was negotiated for */
 	char *refusal; /* the broker's last refusal, posted once */
 
 	/* Under lock. */
@@ -103,6 +104,7 @@ static void leave_collection(GstDmabrokerBufferPool *pool)
 		dmabroker_collection_leave(pool->col);
 	pool->col = NULL;
 	gst_dmabroker_conn_unlock(pool->conn);
+	g_clear_pointer(&pool->negotiated, gst_structure_free);
 }
 
 /*
@@ -229,12 +231,19 @@ static gboolean pool_set_config(GstBufferPool *bpool, GstStructure *config)
 			 c.min_strides[0], c.stride_divisor, c.max_strides[0] ? ", exact" : "",
 			 c.contiguous, c.max_segment_size);
 
-	/* A new configuration: the old collection goes, its buffers with it. */
-	leave_collection(pool);
-	if (negotiate(pool, &c, &reason) < 0) {
-		post_refusal(pool, "dmabrokerd refused the buffers", reason);
-		g_free(reason);
-		return FALSE;
+	if (pool->col && pool->negotiated && gst_structure_is_equal(pool->negotiated, config)) {
+		/* The same configuration again (a caller setting it twice): the same answer. */
+		GST_DEBUG_OBJECT(pool, "the collection negotiated for this configuration stays");
+	} else {
+		/* A new configuration: the old collection goes, its buffers with it. */
+		leave_collection(pool);
+		g_clear_pointer(&pool->negotiated, gst_structure_free);
+		if (negotiate(pool, &c, &reason) < 0) {
+			post_refusal(pool, "dmabrokerd refused the buffers", reason);
+			g_free(reason);
+			return FALSE;
+		}
+		pool->negotiated = gst_structure_copy(config);
 	}
 	g_clear_pointer(&pool->refusal, g_free);
 	gst_dmabroker_conn_lock(pool->conn);
@@ -303,6 +312,8 @@ static GstBuffer *wrap_buffer(GstDmabrokerBufferPool *pool, guint i)
 	GST_META_FLAG_SET(vmeta, GST_META_FLAG_LOCKED);
 	gst_mini_object_set_qdata(GST_MINI_OBJECT(buf), index_quark(), GUINT_TO_POINTER(i + 1),
 				  NULL);
+	/* As the pool made it: a buffer that comes back with this flag had its memory changed. */
+	GST_BUFFER_FLAG_UNSET(buf, GST_BUFFER_FLAG_TAG_MEMORY);
 	pool->slots[i].buffer = buf;
 	pool->slots[i].memory = mem;
 	return buf;
@@ -829,6 +840,8 @@ static void gst_dmabroker_buffer_pool_finalize(GObject *object)
 	g_clear_object(&pool->allocator);
 	g_free(pool->slots);
 	g_free(pool->refusal);
+	if (pool->negotiated)
+		gst_structure_free(pool->negotiated);
 	g_free(pool->name);
 	g_free(pool->device);
 	g_mutex_clear(&pool->lock);

@@ -144,10 +144,15 @@ static void pending_frame_free(struct pending_frame *p)
 static void release_frame(GstDmabrokerSrc *src, struct gst_dmabroker_conn *conn, guint index,
 			  guint64 generation)
 {
+	gboolean ended;
 	int r = 0;
 
 	gst_dmabroker_conn_lock(conn);
-	if (src->stream && src->generation == generation)
+	/* After the end the buffers stay this consumer's until it leaves. */
+	g_mutex_lock(&src->lock);
+	ended = src->ended;
+	g_mutex_unlock(&src->lock);
+	if (src->stream && src->generation == generation && !ended)
 		r = dmabroker_stream_release(src->stream, index, -1);
 	gst_dmabroker_conn_unlock(conn);
 	if (r < 0)
@@ -409,6 +414,7 @@ static GstBuffer *copy_frame(GstDmabrokerSrc *src, GstBuffer *buf)
 		}
 		gst_video_frame_unmap(&in);
 	}
+	gst_buffer_copy_into(copy, buf, GST_BUFFER_COPY_FLAGS | GST_BUFFER_COPY_TIMESTAMPS, 0, -1);
 	gst_buffer_unref(buf);
 	if (!ok)
 		gst_clear_buffer(&copy);
