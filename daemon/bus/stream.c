@@ -95,11 +95,6 @@ void db_streams_free(struct db_broker *b)
 	b->streams = NULL;
 }
 
-unsigned db_streams_count(const struct db_broker *b)
-{
-	return b->streams ? g_hash_table_size(b->streams->by_id) : 0;
-}
-
 static struct db_jconsumer *find_consumer(const struct stream *s, uint64_t client_id,
 					  guint *ret_index)
 {
