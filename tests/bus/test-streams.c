@@ -323,7 +323,11 @@ static int other_uid(const uint8_t *token)
 
 	if (setgid(65534) < 0 || setuid(65534) < 0)
 		return 0x80;
-	bus = client("other-uid");
+	/* No TAP output here: the points are the parent's to print. */
+	bus = inspect_bus();
+	if (!bus ||
+	    broker_call(bus, "Register", &e, NULL, "a{sv}", 1, "name", "s", "other-uid") < 0)
+		return 0x40;
 	if (join(bus, "cam", NULL, false, "other", &j, &e) >= 0 ||
 	    !sd_bus_error_has_name(&e, DB_ERROR_NOT_FOUND))
 		status |= 1;
@@ -450,7 +454,9 @@ int main(int argc, char **argv)
 	pid = fork();
 	if (pid == 0)
 		_exit(other_uid(token));
-	tap_ok(waitpid(pid, &status, 0) == pid && WIFEXITED(status), "the other uid's run ends");
+	tap_ok(waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+		       !(WEXITSTATUS(status) & 0xc0),
+	       "a child of uid 65534 registers");
 	status = WEXITSTATUS(status);
 	tap_ok(!(status & 1), "uid 65534 cannot join by name");
 	tap_ok(!(status & 2), "and lists no stream before it joins");
