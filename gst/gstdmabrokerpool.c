@@ -133,9 +133,13 @@ static void config_to_constraints(GstDmabrokerBufferPool *pool, GstStructure *co
 	*modifier = 0; /* DRM_FORMAT_MOD_LINEAR */
 	*c = (struct dmabroker_constraints){
 		.device = pool->params.device,
-		.min_buffers = min,
+		/* Upstream holds what it asks for at once (v4l2: its driver queue); the
+		 * consumers' frames come on top, within upstream's maximum. Consumers join
+		 * late and camp on the rest. */
+		.min_buffers_for_camping = min,
+		.min_buffers = max ? MIN(min + pool->params.consumer_frames, max)
+				   : min + pool->params.consumer_frames,
 		.max_buffers = max,
-		.min_buffers_for_camping = pool->params.consumer_frames,
 		.min_size = MAX((guint64)size, (guint64)GST_VIDEO_INFO_SIZE(&ainfo)),
 		.fourccs = fourcc,
 		.n_fourccs = 1,
@@ -227,7 +231,7 @@ static gboolean pool_set_config(GstBufferPool *bpool, GstStructure *config)
 			 "constraints: %ux%u %" GST_FOURCC_FORMAT " size >= %" G_GUINT64_FORMAT
 			 " buffers %u..%u stride >= %u (divisor %u%s) contiguous %d segment "
 			 "%" G_GUINT64_FORMAT,
-			 c.width, c.height, GST_FOURCC_ARGS(fourcc), c.min_size, min, max,
+			 c.width, c.height, GST_FOURCC_ARGS(fourcc), c.min_size, c.min_buffers, max,
 			 c.min_strides[0], c.stride_divisor, c.max_strides[0] ? ", exact" : "",
 			 c.contiguous, c.max_segment_size);
 

@@ -37,8 +37,8 @@ GST_DEBUG_CATEGORY_STATIC(gst_dmabroker_sink_debug);
 #define DRAIN_TIMEOUT_US (10 * G_USEC_PER_SEC)
 /* Buffers proposed upstream beyond what the consumers hold. */
 #define PROPOSED_MIN_BUFFERS 2
-/* What the consumers hold at once, counted into the collection. */
-#define CONSUMER_FRAMES 2
+/* Buffers for the consumers' frames, beyond what upstream holds. */
+#define CONSUMER_FRAMES 4
 
 enum {
 	PROP_0,
