@@ -278,8 +278,10 @@ fi
 # Every process is gone: the daemon holds nothing.
 sleep 1
 "$ctl" status >"$work/status" 2>&1
-if grep -qE '^Clients: +0$' "$work/status" && grep -qE '^Buffers: +0 ' "$work/status"; then
-	ok "after the stream the daemon's counts are back to zero"
+"$ctl" streams >>"$work/status" 2>&1
+if grep -qE '^Clients: +0$' "$work/status" && grep -qE '^Buffers: +0 ' "$work/status" &&
+	grep -q '^no streams$' "$work/status"; then
+	ok "after the stream the daemon's counts are back to zero (no client, buffer or stream)"
 else
 	not_ok "after the stream the daemon's counts are back to zero" "$work/status"
 fi
