@@ -88,7 +88,8 @@ cat >"$work/bus.conf" <<CONF
 <!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig><type>session</type><listen>unix:dir=$work</listen><auth>EXTERNAL</auth>
-<policy context="default"><allow user="*"/><allow own="*"/></policy></busconfig>
+<policy context="default"><allow user="*"/><allow own="*"/>
+<allow send_destination="*" eavesdrop="true"/><allow eavesdrop="true"/></policy></busconfig>
 CONF
 dbus-daemon --config-file="$work/bus.conf" --nofork --print-address=3 3>"$work/address" \
 	2>"$work/dbus.err" &
