@@ -17,6 +17,7 @@
  * hands it out again before asking the stream.
  */
 #include "gstdmabrokerpool.h"
+#include "gstdmabrokerv4l2.h"
 
 #include <errno.h>
 #include <gst/allocators/gstdmabuf.h>
@@ -121,6 +122,7 @@ static void config_to_constraints(GstDmabrokerBufferPool *pool, GstStructure *co
 	GstVideoAlignment align;
 	GstVideoInfo ainfo = *info;
 	guint stride_align = 0;
+	guint32 stride, size_image;
 
 	gst_video_alignment_reset(&align);
 	if (gst_buffer_pool_config_has_option(config, GST_BUFFER_POOL_OPTION_VIDEO_ALIGNMENT))
@@ -160,6 +162,15 @@ static void config_to_constraints(GstDmabrokerBufferPool *pool, GstStructure *co
 		c->min_strides[i] = (uint32_t)GST_VIDEO_INFO_PLANE_STRIDE(&ainfo, i);
 		if (!video_meta)
 			c->max_strides[i] = c->min_strides[i];
+	}
+	/* A V4L2 capture device writes rows of its own bytesperline into what it imports: a
+	 * one-plane frame's stride is the device's, exactly. */
+	if (pool->params.device && GST_VIDEO_INFO_N_PLANES(info) == 1 &&
+	    gst_dmabroker_v4l2_layout(pool->params.device, *fourcc, c->width, c->height, &stride,
+				      &size_image) &&
+	    stride >= c->min_strides[0] && (!c->max_strides[0] || stride <= c->max_strides[0])) {
+		c->min_strides[0] = c->max_strides[0] = stride;
+		c->min_size = MAX(c->min_size, (guint64)size_image);
 	}
 }
 

@@ -16,19 +16,12 @@
  */
 #include "gstdmabrokersink.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <unistd.h>
-#include <linux/videodev2.h>
 #include <gst/video/video.h>
 
 #include "gstdmabrokerconn.h"
 #include "gstdmabrokermeta.h"
 #include "gstdmabrokerpool.h"
+#include "gstdmabrokerv4l2.h"
 
 GST_DEBUG_CATEGORY_STATIC(gst_dmabroker_sink_debug);
 #define GST_CAT_DEFAULT gst_dmabroker_sink_debug
@@ -96,63 +89,25 @@ static GType gst_dmabroker_stream_mode_get_type(void)
 	return (GType)type;
 }
 
-/* vivid's allocator for an instance (its "allocators" module parameter): 1 is dma-contig. */
-static gboolean vivid_is_contiguous(guint instance)
-{
-	char line[128] = "", *p = line;
-	FILE *f = fopen("/sys/module/vivid/parameters/allocators", "re");
-
-	if (!f)
-		return FALSE;
-	if (!fgets(line, sizeof(line), f))
-		line[0] = 0;
-	fclose(f);
-	for (guint i = 0; i < instance && p; i++) {
-		p = strchr(p, ',');
-		p = p ? p + 1 : NULL;
-	}
-	return p && atoi(p) == 1;
-}
-
-/*
- * What the capture device needs of the buffers it imports, which 1.22's allocation query does
- * not carry: asked of the device where it says (the driver and instance), declared as its
- * driver sets it where it does not (vivid's 64 KiB DMA segment limit and 32-bit DMA mask are
- * not published to userspace), as the project's media example does.
- */
+/* What the capture device needs that 1.22's allocation query does not say. */
 static gboolean derive_from_device(GstDmabrokerSink *sink, const char *path)
 {
-	struct v4l2_capability cap = {0};
-	guint instance;
-	int fd, r;
+	struct gst_dmabroker_v4l2_needs needs;
+	GError *error = NULL;
 
-	fd = open(path, O_RDWR | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0) {
-		GST_ELEMENT_ERROR(sink, RESOURCE, OPEN_READ_WRITE,
-				  ("Cannot open the device %s: %s", path, g_strerror(errno)),
-				  (NULL));
+	if (!gst_dmabroker_v4l2_needs(path, &needs, &error)) {
+		GST_ELEMENT_ERROR(sink, RESOURCE, SETTINGS, ("%s", error->message), (NULL));
+		g_error_free(error);
 		return FALSE;
 	}
-	do {
-		r = ioctl(fd, VIDIOC_QUERYCAP, &cap);
-	} while (r < 0 && errno == EINTR);
-	close(fd);
-	if (r < 0) {
-		GST_ELEMENT_ERROR(sink, RESOURCE, SETTINGS,
-				  ("%s is not a V4L2 device: %s", path, g_strerror(errno)), (NULL));
-		return FALSE;
-	}
-	if (g_str_equal((const char *)cap.driver, "vivid") &&
-	    sscanf((const char *)cap.bus_info, "platform:vivid-%u", &instance) == 1) {
-		sink->params.contiguous |= vivid_is_contiguous(instance);
-		if (!sink->params.max_segment_size)
-			sink->params.max_segment_size = 64 * 1024;
-		sink->params.dma_address_bits = 32;
-	}
+	sink->params.contiguous |= needs.contiguous;
+	if (!sink->params.max_segment_size)
+		sink->params.max_segment_size = needs.max_segment_size;
+	sink->params.dma_address_bits = needs.dma_address_bits;
 	GST_INFO_OBJECT(sink,
 			"%s (%s, %s): contiguous %d, DMA segments up to %" G_GUINT64_FORMAT
 			", address bits %u",
-			path, cap.driver, cap.bus_info, sink->params.contiguous,
+			path, needs.driver, needs.bus_info, sink->params.contiguous,
 			sink->params.max_segment_size, sink->params.dma_address_bits);
 	return TRUE;
 }
