@@ -27,6 +27,8 @@
 GST_DEBUG_CATEGORY_STATIC(gst_dmabroker_src_debug);
 #define GST_CAT_DEFAULT gst_dmabroker_src_debug
 
+/* Frames held at once by default: the one downstream keeps, and the next. */
+#define DEFAULT_MAX_HELD 2
 /* The longest wait on a frame's acquire fence. */
 #define FENCE_TIMEOUT_US (5 * G_USEC_PER_SEC)
 
@@ -603,8 +605,9 @@ static void gst_dmabroker_src_class_init(GstDmabrokerSrcClass *klass)
 		g_param_spec_uint(
 			"max-held", "Frames held",
 			"Frames this consumer holds at once in a \"latest\" stream before "
-			"it is skipped (0: 1)",
-			0, 256, 0, rw));
+			"it is skipped: downstream keeps one (a sink's last frame) while the "
+			"next is on its way",
+			1, 256, DEFAULT_MAX_HELD, rw));
 	g_object_class_install_property(
 		gobject_class, PROP_REQUIRED,
 		g_param_spec_boolean("required", "Required",
@@ -634,6 +637,7 @@ static void gst_dmabroker_src_class_init(GstDmabrokerSrcClass *klass)
 static void gst_dmabroker_src_init(GstDmabrokerSrc *src)
 {
 	src->stream_name = g_strdup("gst");
+	src->max_held = DEFAULT_MAX_HELD;
 	src->allocator = gst_dmabuf_allocator_new();
 	g_mutex_init(&src->lock);
 	g_cond_init(&src->cond);
