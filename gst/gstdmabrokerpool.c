@@ -393,11 +393,16 @@ static void post_stream_message(GstDmabrokerBufferPool *pool, const char *token)
 		return;
 	if (token)
 		s = gst_structure_new("dmabrokersink-token", "token", G_TYPE_STRING, token, NULL);
-	else
+	else {
+		gst_dmabroker_conn_lock(pool->conn);
 		s = gst_structure_new("dmabrokersink-stream", "name", G_TYPE_STRING,
 				      pool->params.name ? pool->params.name : "", "path",
 				      G_TYPE_STRING, dmabroker_stream_get_path(pool->stream),
-				      "buffers", G_TYPE_UINT, pool->n_slots, NULL);
+				      "buffers", G_TYPE_UINT, pool->n_slots, "backend",
+				      G_TYPE_STRING,
+				      dmabroker_collection_get_info(pool->col)->backend, NULL);
+		gst_dmabroker_conn_unlock(pool->conn);
+	}
 	gst_element_post_message(owner, gst_message_new_element(GST_OBJECT(owner), s));
 	gst_object_unref(owner);
 }

@@ -5,7 +5,7 @@
  *
  *   frame OFFSET CHECKSUM dmabuf=0|1 exp=EXPORTER name=NAME   each buffer reaching the element
  *                                                            named "check" (its sink pad)
- *   stream NAME PATH BUFFERS                                 dmabrokersink created its stream
+ *   stream NAME PATH BUFFERS BACKEND                         dmabrokersink created its stream
  *   token HEX                                                a stream token dmabrokersink made
  *   error MESSAGE                                            the first error (exit status 1)
  *   eos                                                      the end (exit status 0)
@@ -138,8 +138,9 @@ static gboolean on_message(GstBus *bus, GstMessage *msg, gpointer data)
 			guint buffers = 0;
 
 			gst_structure_get_uint(s, "buffers", &buffers);
-			printf("stream %s %s %u\n", gst_structure_get_string(s, "name"),
-			       gst_structure_get_string(s, "path"), buffers);
+			printf("stream %s %s %u %s\n", gst_structure_get_string(s, "name"),
+			       gst_structure_get_string(s, "path"), buffers,
+			       gst_structure_get_string(s, "backend"));
 		} else if (gst_structure_has_name(s, "dmabrokersink-token")) {
 			printf("token %s\n", gst_structure_get_string(s, "token"));
 		}

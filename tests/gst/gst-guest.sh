@@ -191,6 +191,13 @@ else
 	not_ok "producer: dmabrokersink made the stream and a token" "$work/prod.out" "$work/prod.err"
 fi
 token=$(awk '/^token / {print $2; exit}' "$work/prod.out")
+# The exporter /proc shows for the backend the broker chose: udmabuf, or a dma-heap's name.
+backend=$(awk '/^stream / {print $5; exit}' "$work/prod.out")
+case $backend in
+udmabuf) exporter=udmabuf ;;
+dma-heap:*) exporter=${backend#dma-heap:} ;;
+*) exporter="not-a-dma-buf-backend:$backend" ;;
+esac
 
 run a "dmabrokersrc stream-name=cam ! fakesink name=check sync=false"
 run killed "dmabrokersrc stream-name=cam ! fakesink name=check sync=false"
@@ -250,9 +257,9 @@ for c in a b other killed; do
 	fi
 done
 for c in a b other; do
-	bad=$(frames $c | grep -vc ' dmabuf=1 exp=udmabuf name=cam$')
+	bad=$(frames $c | grep -vc " dmabuf=1 exp=$exporter name=cam\$")
 	if [ "$bad" = 0 ]; then
-		ok "consumer $c: every frame is a dma-buf the broker made (udmabuf named cam)"
+		ok "consumer $c: every frame is a dma-buf the broker made ($backend, exporter $exporter, named cam)"
 	else
 		not_ok "consumer $c: $bad frames are not the broker's dma-buf" "$work/$c.out"
 	fi
