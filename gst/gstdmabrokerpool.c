@@ -470,19 +470,24 @@ static gboolean pool_start(GstBufferPool *bpool)
 		return FALSE;
 	}
 
+	gst_dmabroker_conn_lock(pool->conn);
 	g_mutex_lock(&pool->lock);
 	pool->slots = g_new0(struct slot, n);
 	pool->n_slots = n;
 	pool->stream = stream;
 	pool->ended = FALSE;
 	pool->flushing = FALSE;
-	g_mutex_unlock(&pool->lock);
-	for (guint i = 0; i < n; i++) {
+	for (guint i = 0; i < n && r >= 0; i++) {
 		if (!wrap_buffer(pool, i)) {
 			GST_ERROR_OBJECT(pool, "cannot wrap buffer %u", i);
-			gst_dmabroker_buffer_pool_end_stream(pool, "the producer failed");
-			return FALSE;
+			r = -ENOMEM;
 		}
+	}
+	g_mutex_unlock(&pool->lock);
+	gst_dmabroker_conn_unlock(pool->conn);
+	if (r < 0) {
+		gst_dmabroker_buffer_pool_end_stream(pool, "the producer failed");
+		return FALSE;
 	}
 	GST_INFO_OBJECT(pool, "stream %s (%s) on %u buffers", dmabroker_stream_get_path(stream),
 			pool->params.name ? pool->params.name : "unnamed", n);
