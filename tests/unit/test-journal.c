@@ -92,7 +92,7 @@ static struct db_registry *busy_registry(GByteArray *log)
 						   .changed = record_change,
 						   .userdata = log,
 					   });
-		db_journal_encode_snapshot(log, reg, 1, NOW);
+		db_journal_encode_snapshot(log, reg, NULL, 1, NOW);
 	}
 	a = client(reg, ":1.10", 1000, true);
 	b = client(reg, ":1.11", 1001, false);
@@ -281,7 +281,7 @@ static void test_torn_tail(void)
 
 		db_limits_init_default(&l);
 		empty = db_registry_new(&l);
-		db_journal_encode_snapshot(e, empty, 1, NOW);
+		db_journal_encode_snapshot(e, empty, NULL, 1, NOW);
 		snapshot_len = e->len;
 		db_registry_free(empty);
 	}
@@ -371,7 +371,7 @@ static void test_bounds(void)
 
 	db_limits_init_default(&l);
 	reg = db_registry_new(&l);
-	db_journal_encode_snapshot(log, reg, 1, NOW);
+	db_journal_encode_snapshot(log, reg, NULL, 1, NOW);
 	db_registry_free(reg);
 	{
 		/* A client record whose device count says 200. */
@@ -411,7 +411,7 @@ static void test_compaction(void)
 	const char *why;
 	unsigned n = 0;
 
-	tap_is(db_journal_new(a, 7, NOW, &j), 0, "a journal from a registry's snapshot");
+	tap_is(db_journal_new(a, NULL, 7, NOW, &j), 0, "a journal from a registry's snapshot");
 	tap_is(db_jstate_load_fd(s, j->fd), 0, "decodes");
 	tap_is(s->generation, 7, "with its generation");
 	b = replay(s, NOW + 10);
@@ -443,7 +443,7 @@ static void test_compaction(void)
 	       "snapshot %" PRIu64 ")",
 	       n, j->size, j->snapshot_size);
 	db_journal_free(j);
-	tap_is(db_journal_new(a, 8, NOW, &j), 0, "compacted into a new journal");
+	tap_is(db_journal_new(a, NULL, 8, NOW, &j), 0, "compacted into a new journal");
 	tap_ok(j->size < 4096, "which is only the live state (%" PRIu64 " bytes)", j->size);
 	tap_is(db_jstate_load_fd(s2, j->fd), 0, "decodes");
 	b = replay(s2, NOW + 10);
@@ -498,7 +498,7 @@ static void test_cost(void)
 	c = client(reg, ":1.1", 1000, true);
 	for (int i = 0; i < LARGE + N; i++)
 		bufs[i] = buffer(reg, c, NULL, 4096);
-	tap_require(db_journal_new(reg, 1, NOW, &j) == 0, "journal");
+	tap_require(db_journal_new(reg, NULL, 1, NOW, &j) == 0, "journal");
 	small_us = time_appends(j, bufs, N);
 	large_us = time_appends(j, bufs + LARGE, N);
 	tap_diag("one change journaled: %.2f us (first %d), %.2f us (with %u buffers live)",
@@ -507,7 +507,7 @@ static void test_cost(void)
 	       "a change costs one record, whatever the registry's size (no rewrite)");
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	db_journal_free(j);
-	tap_require(db_journal_new(reg, 2, NOW, &j) == 0, "snapshot");
+	tap_require(db_journal_new(reg, NULL, 2, NOW, &j) == 0, "snapshot");
 	tap_diag("a snapshot (compaction) of %u buffers: %.0f us, %" PRIu64 " bytes",
 		 db_registry_n_buffers(reg), elapsed_us(&t0), j->size);
 	db_journal_free(j);
