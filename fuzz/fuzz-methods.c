@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
  * Each method's argument decoding, on messages made from fuzz input, without a bus: the
- * decoders the handlers call (args.c, spec.c, bus-text.c, the token reader), with the
+ * decoders the handlers call (args.c, spec.c, bus-text.c, the token reader; the streams'
+ * options with their nested format and constraints too), with the
  * arguments of the right type mostly and of a wrong one now and then. What must hold:
  * whatever a decoder accepts is text that passed the check, and whatever it refuses it says
  * in text (never the client's raw bytes).
@@ -43,6 +44,13 @@ static const char *const share_keys[] = {"single_use", "expires_in_ms", "uid"};
 static const char *const share_types[] = {"b", "t", "u"};
 static const char *const collection_keys[] = {"name", "participants"};
 static const char *const collection_types[] = {"s", "u"};
+static const char *const stream_keys[] = {"name", "mode", "max-consumers", "format"};
+static const char *const stream_types[] = {"s", "s", "u", "a{sv}"};
+static const char *const format_keys[] = {"fourcc", "width", "height", "framerate-num",
+					  "framerate-den"};
+static const char *const format_types[] = {"u", "u", "u", "u", "u"};
+static const char *const join_keys[] = {"required", "label", "constraints"};
+static const char *const join_types[] = {"b", "s", "a{sv}"};
 
 enum method {
 	M_REGISTER,
@@ -54,6 +62,9 @@ enum method {
 	M_REASON,
 	M_PATH,
 	M_TOKEN,
+	/* After the first ones: the corpus's first byte still picks the method it did. */
+	M_CREATE_STREAM,
+	M_JOIN_STREAM,
 	M_N,
 };
 
@@ -89,6 +100,13 @@ static int append_arg(sd_bus_message *m, struct fuzz_reader *rd, enum method whi
 	case M_CONSTRAINTS:
 		return fuzz_append_dict(m, rd, fuzz_constraint_keys, fuzz_constraint_types,
 					FUZZ_N_CONSTRAINT_KEYS);
+	case M_CREATE_STREAM:
+		return fuzz_append_dict_nested(m, rd, stream_keys, stream_types, N(stream_keys),
+					       "format", format_keys, format_types, N(format_keys));
+	case M_JOIN_STREAM:
+		return fuzz_append_dict_nested(m, rd, join_keys, join_types, N(join_keys),
+					       "constraints", fuzz_constraint_keys,
+					       fuzz_constraint_types, FUZZ_N_CONSTRAINT_KEYS);
 	case M_REASON:
 		fuzz_take_string(rd, s, sizeof(s));
 		return sd_bus_message_append(m, "s", s);
@@ -218,6 +236,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		break;
 	}
+	case M_CREATE_STREAM: {
+		struct db_stream_args a;
+
+		r = db_args_create_stream(m, &a, &error);
+		if (r >= 0)
+			require(is_text(a.name, 255, 0) &&
+				(a.mode == DB_STREAM_FIFO || a.mode == DB_STREAM_LATEST) &&
+				(!a.format.framerate_num || a.format.framerate_den));
+		break;
+	}
+	case M_JOIN_STREAM: {
+		struct db_join_stream_args a;
+		struct db_constraints_error err;
+
+		r = db_args_join_stream(m, &a, &error);
+		if (r >= 0) {
+			require(is_text(a.label, 255, 0));
+			if (a.has_constraints) {
+				require(is_text(a.constraints.device, 255, 0));
+				a.constraints.c.name = "fuzz (client 1)";
+				if (db_constraints_validate(&a.constraints.c, &err) < 0)
+					require(is_text(err.message, sizeof(err.message), 0));
+			}
+			db_join_stream_args_clear(&a);
+		}
+		break;
+	}
 	case M_REASON: {
 		const char *reason;
 
@@ -234,6 +279,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			require(is_text(path, DB_BUS_PATH_MAX, DB_TEXT_ASCII));
 		break;
 	}
+	case M_TOKEN:
 	default: {
 		struct db_token_bytes t;
 

@@ -95,11 +95,6 @@ void db_streams_free(struct db_broker *b)
 	b->streams = NULL;
 }
 
-unsigned db_streams_count(const struct db_broker *b)
-{
-	return b->streams ? g_hash_table_size(b->streams->by_id) : 0;
-}
-
 static struct db_jconsumer *find_consumer(const struct stream *s, uint64_t client_id,
 					  guint *ret_index)
 {
@@ -218,25 +213,31 @@ static void end_link(struct stream *s, guint index, const char *reason, uint64_t
 	g_ptr_array_remove_index(s->rec->consumers, index);
 }
 
-/* Ends the stream for every member (but gone) and frees it. */
+/* StreamEnded to one member; a client that is gone hears nothing. */
+static void send_ended(struct stream *s, uint64_t client_id, const char *path, const char *reason)
+{
+	struct db_client *c = db_registry_find_client(s->b->reg, client_id);
+
+	if (c && db_bus_emit_to_client(s->b, c, "StreamEnded", path, reason) < 0)
+		log_debug("Failed to tell client %" PRIu64 " that stream %s ended", client_id,
+			  path);
+}
+
+/* Ends the stream for every member (but gone, a client that left) and frees it. */
 static void end_stream(struct stream *s, const char *reason, uint64_t gone)
 {
 	struct db_broker *b = s->b;
 	char path[128];
 
 	log_info("Stream %s ended: %s", stream_path(s, path, sizeof(path)), reason);
-	for (guint i = 0; i <= s->rec->consumers->len; i++) {
-		uint64_t id =
-			i < s->rec->consumers->len
-				? ((struct db_jconsumer *)g_ptr_array_index(s->rec->consumers, i))
-					  ->client_id
-				: s->rec->producer_id;
-		struct db_client *c = db_registry_find_client(b->reg, id);
+	for (guint i = 0; i < s->rec->consumers->len; i++) {
+		const struct db_jconsumer *k = g_ptr_array_index(s->rec->consumers, i);
 
-		if (c && id != gone && db_bus_emit_to_client(b, c, "StreamEnded", path, reason) < 0)
-			log_debug("Failed to tell client %" PRIu64 " that stream %s ended", id,
-				  path);
+		if (k->client_id != gone)
+			send_ended(s, k->client_id, path, reason);
 	}
+	if (s->rec->producer_id != gone)
+		send_ended(s, s->rec->producer_id, path, reason);
 	journal(s, DB_STREAM_ENDED, NULL);
 	tell_monitor(s, "stream-ended", NULL, NULL, reason);
 	g_hash_table_remove(b->streams->by_id, &s->rec->id);

@@ -23,9 +23,6 @@ void db_streams_free(struct db_broker *b);
  * org.dmabroker.Broker1.xml says for a disconnection. */
 void db_streams_client_leaving(struct db_broker *b, struct db_client *c);
 
-/* Streams in all, for the status output. */
-unsigned db_streams_count(const struct db_broker *b);
-
 /* The broker's hooks for the fd store: what a journal snapshot holds, and the streams a
  * journal describes (after the registry's restore: members that did not come back are
  * dropped, as their disconnection would have). */

@@ -514,6 +514,81 @@ static void test_cost(void)
 	db_registry_free(reg);
 }
 
+static struct db_jconsumer *consumer(uint32_t number, uint64_t client_id, bool required,
+				     const char *label)
+{
+	struct db_jconsumer *k = g_new0(struct db_jconsumer, 1);
+
+	*k = (struct db_jconsumer){number, client_id, required, g_strdup(label)};
+	return k;
+}
+
+/* A stream's membership: in a snapshot, then as changes; what is read back is what was
+ * written, and a stream that ended is gone. */
+static void test_streams(void)
+{
+	struct db_limits limits;
+	struct db_registry *reg;
+	g_autoptr(GByteArray) log = g_byte_array_new();
+	g_autoptr(GPtrArray) list = g_ptr_array_new();
+	_cleanup_(db_jstate_freep) struct db_jstate *state = db_jstate_new();
+	struct db_jstream *cam = db_jstream_new(), *other = db_jstream_new(), *got;
+	struct db_jconsumer *k2, *k3, *read_k;
+	struct db_journal_streams streams = {.streams = list, .next_id = 9};
+
+	db_limits_init_default(&limits);
+	reg = db_registry_new(&limits);
+	g_free(cam->name);
+	g_free(cam->collection);
+	cam->id = 7;
+	cam->name = g_strdup("cam");
+	cam->producer_id = 3;
+	cam->uid = 1000;
+	cam->mode = DB_STREAM_LATEST;
+	cam->max_consumers = 4;
+	cam->format = (struct db_stream_format){0x34325258, 1920, 1080, 30, 1};
+	cam->collection = g_strdup("/org/dmabroker/Broker1/collection/2");
+	cam->next_consumer = 3;
+	g_ptr_array_add(cam->consumers, consumer(1, 4, false, "viewer"));
+	g_ptr_array_add(cam->consumers, k2 = consumer(2, 5, true, "recorder"));
+	other->id = 8;
+	other->producer_id = 3;
+	other->max_consumers = 1;
+	g_ptr_array_add(list, cam);
+	g_ptr_array_add(list, other);
+	db_journal_encode_snapshot(log, reg, &streams, 1, NOW);
+	k3 = consumer(3, 6, false, "late");
+	g_ptr_array_add(cam->consumers, k3);
+	db_journal_encode_stream_change(
+		log, &(struct db_stream_change){DB_STREAM_JOINED, .stream = cam, .consumer = k3});
+	db_journal_encode_stream_change(
+		log, &(struct db_stream_change){DB_STREAM_LEFT, .stream = cam, .consumer = k2});
+	db_journal_encode_stream_change(
+		log, &(struct db_stream_change){DB_STREAM_ENDED, .stream = other});
+	tap_is(db_jstate_load(state, log->data, log->len), 0, "a journal with streams loads");
+	tap_is(g_hash_table_size(state->streams), 1, "the stream that ended is gone");
+	tap_is(state->next_stream_id, 9, "the next stream id is kept");
+	got = g_hash_table_lookup(state->streams, &cam->id);
+	tap_require(got != NULL, "the live stream is there");
+	tap_ok(strcmp(got->name, "cam") == 0 && got->producer_id == 3 && got->uid == 1000 &&
+		       got->mode == DB_STREAM_LATEST && got->max_consumers == 4 &&
+		       got->format.fourcc == 0x34325258 && got->format.width == 1920 &&
+		       got->format.height == 1080 && got->format.framerate_num == 30 &&
+		       got->format.framerate_den == 1 &&
+		       strcmp(got->collection, "/org/dmabroker/Broker1/collection/2") == 0,
+	       "what the stream was created with round-trips");
+	tap_is(got->consumers->len, 2, "consumer 2 left, consumer 3 joined");
+	read_k = got->consumers->len == 2 ? g_ptr_array_index(got->consumers, 1) : NULL;
+	tap_ok(read_k && read_k->number == 3 && read_k->client_id == 6 && !read_k->required &&
+		       strcmp(read_k->label, "late") == 0,
+	       "a consumer's number, client, required and label round-trip");
+	tap_ok(got->next_consumer >= 4, "consumer numbers are not reused (next %u)",
+	       got->next_consumer);
+	db_jstream_free(cam);
+	db_jstream_free(other);
+	db_registry_free(reg);
+}
+
 int main(void)
 {
 	test_round_trip();
@@ -522,5 +597,6 @@ int main(void)
 	test_bounds();
 	test_compaction();
 	test_cost();
+	test_streams();
 	return tap_done();
 }
