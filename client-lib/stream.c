@@ -632,6 +632,10 @@ static void on_stream_link(struct dmabroker_stream *s, sd_bus_message *m)
 
 	if (!s->producer || s->ended || sd_bus_message_read(m, "uh", &consumer, &fd) < 0)
 		return;
+	/* A consumer's number is never reused: a second link for it is no new consumer. */
+	for (l = s->links; l; l = l->next)
+		if (l->consumer == consumer)
+			return;
 	/* The fd is the message's: keep a duplicate. */
 	own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
 	if (own < 0)
