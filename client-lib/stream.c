@@ -1269,8 +1269,9 @@ int dmabroker_stream_queue(struct dmabroker_stream *s, struct dmabroker_frame *f
 	for (struct stream_link *l = s->links; l; l = l->next) {
 		if (!l->ready || l->hung_up)
 			continue;
-		/* LATEST: a consumer that holds all it may is skipped, never waited for. */
-		if (s->mode == DMABROKER_STREAM_LATEST && l->n_held >= l->max_held)
+		/* LATEST: a consumer that holds all it may is skipped, never waited for. A frame
+		 * without a buffer (the end of the stream) takes nothing: everyone gets it. */
+		if (s->mode == DMABROKER_STREAM_LATEST && b && l->n_held >= l->max_held)
 			continue;
 		if (send_frame(s, l, &rec, fence) && b)
 			b->holders++;

@@ -6,8 +6,9 @@
  * on a pipe ("F seq ok"), and at their end ("E frames bad reason").
  *  - FIFO: two consumers get every one of 100 frames, in order, with its content;
  *  - LATEST with a slow consumer: it gets newer frames (strictly increasing, some skipped,
- *    each with its content) while the fast one gets all 100, and the producer never waits
- *    long for a free buffer;
+ *    each with its content) while the fast one gets all 100, the producer never waits long
+ *    for a free buffer, and the end of the stream reaches the slow one even while it holds
+ *    all it may;
  *  - a consumer that holds its frames is SIGKILLed mid-stream: the producer gets
  *    consumer_left and every buffer back, and streams on to the other consumer;
  *  - the producer is SIGKILLed: the consumer's ended callback has the daemon's reason, and
@@ -260,8 +261,8 @@ static void c_frame(struct dmabroker_stream *s, const struct dmabroker_frame *fr
 	c->last_seq = fr->seq;
 	c->frames++;
 	c->bad += !ok;
-	report(c->out, "F %llu %d\n", (unsigned long long)fr->seq, ok);
 	if (c->o.hold) {
+		report(c->out, "F %llu %d\n", (unsigned long long)fr->seq, ok);
 		if (++c->held == 3)
 			report(c->out, "H\n");
 		return;
@@ -270,6 +271,8 @@ static void c_frame(struct dmabroker_stream *s, const struct dmabroker_frame *fr
 		usleep(c->o.slow_ms * 1000);
 	if (dmabroker_stream_release(s, fr->index, -1) < 0)
 		c->bad++;
+	/* After the release: whoever reads this may count on the RELEASE being in the link. */
+	report(c->out, "F %llu %d\n", (unsigned long long)fr->seq, ok);
 }
 
 static void c_ended(struct dmabroker_stream *s, const char *reason, void *userdata)
@@ -401,12 +404,27 @@ static void child_read(struct child *ch)
 		_met;                                         \
 	})
 
+/* Reaps the child; one that is not done within 60 s (a test that failed before telling it
+ * to end) is killed, so that a failure never hangs the run. */
 static int child_reap(struct child *ch)
 {
+	uint64_t end = now_ms() + 60000;
 	int status = -1;
 
-	if (ch->pid > 0 && waitpid(ch->pid, &status, 0) == ch->pid)
-		ch->pid = 0;
+	while (ch->pid > 0) {
+		pid_t r = waitpid(ch->pid, &status, WNOHANG);
+
+		if (r == ch->pid || r < 0) {
+			ch->pid = 0;
+			break;
+		}
+		if (now_ms() > end) {
+			tap_diag("  child %d is not done: SIGKILL", (int)ch->pid);
+			kill(ch->pid, SIGKILL);
+			end = UINT64_MAX;
+		}
+		usleep(20000);
+	}
 	if (ch->out >= 0)
 		close(ch->out);
 	ch->out = -1;
@@ -467,8 +485,12 @@ static void test_latest(void)
 		r = produce(&p, &seq, &waited);
 		if (waited > max_wait)
 			max_wait = waited;
-		/* A frame every 5 ms: the fast consumer keeps up, the slow one cannot. */
-		RUN_UNTIL(p.ctx, false, 5);
+		/* Paced by the fast consumer (it has released each frame before the next is
+		 * queued): the slow one cannot keep up, and is never waited for. */
+		RUN_UNTIL(p.ctx, (child_read(&a), a.last_seq == seq), 10000);
+		(void)dmabroker_dispatch(p.ctx);
+		/* At least 10 ms a frame: the slow consumer sees several over the run. */
+		RUN_UNTIL(p.ctx, false, 10);
 	}
 	tap_is(r, 0, "100 frames queued");
 	tap_diag("  the producer waited at most %llu ms for a free buffer",
@@ -482,6 +504,8 @@ static void test_latest(void)
 	tap_ok(b.frames >= 2 && b.frames < FRAMES, "the slow consumer got some, not all");
 	tap_is(a.bad + b.bad, 0, "each strictly newer than the last, with its content");
 	tap_ok(b.last_seq > FRAMES / 2, "the slow consumer got newer frames as they came");
+	tap_ok(b.ended && strcmp(b.end_reason, "end of stream") == 0,
+	       "the end of the stream reached the slow consumer while it held all it may");
 	tap_ok(RUN_UNTIL(p.ctx, p_out(&p) == 0, 10000), "every buffer is back");
 	tap_is(child_reap(&a), 0, "the fast consumer exits cleanly");
 	tap_is(child_reap(&b), 0, "the slow consumer exits cleanly");
