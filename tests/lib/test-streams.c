@@ -558,13 +558,12 @@ static void test_consumer_killed(void)
 	producer_stop(&p);
 }
 
-static _Noreturn void producer_main(int out, int in)
+static _Noreturn void producer_main(int out)
 {
 	struct producer p;
 	uint64_t seq = 0;
-	char c;
 
-	close_inherited(-1 == out ? in : out);
+	close_inherited(out);
 	if (!producer_start(&p, "kill-producer", DMABROKER_STREAM_FIFO))
 		_exit(2);
 	report(out, "S\n");
@@ -575,10 +574,8 @@ static _Noreturn void producer_main(int out, int in)
 			_exit(3);
 	report(out, "Q %llu\n", (unsigned long long)seq);
 	/* Waits for its SIGKILL, dispatching (releases come back). */
-	for (;;) {
+	for (;;)
 		turn(p.ctx, 100);
-		(void)c;
-	}
 }
 
 struct held {
@@ -639,7 +636,7 @@ static void test_producer_killed(void)
 		tap_require(false, "fork");
 	if (prod.pid == 0) {
 		close(p[0]);
-		producer_main(p[1], -1);
+		producer_main(p[1]);
 	}
 	close(p[1]);
 	prod.out = p[0];
