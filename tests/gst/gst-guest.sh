@@ -33,7 +33,9 @@ pids=()
 
 # 320x180 (vivid's smallest webcam size) at 10 fps: TCG keeps up, so vivid drops nothing.
 caps="video/x-raw,format=YUY2,width=320,height=180,framerate=10/1"
-ref_frames=150
+# The reference runs longer: a frame dropped in the stream's run (no buffer free in time)
+# moves its later frames to higher sequence numbers.
+ref_frames=200
 stream_frames=150
 nobody=65534
 
@@ -171,11 +173,11 @@ if [ $status = 0 ] && [ "$(wc -l <"$work/ref.sums")" = $ref_frames ]; then
 else
 	not_ok "reference: $ref_frames frames captured with io-mode=mmap" "$work/ref.out" "$work/ref.err"
 fi
-if [ "$(awk '{print $1}' "$work/ref.sums" | tr '\n' ' ')" = "$(seq -s ' ' 0 $((ref_frames - 1))) " ]; then
-	ok "reference: sequence numbers 0..$((ref_frames - 1)), none dropped"
-else
-	not_ok "reference: sequence numbers 0..$((ref_frames - 1)), none dropped" "$work/ref.sums"
-fi
+# v4l2src's offset is the driver's sequence number. Under TCG vivid's thread may be late and
+# skip one; where, is said here, and whether the stream's span has them all is asserted below.
+ref_gaps=$(awk 'NR > 1 && $1 != prev + 1 {printf "%s%d..%d", sep, prev + 1, $1 - 1; sep = ", "}
+	{prev = $1}' "$work/ref.sums")
+echo "# reference: sequence numbers $(awk 'NR == 1 {print $1}' "$work/ref.sums")..$(awk 'END {print $1}' "$work/ref.sums"), missing: ${ref_gaps:-none}"
 # Frame k and frame k+1 differ: a frame of the wrong sequence number cannot pass for it.
 same=$(awk 'NR > 1 && $2 == prev {n++} {prev = $2} END {print n + 0}' "$work/ref.sums")
 distinct=$(awk '{print $2}' "$work/ref.sums" | sort -u | wc -l)
@@ -266,6 +268,18 @@ for c in a b other; do
 		not_ok "consumer $c: $bad frames are not the broker's dma-buf" "$work/$c.out"
 	fi
 done
+# The reference has every sequence number the consumers saw, from the first to the last.
+span=$(cat "$work"/{a,b,other,killed}.out | awk '$1 == "frame" {if (!n++ || $2 < lo) lo = $2; if ($2 > hi) hi = $2}
+	END {print lo, hi}')
+missing=$(awk -v lo="${span% *}" -v hi="${span#* }" '{have[$1] = 1}
+	END {for (k = lo; k <= hi; k++) if (!(k in have)) n++; print n + 0}' "$work/ref.sums")
+if [ -n "${span% *}" ] && [ "$missing" = 0 ]; then
+	ok "reference: every sequence number of the stream's span (${span% *}..${span#* }) was captured"
+else
+	not_ok "reference: $missing sequence numbers of the stream's span (${span:-none}) missing" "$work/ref.sums"
+fi
+# Not asserted: how many sequence numbers vivid skipped while the stream ran (no buffer free).
+echo "# consumer a saw sequence numbers $(frames a | head -1 | awk '{print $2}')..$(frames a | tail -1 | awk '{print $2}') with $(frames a | awk 'NR > 1 && $2 != prev + 1 {n++} {prev = $2} END {print n + 0}') gaps"
 after_kill=$(frames a | wc -l)
 if [ "$after_kill" -gt "$before_kill" ] && [ "$(frames a | tail -1 | awk '{print $2}')" -ge $((stream_frames - 3)) ]; then
 	ok "SIGKILL of a consumer: the capture went on ($before_kill frames before, $after_kill in all)"
