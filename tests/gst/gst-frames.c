@@ -3,7 +3,8 @@
  * gst-frames: runs a GStreamer pipeline and says, one line per event, what a test needs to
  * know of it:
  *
- *   frame OFFSET CHECKSUM dmabuf=0|1 exp=EXPORTER name=NAME   each buffer reaching the element
+ *   frame OFFSET CHECKSUM dmabuf=0|1 exp=EXPORTER name=NAME stride=STRIDE
+ *                                                            each buffer reaching the element
  *                                                            named "check" (its sink pad)
  *   stream NAME PATH BUFFERS BACKEND                         dmabrokersink created its stream
  *   token HEX                                                a stream token dmabrokersink made
@@ -15,7 +16,8 @@
  * OFFSET is the buffer's offset (v4l2src: the driver's sequence number). CHECKSUM is FNV-1a
  * over the visible bytes of every row of every plane, read through the buffer's GstVideoMeta,
  * so buffers of different strides holding the same image agree. EXPORTER and NAME come from
- * /proc/self/fdinfo of the buffer's dma-buf ("-" when it is not one).
+ * /proc/self/fdinfo of the buffer's dma-buf ("-" when it is not one), STRIDE from its
+ * GstVideoMeta (plane 0; -1 without one).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -89,6 +91,7 @@ static GstPadProbeReturn on_buffer(GstPad *pad, GstPadProbeInfo *info, gpointer 
 	GstMemory *mem = gst_buffer_n_memory(buf) ? gst_buffer_peek_memory(buf, 0) : NULL;
 	gboolean dmabuf = mem && gst_is_dmabuf_memory(mem);
 	char exp[64], name[64];
+	GstVideoMeta *vmeta;
 	GstVideoFrame frame;
 	uint64_t sum = 0;
 
@@ -105,8 +108,11 @@ static GstPadProbeReturn on_buffer(GstPad *pad, GstPadProbeInfo *info, gpointer 
 	}
 	read_fdinfo(dmabuf ? gst_dmabuf_memory_get_fd(mem) : -1, exp, sizeof(exp), name,
 		    sizeof(name));
-	printf("frame %" G_GUINT64_FORMAT " %016" G_GINT64_MODIFIER "x dmabuf=%d exp=%s name=%s\n",
-	       GST_BUFFER_OFFSET(buf), (guint64)sum, dmabuf, exp, name);
+	vmeta = gst_buffer_get_video_meta(buf);
+	printf("frame %" G_GUINT64_FORMAT " %016" G_GINT64_MODIFIER
+	       "x dmabuf=%d exp=%s name=%s stride=%d\n",
+	       GST_BUFFER_OFFSET(buf), (guint64)sum, dmabuf, exp, name,
+	       vmeta ? vmeta->stride[0] : -1);
 	return GST_PAD_PROBE_OK;
 }
 

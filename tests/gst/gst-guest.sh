@@ -202,6 +202,11 @@ udmabuf) exporter=udmabuf ;;
 dma-heap:*) exporter=${backend#dma-heap:} ;;
 *) exporter="not-a-dma-buf-backend:$backend" ;;
 esac
+# The stride negotiated: vivid's bytesperline for the caps (2 bytes a pixel), which the sink
+# asked of the device.
+stride=$(v4l2-ctl -d "$dev0" --try-fmt-video width=320,height=180,pixelformat=YUYV 2>/dev/null |
+	awk -F: '/Bytes per Line/ {gsub(/ /, "", $2); print $2}')
+[ -n "$stride" ] || stride="unknown:vivid-said-nothing"
 
 run a "dmabrokersrc stream-name=cam ! fakesink name=check sync=false"
 run killed "dmabrokersrc stream-name=cam ! fakesink name=check sync=false"
@@ -261,9 +266,9 @@ for c in a b other killed; do
 	fi
 done
 for c in a b other; do
-	bad=$(frames $c | grep -vc " dmabuf=1 exp=$exporter name=cam\$")
+	bad=$(frames $c | grep -vc " dmabuf=1 exp=$exporter name=cam stride=$stride\$")
 	if [ "$bad" = 0 ]; then
-		ok "consumer $c: every frame is a dma-buf the broker made ($backend, exporter $exporter, named cam)"
+		ok "consumer $c: every frame is a dma-buf the broker made ($backend, exporter $exporter, named cam), its GstVideoMeta of the negotiated stride $stride"
 	else
 		not_ok "consumer $c: $bad frames are not the broker's dma-buf" "$work/$c.out"
 	fi
