@@ -178,9 +178,15 @@ else
 	grep -E '^(sent|checked|first-bad|done|error)' "$work/cpu.out" | sed "s/^/  [cpu] /"
 	streamed cpu
 fi
-# The stream's end: the producer lets vivid go.
-for v in hold_media hold_cpuprod hold_cpu; do
-	if [ -n "${!v:-}" ]; then eval "exec {$v}>&-"; unset "$v"; fi
+# The stream's end: the producer lets vivid go before anyone else uses it.
+for name in media cpuprod cpu; do
+	v=hold_$name
+	if [ -n "${!v:-}" ]; then
+		eval "exec {$v}>&-"
+		unset "$v"
+		p=pid_$name
+		wait "${!p}" || { echo "demo: the stream's $name client failed" >&2; exit 1; }
+	fi
 done
 "$build/tools/dmabrokerctl" buffers
 

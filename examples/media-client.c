@@ -566,6 +566,7 @@ static int cmd_stream(struct example *ex, int argc, char **argv, int instance)
 	struct v4l2_requestbuffers req = {.type = V4L2_BUF_TYPE_VIDEO_CAPTURE,
 					  .memory = V4L2_MEMORY_DMABUF};
 	struct v4l2_format fmt = {.type = V4L2_BUF_TYPE_VIDEO_CAPTURE};
+	struct v4l2_streamparm parm = {.type = V4L2_BUF_TYPE_VIDEO_CAPTURE};
 	struct vivid_source vs = {.ex = ex};
 	struct dmabroker_constraints c;
 	struct dmabroker_collection *col;
@@ -618,6 +619,11 @@ static int cmd_stream(struct example *ex, int argc, char **argv, int instance)
 	    fmt.fmt.pix.bytesperline != dmabroker_buffer_get_stride(first, 0))
 		example_die(ex, "vivid does not take the negotiated stride %u",
 			    dmabroker_buffer_get_stride(first, 0));
+	/* vivid's webcam starts at 5 frames/s: ask for 60 (it takes the nearest it offers). */
+	parm.parm.capture.timeperframe = (struct v4l2_fract){1, 60};
+	if (xioctl(fd, VIDIOC_S_PARM, &parm) == 0)
+		example_say("interval", "%u/%u", parm.parm.capture.timeperframe.numerator,
+			    parm.parm.capture.timeperframe.denominator);
 	req.count = dmabroker_collection_get_buffer_count(col);
 	if (xioctl(fd, VIDIOC_REQBUFS, &req) < 0 || req.count < buffers)
 		example_die(ex, "VIDIOC_REQBUFS(%u, DMABUF): %s", buffers, strerror(errno));
