@@ -191,7 +191,8 @@ static bool stdin_alive(void)
 /* --- the producer --- */
 
 enum buffer_state {
-	BUFFER_FREE,
+	BUFFER_FREE,   /* the stream's: dmabroker_stream_get_free() hands it out */
+	BUFFER_TAKEN,  /* taken from the stream, not with the source (it stopped) */
 	BUFFER_SOURCE, /* being filled */
 	BUFFER_OUT,    /* queued to the stream, not yet back */
 };
@@ -232,6 +233,26 @@ static void producer_give(struct producer *p, uint32_t index)
 		example_die(p->ex, "the source refused buffer %u: %s", index, strerror(-r));
 }
 
+/* Every buffer the producer may write goes to the source: those it took before, then every
+ * free one the stream has. */
+static void producer_refill(struct producer *p)
+{
+	uint32_t index;
+	int r;
+
+	for (unsigned i = 0; i < p->n; i++)
+		if (p->state[i] == BUFFER_TAKEN)
+			producer_give(p, i);
+	while ((r = dmabroker_stream_get_free(p->s, &index)) >= 0) {
+		if (index >= p->n || p->state[index] != BUFFER_FREE)
+			example_die(p->ex, "get_free handed out buffer %u, which is not free",
+				    index);
+		producer_give(p, index);
+	}
+	if (r != -EAGAIN)
+		example_die(p->ex, "get_free: %s", strerror(-r));
+}
+
 static void on_buffer_returned(struct dmabroker_stream *s, uint32_t index, int release_fence,
 			       void *userdata)
 {
@@ -244,8 +265,6 @@ static void on_buffer_returned(struct dmabroker_stream *s, uint32_t index, int r
 	/* A release fence (explicit consumers) must signal before the buffer is written. */
 	if (release_fence >= 0 && dmabroker_fence_wait(release_fence, 20 * 1000000ull) < 0)
 		example_die(p->ex, "the release fence of buffer %u never signalled", index);
-	if (p->capturing)
-		producer_give(p, index);
 }
 
 static void on_producer_ended(struct dmabroker_stream *s, const char *reason, void *userdata)
@@ -371,7 +390,7 @@ static void producer_pause(struct producer *p, bool end_of_stream)
 	p->capturing = false;
 	n_back = p->src->stop(p->src, back, STREAM_MAX_BUFFERS);
 	for (unsigned i = 0; i < n_back; i++)
-		p->state[back[i]] = BUFFER_FREE;
+		p->state[back[i]] = BUFFER_TAKEN;
 	if (end_of_stream) {
 		struct dmabroker_frame eos = {
 			.index = DMABROKER_FRAME_NO_BUFFER,
@@ -425,13 +444,11 @@ int stream_produce(struct example *ex, struct dmabroker_collection *col, struct 
 		short in = 0, extra = 0;
 		int timeout = -1;
 
-		if (!p.capturing && !paused && !p.ended && p.joined >= o->consumers) {
-			/* Every consumer is there: the source gets every buffer. */
+		/* Once every consumer is there, the source gets every buffer it can. */
+		if (!p.capturing && !paused && !p.ended && p.joined >= o->consumers)
 			p.capturing = true;
-			for (unsigned i = 0; i < p.n; i++)
-				if (p.state[i] == BUFFER_FREE)
-					producer_give(&p, i);
-		}
+		if (p.capturing && !p.ended)
+			producer_refill(&p);
 		while (p.capturing && !p.ended) {
 			uint64_t ts, now = now_usec();
 			uint32_t index;
