@@ -142,6 +142,7 @@ if [ "$kernel" = full ]; then
 	done
 	streamed gpu
 	streamed cpu
+	stream_clients=(media gpu cpu)
 else
 	if [ "$kernel" = no-udmabuf ]; then
 		say "Linux $release has no /dev/udmabuf and no dma-heaps: broker buffers are memfds"
@@ -177,16 +178,18 @@ else
 	wait_for cpuprod "$pid_cpuprod" "ready paused"
 	grep -E '^(sent|checked|first-bad|done|error)' "$work/cpu.out" | sed "s/^/  [cpu] /"
 	streamed cpu
+	stream_clients=(cpuprod cpu)
 fi
-# The stream's end: the producer lets vivid go before anyone else uses it.
-for name in media cpuprod cpu; do
+# The stream's end: its clients leave, and the producer lets vivid go before anyone else uses
+# it. Each client holds the stdin of those started before it: close them all, then wait.
+for name in "${stream_clients[@]}"; do
 	v=hold_$name
-	if [ -n "${!v:-}" ]; then
-		eval "exec {$v}>&-"
-		unset "$v"
-		p=pid_$name
-		wait "${!p}" || { echo "demo: the stream's $name client failed" >&2; exit 1; }
-	fi
+	eval "exec {$v}>&-"
+	unset "$v"
+done
+for name in "${stream_clients[@]}"; do
+	p=pid_$name
+	wait "${!p}" || { echo "demo: the stream's $name client failed" >&2; exit 1; }
 done
 "$build/tools/dmabrokerctl" buffers
 
