@@ -287,7 +287,7 @@ struct raw {
 
 static void raw_start(struct raw *r, int n, int release_fence)
 {
-	r->n = n;
+	*r = (struct raw){.n = n, .fence = -1};
 	for (int i = 0; i < n; i++) {
 		int sv[2];
 
