@@ -305,12 +305,13 @@ static void raw_start(struct raw *r, int n, int release_fence)
 	}
 }
 
+/* Each peer holds the sockets of those forked before it: close them all, then wait. */
 static void raw_stop(struct raw *r)
 {
-	for (int i = 0; i < r->n; i++) {
+	for (int i = 0; i < r->n; i++)
 		close(r->sock[i]);
+	for (int i = 0; i < r->n; i++)
 		waitpid(r->pid[i], NULL, 0);
-	}
 }
 
 static double raw_frame(struct raw *r)
@@ -655,6 +656,7 @@ int main(int argc, char **argv)
 	}
 	if (rounds < 3 || rounds > MAX_ROUNDS || iterations < 10)
 		die("--rounds is 3 to 64, --iterations at least 10", EINVAL);
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	n_cpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (n_cpus < 2)
 		pin = false;
