@@ -227,8 +227,7 @@ static ssize_t recv_record(int sock, void *p, size_t len, int *ret_fd)
 	return n;
 }
 
-static bool header_ok(const struct dmabroker_wire_header *h, uint16_t type, size_t size,
-		      ssize_t n)
+static bool header_ok(const struct dmabroker_wire_header *h, uint16_t type, size_t size, ssize_t n)
 {
 	return n == (ssize_t)size && h->version == DMABROKER_WIRE_VERSION && h->type == type &&
 	       h->size == size;
@@ -534,7 +533,10 @@ struct row {
 	double ratio[MAX_ROUNDS];
 };
 
-enum kind { RAW, STREAM };
+enum kind {
+	RAW,
+	STREAM
+};
 
 struct op {
 	enum kind kind;
@@ -695,8 +697,8 @@ int main(int argc, char **argv)
 			{.name = "stream: a sync_file each way", .base = 4},
 		};
 		const struct op ops[6] = {
-			{RAW, &raw1, NULL, -1},	  {STREAM, NULL, &one, -1},
-			{RAW, &raw4, NULL, -1},	  {STREAM, NULL, &four, -1},
+			{RAW, &raw1, NULL, -1},	   {STREAM, NULL, &one, -1},
+			{RAW, &raw4, NULL, -1},	   {STREAM, NULL, &four, -1},
 			{RAW, &raw1, NULL, fence}, {STREAM, NULL, &one, fence},
 		};
 		int n = fence >= 0 ? 6 : 4;

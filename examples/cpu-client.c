@@ -210,7 +210,8 @@ static int cmd_read(struct example *ex, int argc, char **argv)
 
 static int cmd_stream(struct example *ex, int argc, char **argv)
 {
-	struct stream_consumer_opts o = {.name = argc > 0 ? argv[0] : NULL, .label = "cpu", .drm = -1};
+	struct stream_consumer_opts o = {
+		.name = argc > 0 ? argv[0] : NULL, .label = "cpu", .drm = -1};
 
 	if (!o.name)
 		example_die(ex, "stream NAME");
@@ -287,7 +288,8 @@ int main(int argc, char **argv)
 	int r;
 
 	if (argc < 2) {
-		fprintf(stderr, "usage: cpu-client allocate|read|collection|stream|stream-produce ...\n");
+		fprintf(stderr,
+			"usage: cpu-client allocate|read|collection|stream|stream-produce ...\n");
 		return 2;
 	}
 	for (int i = 2; i < argc; i++)

@@ -517,8 +517,7 @@ static int vivid_give(struct stream_source *src, uint32_t index)
 static int vivid_take(struct stream_source *src, uint32_t *ret_index, uint64_t *ret_timestamp_ns)
 {
 	struct vivid_source *vs = (struct vivid_source *)src;
-	struct v4l2_buffer vb = {.type = V4L2_BUF_TYPE_VIDEO_CAPTURE,
-				 .memory = V4L2_MEMORY_DMABUF};
+	struct v4l2_buffer vb = {.type = V4L2_BUF_TYPE_VIDEO_CAPTURE, .memory = V4L2_MEMORY_DMABUF};
 	int r;
 
 	r = xioctl(src->fd, VIDIOC_DQBUF, &vb);

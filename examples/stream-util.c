@@ -29,9 +29,9 @@ struct stream_vgem_fence_signal {
 	uint32_t flags;
 };
 
-#define STREAM_IOCTL_VGEM_FENCE_ATTACH                                                        \
+#define STREAM_IOCTL_VGEM_FENCE_ATTACH \
 	DRM_IOWR(DRM_COMMAND_BASE + 0x1, struct stream_vgem_fence_attach)
-#define STREAM_IOCTL_VGEM_FENCE_SIGNAL                                                        \
+#define STREAM_IOCTL_VGEM_FENCE_SIGNAL \
 	DRM_IOW(DRM_COMMAND_BASE + 0x2, struct stream_vgem_fence_signal)
 
 #define STREAM_MAX_BUFFERS 64
@@ -145,7 +145,12 @@ static void sync_fd(int fd, uint64_t flags)
 		;
 }
 
-enum { POLL_CTX, POLL_STDIN, POLL_EXTRA, POLL_N };
+enum {
+	POLL_CTX,
+	POLL_STDIN,
+	POLL_EXTRA,
+	POLL_N
+};
 
 /*
  * Waits for the context, stdin (unless closed) or extra (when >= 0), at most timeout_ms (-1:
@@ -191,10 +196,10 @@ static bool stdin_alive(void)
 /* --- the producer --- */
 
 enum buffer_state {
-	BUFFER_FREE,   /* the stream's: dmabroker_stream_get_free() hands it out */
-	BUFFER_TAKEN,  /* taken from the stream, not with the source (it stopped) */
+	BUFFER_FREE, /* the stream's: dmabroker_stream_get_free() hands it out */
+	BUFFER_TAKEN, /* taken from the stream, not with the source (it stopped) */
 	BUFFER_SOURCE, /* being filled */
-	BUFFER_OUT,    /* queued to the stream, not yet back */
+	BUFFER_OUT, /* queued to the stream, not yet back */
 };
 
 struct producer {
@@ -515,8 +520,8 @@ struct consumer {
 	bool ended, eos;
 };
 
-__attribute__((format(printf, 2, 3))) static void consumer_bad(struct consumer *c,
-							       const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void consumer_bad(struct consumer *c, const char *fmt,
+							       ...)
 {
 	va_list ap;
 
@@ -620,8 +625,9 @@ static void on_frame(struct dmabroker_stream *s, const struct dmabroker_frame *f
 
 			if (dmabroker_buffer_map(buf, (void **)&p) >= 0 &&
 			    stream_read_marker(p, dmabroker_buffer_get_size(buf)) != meta.marker)
-				consumer_bad(c, "frame %llu: its marker was not there once its "
-						"acquire fence signalled",
+				consumer_bad(c,
+					     "frame %llu: its marker was not there once its "
+					     "acquire fence signalled",
 					     (unsigned long long)meta.marker);
 		}
 	}
@@ -642,13 +648,13 @@ static void on_frame(struct dmabroker_stream *s, const struct dmabroker_frame *f
 			     (unsigned long long)meta.marker, (unsigned long long)marker);
 	if (marker != meta.marker)
 		consumer_bad(c, "frame %llu: buffer %u holds marker %llu",
-			     (unsigned long long)meta.marker, f->index,
-			     (unsigned long long)marker);
+			     (unsigned long long)meta.marker, f->index, (unsigned long long)marker);
 	if (c->o->colour_bars) {
 		if (bars)
 			c->bars++;
 		else
-			consumer_bad(c, "frame %llu: no colour bars", (unsigned long long)meta.marker);
+			consumer_bad(c, "frame %llu: no colour bars",
+				     (unsigned long long)meta.marker);
 	}
 	/* Hold the newest frames, give back the oldest. */
 	c->held[c->n_held++] = (struct held_frame){f->index, meta};

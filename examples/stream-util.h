@@ -23,7 +23,7 @@
 
 struct stream_meta {
 	uint64_t checksum; /* FNV-1a of the buffer with its marker in place */
-	uint64_t marker;   /* the producer's frame number, from 1 */
+	uint64_t marker; /* the producer's frame number, from 1 */
 };
 
 /* The marker's bytes: the number and its complement, so that zeroes never pass. */
@@ -55,11 +55,11 @@ struct stream_source {
 
 struct stream_producer_opts {
 	const char *name;
-	unsigned frames;      /* say "sent N" after this many; with after_left 0, end the stream */
-	unsigned consumers;   /* wait for this many ready consumers before the first frame */
-	unsigned after_left;  /* once a consumer left: this many more frames, then pause */
+	unsigned frames; /* say "sent N" after this many; with after_left 0, end the stream */
+	unsigned consumers; /* wait for this many ready consumers before the first frame */
+	unsigned after_left; /* once a consumer left: this many more frames, then pause */
 	unsigned interval_ms; /* at least this long between frames (0: as fast as they go) */
-	bool fence;           /* a vgem write fence per frame; the marker written after queueing */
+	bool fence; /* a vgem write fence per frame; the marker written after queueing */
 	struct dmabroker_stream_format format;
 };
 
@@ -75,11 +75,11 @@ int stream_produce(struct example *ex, struct dmabroker_collection *col, struct 
 struct stream_consumer_opts {
 	const char *name;
 	const char *label;
-	bool implicit;     /* DMABROKER_SYNC_IMPLICIT: the library imports the acquire fence */
-	unsigned keep;     /* frames held at once (the newest); 0: 1 */
-	unsigned report;   /* say "checked ..." after every this many frames (0: never) */
-	bool colour_bars;  /* check vivid's bars in every frame */
-	int drm;           /* a vgem node: PRIME-import every buffer a frame comes in, or -1 */
+	bool implicit; /* DMABROKER_SYNC_IMPLICIT: the library imports the acquire fence */
+	unsigned keep; /* frames held at once (the newest); 0: 1 */
+	unsigned report; /* say "checked ..." after every this many frames (0: never) */
+	bool colour_bars; /* check vivid's bars in every frame */
+	int drm; /* a vgem node: PRIME-import every buffer a frame comes in, or -1 */
 	bool allow_missed; /* frames may be missed (a producer restarted): seq only increases */
 };
 

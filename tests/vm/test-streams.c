@@ -66,8 +66,7 @@ static void client_start(struct client *c, const char *name, const char *const *
 
 /* Reads c's lines until one whose key is key (its value copied out) or "error"; every line
  * goes to the TAP log. False on error, end, or timeout. */
-static bool client_wait(struct client *c, const char *key, char *value, size_t len,
-			int timeout_ms)
+static bool client_wait(struct client *c, const char *key, char *value, size_t len, int timeout_ms)
 {
 	uint64_t end = now_ms() + (uint64_t)timeout_ms;
 
@@ -228,22 +227,44 @@ int main(void)
 		    "log the programs' messages to %s", LOG);
 
 	baseline_bufs = debugfs_dmabuf_objects();
-	tap_require(fixture_start(&f, NULL) == 0, "start a private bus and dmabrokerd in the guest");
+	tap_require(fixture_start(&f, NULL) == 0,
+		    "start a private bus and dmabrokerd in the guest");
 	bus = inspect_bus();
 	baseline_fds = fixture_daemon_fds(&f);
 
 	snprintf(frames, sizeof(frames), "%d", FRAMES);
 	snprintf(after, sizeof(after), "%d", AFTER_LEFT);
 	if (k61) {
-		const char *argv[] = {"examples/cpu-client", "stream-produce", STREAM_NAME,
-				      "--frames", frames, "--consumers", "2", "--after-left", after,
-				      "--buffers", "8", NULL};
+		const char *argv[] = {"examples/cpu-client",
+				      "stream-produce",
+				      STREAM_NAME,
+				      "--frames",
+				      frames,
+				      "--consumers",
+				      "2",
+				      "--after-left",
+				      after,
+				      "--buffers",
+				      "8",
+				      NULL};
 
 		client_start(&prod, "producer", argv);
 	} else {
-		const char *argv[] = {"examples/media-client", "stream", STREAM_NAME,
-				      "--instance", "0", "--frames", frames, "--consumers", "2",
-				      "--after-left", after, "--buffers", "8", "--fence", NULL};
+		const char *argv[] = {"examples/media-client",
+				      "stream",
+				      STREAM_NAME,
+				      "--instance",
+				      "0",
+				      "--frames",
+				      frames,
+				      "--consumers",
+				      "2",
+				      "--after-left",
+				      after,
+				      "--buffers",
+				      "8",
+				      "--fence",
+				      NULL};
 
 		client_start(&prod, "producer", argv);
 	}
@@ -251,25 +272,48 @@ int main(void)
 		    "the producer created stream '%s' on its collection", STREAM_NAME);
 	tap_ok(strcmp(v, k61 ? "none" : "vgem") == 0,
 	       k61 ? "on memfds there is no fence to attach" : "it fences its writes with vgem");
-	tap_require(client_wait(&prod, "ready", NULL, 0, 30000), "the producer waits for consumers");
+	tap_require(client_wait(&prod, "ready", NULL, 0, 30000),
+		    "the producer waits for consumers");
 
 	if (k61) {
-		const char *argv[] = {"examples/cpu-client", "stream", STREAM_NAME, "--implicit",
-				      "--keep", "2", "--report", frames, "--bars", "--label",
-				      "implicit", NULL};
+		const char *argv[] = {"examples/cpu-client",
+				      "stream",
+				      STREAM_NAME,
+				      "--implicit",
+				      "--keep",
+				      "2",
+				      "--report",
+				      frames,
+				      "--bars",
+				      "--label",
+				      "implicit",
+				      NULL};
 
 		client_start(&gpu, "implicit", argv);
 	} else {
-		const char *argv[] = {"examples/gpu-client", "stream", STREAM_NAME, "--keep", "2",
-				      "--report", frames, NULL};
+		const char *argv[] = {"examples/gpu-client",
+				      "stream",
+				      STREAM_NAME,
+				      "--keep",
+				      "2",
+				      "--report",
+				      frames,
+				      NULL};
 
 		client_start(&gpu, "vgem", argv);
 	}
 	tap_ok(client_wait(&gpu, "ready", NULL, 0, 60000),
 	       "the %s consumer (implicit sync) joins by name", k61 ? "CPU" : "vgem");
 	{
-		const char *argv[] = {"examples/cpu-client", "stream", STREAM_NAME, "--keep", "1",
-				      "--report", frames, "--bars", NULL};
+		const char *argv[] = {"examples/cpu-client",
+				      "stream",
+				      STREAM_NAME,
+				      "--keep",
+				      "1",
+				      "--report",
+				      frames,
+				      "--bars",
+				      NULL};
 
 		client_start(&cpu, "cpu", argv);
 	}
@@ -301,7 +345,8 @@ int main(void)
 	if (k61) {
 		tap_is(cc.fenced, 0, "on memfds no frame carries an acquire fence (-1 in each)");
 		tap_is(gc.fenced, 0, "nor to the implicit consumer");
-		tap_is(gc.bars, FRAMES, "the implicit consumer sees the colour bars in every frame");
+		tap_is(gc.bars, FRAMES,
+		       "the implicit consumer sees the colour bars in every frame");
 	} else {
 		tap_is(cc.fenced, FRAMES, "every frame came with an acquire fence (a sync_file)");
 		tap_ok(cc.pending > 0,
