@@ -213,6 +213,11 @@ struct producer {
 	uint32_t handle[STREAM_MAX_BUFFERS];
 	enum buffer_state state[STREAM_MAX_BUFFERS];
 	int drm; /* vgem, for the fences; -1 without */
+	/* A vgem buffer of its own whose fence is not on the frame's buffer: every other frame
+	 * gets its acquire fence from there, so that only the consumer's wait (or its library's
+	 * import, in implicit sync) orders its reads after the marker. */
+	int fence_card, fence_prime;
+	uint32_t fence_handle;
 	unsigned joined;
 	uint64_t sent, sent_after_left, marker;
 	uint64_t last_return_usec;
@@ -305,11 +310,20 @@ static void producer_map(struct producer *p, struct dmabroker_collection *col)
 	p->n = dmabroker_collection_get_buffer_count(col);
 	if (p->n > STREAM_MAX_BUFFERS)
 		example_die(p->ex, "%u buffers, at most %d here", p->n, STREAM_MAX_BUFFERS);
-	p->drm = -1;
+	p->drm = p->fence_card = p->fence_prime = -1;
 	if (p->o->fence) {
+		struct drm_mode_create_dumb dumb = {.width = 64, .height = 64, .bpp = 32};
+
 		p->drm = stream_open_vgem("renderD", 128, node, sizeof(node));
-		if (p->drm < 0)
-			example_die(p->ex, "--fence needs vgem: no vgem render node");
+		p->fence_card = stream_open_vgem("card", 0, node, sizeof(node));
+		if (p->drm < 0 || p->fence_card < 0)
+			example_die(p->ex, "--fence needs vgem: no vgem node");
+		if (drmIoctl(p->fence_card, DRM_IOCTL_MODE_CREATE_DUMB, &dumb) < 0 ||
+		    drmPrimeHandleToFD(p->fence_card, dumb.handle, DRM_CLOEXEC | DRM_RDWR,
+				       &p->fence_prime) < 0)
+			example_die(p->ex, "a vgem buffer for detached fences: %s",
+				    strerror(errno));
+		p->fence_handle = dumb.handle;
 	}
 	for (unsigned i = 0; i < p->n; i++) {
 		struct dmabroker_buffer *buf = dmabroker_collection_get_buffer(col, i);
@@ -340,6 +354,9 @@ static void producer_emit(struct producer *p, uint32_t index, uint64_t timestamp
 	};
 	struct stream_vgem_fence_attach attach = {0};
 	struct stream_meta meta;
+	/* Odd frames: the fence is elsewhere and handed over explicitly. */
+	bool detached = p->drm >= 0 && p->marker % 2 == 0;
+	int fence_fd = detached ? p->fence_card : p->drm;
 	int r;
 
 	meta.marker = ++p->marker;
@@ -353,15 +370,28 @@ static void producer_emit(struct producer *p, uint32_t index, uint64_t timestamp
 		stream_write_marker(p->map[index], p->size[index], meta.marker);
 		sync_fd(fd, DMA_BUF_SYNC_END | DMA_BUF_SYNC_WRITE);
 	} else {
-		/* An unsignalled write fence on the buffer: the library (implicit sync) exports
-		 * it as the frame's acquire fence. */
-		attach.handle = p->handle[index];
+		/* Even frames: an unsignalled write fence on the buffer itself, which the
+		 * library (implicit sync) exports as the frame's acquire fence. Odd frames: the
+		 * fence of the producer's own vgem buffer, exported here and given to the frame:
+		 * the frame's buffer then has no fence of its own. */
+		attach.handle = detached ? p->fence_handle : p->handle[index];
 		attach.flags = STREAM_VGEM_FENCE_WRITE;
-		if (drmIoctl(p->drm, STREAM_IOCTL_VGEM_FENCE_ATTACH, &attach) < 0)
+		if (drmIoctl(fence_fd, STREAM_IOCTL_VGEM_FENCE_ATTACH, &attach) < 0)
 			example_die(p->ex, "DRM_IOCTL_VGEM_FENCE_ATTACH: %s", strerror(errno));
+		if (detached) {
+			struct dma_buf_export_sync_file exp = {.flags = DMA_BUF_SYNC_READ,
+							       .fd = -1};
+
+			if (ioctl(p->fence_prime, DMA_BUF_IOCTL_EXPORT_SYNC_FILE, &exp) < 0)
+				example_die(p->ex, "DMA_BUF_IOCTL_EXPORT_SYNC_FILE: %s",
+					    strerror(errno));
+			f.acquire_fence = exp.fd;
+		}
 	}
 	p->state[index] = BUFFER_OUT;
 	r = dmabroker_stream_queue(p->s, &f);
+	if (f.acquire_fence >= 0)
+		close(f.acquire_fence); /* borrowed by the queue: the library sent its own */
 	if (r < 0)
 		example_die(p->ex, "queue buffer %u: %s", index, strerror(-r));
 	if (p->drm >= 0) {
@@ -373,7 +403,7 @@ static void producer_emit(struct producer *p, uint32_t index, uint64_t timestamp
 		usleep(STREAM_FENCE_WINDOW_US);
 		stream_write_marker(p->map[index], p->size[index], meta.marker);
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
-		if (drmIoctl(p->drm, STREAM_IOCTL_VGEM_FENCE_SIGNAL, &signal) < 0)
+		if (drmIoctl(fence_fd, STREAM_IOCTL_VGEM_FENCE_SIGNAL, &signal) < 0)
 			example_die(p->ex, "DRM_IOCTL_VGEM_FENCE_SIGNAL: %s", strerror(errno));
 	}
 	p->sent++;
@@ -494,6 +524,10 @@ int stream_produce(struct example *ex, struct dmabroker_collection *col, struct 
 		for (unsigned i = 0; i < p.n; i++)
 			drmCloseBufferHandle(p.drm, p.handle[i]);
 		close(p.drm);
+		close(p.fence_prime);
+		drmIoctl(p.fence_card, DRM_IOCTL_MODE_DESTROY_DUMB,
+			 &(struct drm_mode_destroy_dumb){.handle = p.fence_handle});
+		close(p.fence_card);
 	}
 	return 0;
 }

@@ -16,7 +16,10 @@
  * also writes into the buffer's last STREAM_MARKER_SIZE bytes. With --fence the producer
  * writes that marker only after queueing the frame and before signalling the frame's vgem
  * write fence: a consumer that reads without waiting for the fence sees the previous frame's
- * marker, and its check fails.
+ * marker, and its check fails. Every other frame's fence is on the buffer itself (the
+ * library exports it, implicit sync); the others' is on a vgem buffer of the producer's own,
+ * handed to the frame as its sync_file, so that the frame's buffer has no fence and only
+ * the consumer (or its library's import) can order its reads.
  */
 
 #define STREAM_MARKER_SIZE 16
