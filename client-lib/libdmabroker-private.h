@@ -117,6 +117,7 @@ enum call_kind {
 	CALL_STREAM_JOIN_TOKEN,
 	CALL_STREAM_LEAVE,
 	CALL_STREAM_END,
+	CALL_STREAM_END_LINK,
 };
 
 /* What each call is on the wire. */

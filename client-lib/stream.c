@@ -281,8 +281,35 @@ static void tell_consumer_left(struct dmabroker_stream *s, uint32_t consumer, bo
 		s->handlers.consumer_left(s, consumer, reason, s->userdata);
 }
 
-/* Ends one consumer's link on the producer: its buffers are back at once. Runs in dispatch. */
-static void producer_end_link(struct dmabroker_stream *s, struct stream_link *l, const char *reason)
+/* Tells the daemon that the producer ended a consumer's link, so that it counts the consumer
+ * a member no more. Nobody waits for the answer: the application heard consumer_left. */
+static void tell_daemon_link_ended(struct dmabroker_stream *s, uint32_t consumer,
+				   const char *reason)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+	struct dmabroker *ctx = s->ctx;
+	int r;
+
+	if (!s->path || ctx->disconnect_requested)
+		return;
+	r = new_call(ctx, CALL_STREAM_END_LINK, &m);
+	if (r >= 0)
+		r = sd_bus_message_append(m, "ous", s->path, consumer, reason);
+	if (r >= 0)
+		r = call_start(ctx, CALL_STREAM_END_LINK, m, NULL, NULL, NULL, NULL);
+	if (r < 0)
+		log_msg(DMABROKER_LOG_DEBUG,
+			"dmabroker: stream %s: the daemon was not told of link %" PRIu32
+			"'s end: %s",
+			s->path, consumer, strerror(-r));
+}
+
+/*
+ * Ends one consumer's link on the producer: its buffers are back at once. Runs in dispatch.
+ * by_us: the library ended it (not the daemon's StreamLinkEnded): the daemon is told.
+ */
+static void producer_end_link(struct dmabroker_stream *s, struct stream_link *l, const char *reason,
+			      bool by_us)
 {
 	bool ready = l->ready;
 	uint32_t consumer = l->consumer;
@@ -294,6 +321,8 @@ static void producer_end_link(struct dmabroker_stream *s, struct stream_link *l,
 		}
 	link_return_all(s, l);
 	link_drop(s->ctx, l);
+	if (by_us)
+		tell_daemon_link_ended(s, consumer, reason);
 	tell_consumer_left(s, consumer, ready, reason);
 }
 
@@ -413,7 +442,7 @@ static bool producer_read(struct dmabroker_stream *s, struct stream_link *l, boo
 			return true;
 		*progress = true;
 		if (r == 0) {
-			producer_end_link(s, l, "the consumer's link hung up");
+			producer_end_link(s, l, "the consumer's link hung up", true);
 			return false;
 		}
 		if (r < 0) {
@@ -421,7 +450,7 @@ static bool producer_read(struct dmabroker_stream *s, struct stream_link *l, boo
 
 			snprintf(why, sizeof(why), "the consumer broke the link's protocol: %s",
 				 reason ? reason : strerror(-r));
-			producer_end_link(s, l, why);
+			producer_end_link(s, l, why, true);
 			return false;
 		}
 		if (r == DMABROKER_WIRE_HELLO) {
@@ -596,7 +625,7 @@ static void stream_dispatch_one(struct dmabroker_stream *s, bool *progress)
 
 			snprintf(why, sizeof(why), "%s", l->fail_reason);
 			*progress = true;
-			producer_end_link(s, l, why);
+			producer_end_link(s, l, why, true);
 			continue;
 		}
 		(void)producer_read(s, l, progress);
@@ -665,7 +694,7 @@ static void on_stream_link_ended(struct dmabroker_stream *s, sd_bus_message *m)
 	}
 	for (struct stream_link *l = s->links; l; l = l->next)
 		if (l->consumer == consumer) {
-			producer_end_link(s, l, reason);
+			producer_end_link(s, l, reason, false);
 			return;
 		}
 }

@@ -16,7 +16,9 @@
  *  - hostile links: a raw client joins with JoinStream over sd-bus and sends a malformed
  *    record, a RELEASE out of range, a RELEASE of an index it does not hold, an fd where
  *    none belongs, a fence that is a memfd, a flood: each time the producer's library ends
- *    that link only (consumer_left with the reason) and the other consumer keeps receiving.
+ *    that link only (consumer_left with the reason), tells the daemon (EndStreamLink: the
+ *    raw client gets StreamLinkEnded and ListStreams lists it no more, though it never
+ *    left), and the other consumer keeps receiving.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -699,14 +701,96 @@ static bool raw_join(struct raw *r, const char *name)
 	return r->link >= 0;
 }
 
-static void raw_leave(struct raw *r)
+/* The raw client is done: it never calls LeaveStream (the producer's library ended its link,
+ * and the daemon knows). */
+static void raw_close(struct raw *r)
 {
-	sd_bus_error e = SD_BUS_ERROR_NULL;
-
-	(void)broker_call(r->bus, "LeaveStream", &e, NULL, "o", r->stream);
-	sd_bus_error_free(&e);
 	close(r->link);
 	sd_bus_flush_close_unref(r->bus);
+}
+
+/* Whether ListStreams (as root) lists consumer of stream. */
+static bool lists_consumer(const char *stream, uint32_t consumer)
+{
+	_cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = inspect_bus();
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	bool listed = false;
+
+	if (!bus || broker_call(bus, "ListStreams", &e, &reply, NULL) < 0 ||
+	    sd_bus_message_enter_container(reply, 'a', "a{sv}") <= 0) {
+		sd_bus_error_free(&e);
+		return true; /* not known to be gone */
+	}
+	while (sd_bus_message_enter_container(reply, 'a', "{sv}") > 0) {
+		bool this = false;
+		uint32_t numbers[64];
+		size_t n = 0;
+
+		while (sd_bus_message_enter_container(reply, 'e', "sv") > 0) {
+			const char *key, *path;
+
+			sd_bus_message_read(reply, "s", &key);
+			if (strcmp(key, "stream") == 0 &&
+			    sd_bus_message_read(reply, "v", "o", &path) > 0) {
+				this = strcmp(path, stream) == 0;
+			} else if (strcmp(key, "consumers") == 0 &&
+				   sd_bus_message_enter_container(reply, 'v', "aa{sv}") > 0 &&
+				   sd_bus_message_enter_container(reply, 'a', "a{sv}") > 0) {
+				while (sd_bus_message_enter_container(reply, 'a', "{sv}") > 0) {
+					while (sd_bus_message_enter_container(reply, 'e', "sv") >
+					       0) {
+						const char *k;
+						uint32_t u;
+
+						sd_bus_message_read(reply, "s", &k);
+						if (strcmp(k, "consumer") == 0 &&
+						    sd_bus_message_read(reply, "v", "u", &u) > 0 &&
+						    n < ARRAY_SIZE(numbers))
+							numbers[n++] = u;
+						else
+							sd_bus_message_skip(reply, "v");
+						sd_bus_message_exit_container(reply);
+					}
+					sd_bus_message_exit_container(reply);
+				}
+				sd_bus_message_exit_container(reply);
+				sd_bus_message_exit_container(reply);
+			} else {
+				sd_bus_message_skip(reply, "v");
+			}
+			sd_bus_message_exit_container(reply);
+		}
+		sd_bus_message_exit_container(reply);
+		for (size_t i = 0; this && i < n; i++)
+			listed |= numbers[i] == consumer;
+	}
+	return listed;
+}
+
+/* Whether the raw client got StreamLinkEnded for its link (waits up to timeout_ms). */
+static bool raw_link_ended(struct raw *r, int timeout_ms)
+{
+	uint64_t end = now_ms() + (uint64_t)timeout_ms;
+
+	for (;;) {
+		_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+		const char *path, *why;
+		uint32_t n;
+		int k = sd_bus_process(r->bus, &m);
+
+		if (k < 0)
+			return false;
+		if (m && sd_bus_message_is_signal(m, DB_IFACE_BROKER, "StreamLinkEnded") &&
+		    sd_bus_message_read(m, "ous", &path, &n, &why) > 0 &&
+		    strcmp(path, r->stream) == 0 && n == r->consumer)
+			return true;
+		if (k > 0)
+			continue;
+		if (now_ms() >= end)
+			return false;
+		(void)sd_bus_wait(r->bus, 20 * 1000);
+	}
 }
 
 static ssize_t raw_send(int link, const void *rec, size_t len, int fd)
@@ -850,6 +934,9 @@ static void hostile(struct producer *p, struct child *a, uint64_t *seq, enum att
 	tap_diag("  reason: %s", p->left_reason);
 	tap_ok(strstr(p->left_reason, attack_reasons[what]) != NULL, "the reason says why");
 	tap_is(dmabroker_stream_get_consumer_count(p->s), 1, "the other consumer is still linked");
+	tap_ok(RUN_UNTIL(p->ctx, !lists_consumer(raw.stream, raw.consumer), 10000),
+	       "the daemon no longer lists the raw consumer, which never left");
+	tap_ok(raw_link_ended(&raw, 5000), "the raw client got StreamLinkEnded");
 	/* The other consumer keeps receiving. */
 	before = a->frames;
 	for (unsigned i = 0; i < 5; i++)
@@ -857,7 +944,7 @@ static void hostile(struct producer *p, struct child *a, uint64_t *seq, enum att
 	tap_ok(RUN_UNTIL(p->ctx, (child_read(a), a->last_seq == *seq), 10000) &&
 		       a->frames == before + 5,
 	       "the other consumer got the next 5 frames");
-	raw_leave(&raw);
+	raw_close(&raw);
 }
 
 static void test_hostile(void)
