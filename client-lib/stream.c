@@ -99,10 +99,16 @@ static void close_fd(int *fd)
 	*fd = -1;
 }
 
-static void link_drop(struct dmabroker *ctx, struct stream_link *l)
+static void link_unwatch(struct dmabroker *ctx, struct stream_link *l)
 {
 	if (l->in_epoll)
 		(void)epoll_ctl(ctx->epoll_fd, EPOLL_CTL_DEL, l->fd, NULL);
+	l->in_epoll = false;
+}
+
+static void link_drop(struct dmabroker *ctx, struct stream_link *l)
+{
+	link_unwatch(ctx, l);
 	link_free(l);
 }
 
@@ -1042,7 +1048,11 @@ static int read_join(struct dmabroker_stream *s, sd_bus_message *reply)
 	return s->col ? 0 : -ENOMEM;
 }
 
-/* The buffers are here: the link goes into the loop and HELLO says the consumer is ready. */
+/*
+ * The buffers are here: HELLO says the consumer is ready. The link goes into the loop only
+ * with a frame callback: without one its frames wait for wait_frame(), and a link in the loop
+ * with unread frames would keep the context's fd readable (a poll loop would spin).
+ */
 static int consumer_ready(struct dmabroker_stream *s)
 {
 	union db_wire_record hello = {.hello = {.header = {.type = DMABROKER_WIRE_HELLO}}};
@@ -1053,7 +1063,7 @@ static int consumer_ready(struct dmabroker_stream *s)
 		return -EBADMSG;
 	hello.hello.buffer_count = s->buffer_count;
 	hello.hello.max_held = s->max_held;
-	r = link_watch(s->ctx, s->link);
+	r = s->handlers.frame ? link_watch(s->ctx, s->link) : 0;
 	if (r >= 0)
 		r = link_send(s->link, &hello, -1, &reason);
 	if (r < 0)
@@ -1380,10 +1390,18 @@ int dmabroker_stream_wait_frame(struct dmabroker_stream *s, struct dmabroker_fra
 		return -EINVAL;
 	if (s->ended)
 		return -EPIPE;
+	/* Without a frame callback the link is in the loop only while this waits. */
+	if (s->link && !s->link->in_epoll) {
+		r = link_watch(s->ctx, s->link);
+		if (r < 0)
+			return r;
+	}
 	s->wanted = f;
 	s->got_frame = false;
 	r = wait_until(s, frame_taken, timeout_usec);
 	s->wanted = NULL;
+	if (s->link && !s->handlers.frame)
+		link_unwatch(s->ctx, s->link);
 	if (s->got_frame) {
 		s->got_frame = false;
 		return 0;

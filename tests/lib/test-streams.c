@@ -18,7 +18,10 @@
  *    none belongs, a fence that is a memfd, a flood: each time the producer's library ends
  *    that link only (consumer_left with the reason), tells the daemon (EndStreamLink: the
  *    raw client gets StreamLinkEnded and ListStreams lists it no more, though it never
- *    left), and the other consumer keeps receiving.
+ *    left), and the other consumer keeps receiving;
+ *  - a consumer without a frame callback: frames waiting on its link do not make its fd
+ *    readable between wait_frame() calls (a poll loop does not spin), and wait_frame() gets
+ *    them in order.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -666,6 +669,74 @@ static void test_producer_killed(void)
 	dmabroker_disconnect(ctx);
 }
 
+/* --- a consumer without a frame callback, in a poll loop --- */
+
+static bool fd_readable(struct dmabroker *ctx)
+{
+	struct pollfd pfd = {dmabroker_get_fd(ctx), POLLIN, 0};
+
+	return poll(&pfd, 1, 0) > 0;
+}
+
+/* Dispatches ctx until its fd is quiet for a moment (the bus has nothing more to say). */
+static void settle(struct dmabroker *ctx)
+{
+	for (unsigned i = 0; i < 50; i++) {
+		(void)dmabroker_dispatch(ctx);
+		usleep(10000);
+		if (!fd_readable(ctx))
+			return;
+	}
+}
+
+static void test_poll_only(void)
+{
+	struct dmabroker_stream_options so = {.max_held = 4};
+	struct dmabroker_stream_handlers h = {0};
+	struct dmabroker_stream *s = NULL;
+	struct dmabroker_frame fr;
+	struct producer p;
+	struct dmabroker *ctx;
+	uint64_t seq = 0;
+	bool in_order = true;
+
+	tap_diag("a consumer without a frame callback, in a poll loop");
+	tap_require(producer_start(&p, "poll-only", DMABROKER_STREAM_FIFO), "a FIFO stream");
+	ctx = connect_ctx("poll-only");
+	tap_require(ctx && dmabroker_stream_join(ctx, "poll-only", NULL, &so, sizeof(so), &h,
+						 sizeof(h), NULL, &s) == 0,
+		    "a consumer without a frame callback joined");
+	tap_ok(RUN_UNTIL(p.ctx, p.joined == 1, 10000), "it said hello");
+	for (unsigned i = 0; i < 3; i++)
+		tap_require(produce(&p, &seq, NULL) == 0, "a frame queued");
+	settle(ctx);
+	tap_ok(!fd_readable(ctx),
+	       "with 3 frames waiting on its link, its fd is not readable after a dispatch");
+	for (uint64_t want = 1; want <= 3; want++) {
+		int r = dmabroker_stream_wait_frame(s, &fr, 5ull * 1000000);
+
+		in_order &= r == 0 && fr.seq == want &&
+			    content_ok(dmabroker_stream_get_buffer(s, fr.index), fr.seq);
+		if (r == 0)
+			(void)dmabroker_stream_release(s, fr.index, fr.acquire_fence);
+		if (r == 0 && fr.acquire_fence >= 0)
+			close(fr.acquire_fence);
+	}
+	tap_ok(in_order, "wait_frame then gets them in order, each with its content");
+	tap_ok(RUN_UNTIL(p.ctx, p_out(&p) == 0, 10000), "every buffer is back");
+	tap_require(produce(&p, &seq, NULL) == 0, "a fourth frame queued");
+	settle(ctx);
+	tap_ok(!fd_readable(ctx), "after wait_frame the link is unwatched again");
+	tap_ok(dmabroker_stream_wait_frame(s, &fr, 5ull * 1000000) == 0 && fr.seq == 4,
+	       "and wait_frame gets the fourth");
+	(void)dmabroker_stream_release(s, fr.index, -1);
+	if (fr.acquire_fence >= 0)
+		close(fr.acquire_fence);
+	tap_is(dmabroker_stream_free(s, NULL), 0, "the consumer frees the stream");
+	dmabroker_disconnect(ctx);
+	producer_stop(&p);
+}
+
 /* --- hostile links --- */
 
 struct raw {
@@ -985,6 +1056,7 @@ int main(int argc, char **argv)
 	RUN("kill-consumer", test_consumer_killed());
 	RUN("kill-producer", test_producer_killed());
 	RUN("hostile", test_hostile());
+	RUN("poll-only", test_poll_only());
 	tap_ok(fixture_wait_clients(&f, 0, 10000), "every client is gone");
 	tap_is(fixture_stop(&f), 0, "the daemon exits cleanly");
 	return tap_done();
