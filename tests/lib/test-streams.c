@@ -21,12 +21,15 @@
  *    left), and the other consumer keeps receiving;
  *  - a consumer without a frame callback: frames waiting on its link do not make its fd
  *    readable between wait_frame() calls (a poll loop does not spin), and wait_frame() gets
- *    them in order.
+ *    them in order;
+ *  - StreamEnded, StreamLinkEnded and StreamLink forged by another bus client reach the
+ *    producer's and the consumer's library and are ignored: the stream goes on.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -669,6 +672,100 @@ static void test_producer_killed(void)
 	dmabroker_disconnect(ctx);
 }
 
+/* --- signals forged by another bus client --- */
+
+static unsigned ignored[3]; /* StreamEnded, StreamLinkEnded, StreamLink ignored by the library */
+
+static void count_ignored(enum dmabroker_log_level level, const char *msg, void *userdata)
+{
+	static const char *const members[] = {"StreamEnded ", "StreamLinkEnded ", "StreamLink "};
+
+	(void)level;
+	(void)userdata;
+	for (size_t i = 0; i < ARRAY_SIZE(members); i++)
+		if (strstr(msg, "ignoring ") && strstr(msg, members[i]) &&
+		    strstr(msg, "not the broker"))
+			ignored[i]++;
+}
+
+/* A signal as the broker's, from attacker to the owner of the client object client_path. */
+static void forge(sd_bus *attacker, const char *client_path, const char *member, const char *types,
+		  ...)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+	char *victim = NULL;
+	va_list ap;
+	int r;
+
+	r = sd_bus_get_property_string(attacker, DB_BUS_NAME, client_path, DB_IFACE_CLIENT,
+				       "BusName", NULL, &victim);
+	if (r >= 0)
+		r = sd_bus_message_new_signal(attacker, &m, DB_OBJECT_PATH, DB_IFACE_BROKER,
+					      member);
+	if (r >= 0)
+		r = sd_bus_message_set_destination(m, victim);
+	va_start(ap, types);
+	if (r >= 0)
+		r = sd_bus_message_appendv(m, types, ap);
+	va_end(ap);
+	if (r >= 0)
+		r = sd_bus_send(attacker, m, NULL);
+	tap_ok(r >= 0, "another bus client sends a forged %s", member);
+	free(victim);
+}
+
+static void test_forged(void)
+{
+	struct dmabroker_stream_handlers h = {.frame = h_frame, .ended = h_ended};
+	struct dmabroker_stream_options so = {.max_held = 4};
+	_cleanup_(sd_bus_flush_close_unrefp) sd_bus *attacker = inspect_bus();
+	struct dmabroker_stream *s = NULL;
+	struct held held = {0};
+	struct dmabroker *ctx;
+	struct producer p;
+	uint64_t seq = 0;
+	bool arrived;
+	int pair[2];
+
+	tap_diag("stream signals forged by another bus client");
+	tap_require(attacker && producer_start(&p, "forged", DMABROKER_STREAM_FIFO), "a stream");
+	ctx = connect_ctx("victim");
+	tap_require(ctx && dmabroker_stream_join(ctx, "forged", NULL, &so, sizeof(so), &h,
+						 sizeof(h), &held, &s) == 0,
+		    "a consumer joined");
+	tap_ok(RUN_UNTIL(p.ctx, p.joined == 1, 10000), "it said hello");
+	tap_require(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) == 0,
+		    "a socketpair");
+	memset(ignored, 0, sizeof(ignored));
+	dmabroker_set_log_handler(count_ignored, NULL);
+	forge(attacker, dmabroker_client_path(ctx), "StreamEnded", "os",
+	      dmabroker_stream_get_path(s), "forged");
+	forge(attacker, dmabroker_client_path(p.ctx), "StreamEnded", "os",
+	      dmabroker_stream_get_path(p.s), "forged");
+	forge(attacker, dmabroker_client_path(p.ctx), "StreamLinkEnded", "ous",
+	      dmabroker_stream_get_path(p.s), dmabroker_stream_get_consumer_id(s), "forged");
+	forge(attacker, dmabroker_client_path(p.ctx), "StreamLink", "ouha{sv}",
+	      dmabroker_stream_get_path(p.s), 99u, pair[1], 0);
+	sd_bus_flush(attacker);
+	close(pair[1]);
+	arrived = RUN_UNTIL(p.ctx,
+			    (turn(ctx, 0), ignored[0] == 2 && ignored[1] == 1 && ignored[2] == 1),
+			    10000);
+	tap_ok(arrived, "every forged signal reached the library and was ignored (%u, %u, %u)",
+	       ignored[0], ignored[1], ignored[2]);
+	dmabroker_set_log_handler(NULL, NULL);
+	tap_ok(!held.ended, "the victim consumer's stream did not end");
+	tap_is(p.left, 0, "the producer lost no consumer");
+	tap_is(dmabroker_stream_get_consumer_count(p.s), 1, "and got no forged one");
+	tap_require(produce(&p, &seq, NULL) == 0, "a frame queued");
+	tap_ok(RUN_UNTIL(ctx, held.n == 1 && held.frames[0].seq == seq, 10000),
+	       "the consumer still gets frames");
+	close(pair[0]);
+	tap_is(dmabroker_stream_free(s, NULL), 0, "the consumer frees the stream");
+	dmabroker_disconnect(ctx);
+	producer_stop(&p);
+}
+
 /* --- a consumer without a frame callback, in a poll loop --- */
 
 static bool fd_readable(struct dmabroker *ctx)
@@ -1057,6 +1154,7 @@ int main(int argc, char **argv)
 	RUN("kill-producer", test_producer_killed());
 	RUN("hostile", test_hostile());
 	RUN("poll-only", test_poll_only());
+	RUN("forged", test_forged());
 	tap_ok(fixture_wait_clients(&f, 0, 10000), "every client is gone");
 	tap_is(fixture_stop(&f), 0, "the daemon exits cleanly");
 	return tap_done();
