@@ -34,6 +34,14 @@ const struct call_method methods[] = {
 	[CALL_COLLECTION_WAIT] = {"WaitCollection", true},
 	[CALL_COLLECTION_BUFFERS] = {"GetCollectionBuffers", true},
 	[CALL_COLLECTION_LEAVE] = {"LeaveCollection", true},
+	[CALL_STREAM_CREATE] = {"CreateStream", false},
+	[CALL_STREAM_TOKEN] = {"CreateStreamToken", false},
+	[CALL_STREAM_JOIN] = {"JoinStream", false},
+	[CALL_STREAM_JOIN_TOKEN] = {"JoinStreamWithToken", false},
+	[CALL_STREAM_LEAVE] = {"LeaveStream", false},
+	[CALL_STREAM_END] = {"EndStream", false},
+	/* A second one is NotFound, which nobody hears. */
+	[CALL_STREAM_END_LINK] = {"EndStreamLink", true},
 };
 
 /* --- judging failures --- */
@@ -218,6 +226,8 @@ static unsigned reply_fds(const struct dmabroker_call *call)
 	case CALL_REACQUIRE:
 	case CALL_ADOPT_ONE:
 	case CALL_OPEN_PEER:
+	case CALL_STREAM_JOIN:
+	case CALL_STREAM_JOIN_TOKEN:
 		return 1;
 	case CALL_ALLOCATE_MANY:
 		return call->count;
@@ -888,6 +898,16 @@ static void call_finish(struct dmabroker_call *call, sd_bus_message *reply, int 
 	case CALL_COLLECTION_LEAVE:
 		if (collection_on_reply(call, reply, r) > 0)
 			return; /* a next step was sent */
+		call_end(call, told);
+		return;
+	case CALL_STREAM_CREATE:
+	case CALL_STREAM_TOKEN:
+	case CALL_STREAM_JOIN:
+	case CALL_STREAM_JOIN_TOKEN:
+	case CALL_STREAM_LEAVE:
+	case CALL_STREAM_END:
+	case CALL_STREAM_END_LINK:
+		(void)stream_on_reply(call, reply, r);
 		call_end(call, told);
 		return;
 	}

@@ -12,7 +12,7 @@ bool collections_pending(struct dmabroker *ctx)
 	return false;
 }
 
-static struct dmabroker_collection *collection_new(struct dmabroker *ctx, const char *path)
+struct dmabroker_collection *collection_new(struct dmabroker *ctx, const char *path)
 {
 	struct dmabroker_collection *col = calloc(1, sizeof(*col));
 

@@ -544,6 +544,7 @@ struct dmabroker *dmabroker_disconnect(struct dmabroker *ctx)
 	}
 	while (ctx->calls)
 		call_free(ctx->calls);
+	streams_free_all(ctx);
 	while (ctx->collections)
 		collection_free(ctx->collections);
 	while (ctx->buffers)

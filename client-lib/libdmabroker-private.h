@@ -11,6 +11,9 @@
  *   signal.c      Moved, Revoked, the broker's name owner, and what follows a restart
  *   reconcile.c   the daemon's list of this client's buffers: releasing or adopting
  *   collection.c  buffer collections
+ *   stream*.c     streams: their calls and objects (stream.c), the producer's side, the
+ *                 consumer's, fences, the broker's signals, one end of a link (stream-link.c);
+ *                 stream-private.h says which file does what
  */
 #pragma once
 
@@ -108,6 +111,14 @@ enum call_kind {
 	CALL_COLLECTION_WAIT,
 	CALL_COLLECTION_BUFFERS, /* a step of a wait: the next batch of buffers */
 	CALL_COLLECTION_LEAVE,
+	/* Streams */
+	CALL_STREAM_CREATE,
+	CALL_STREAM_TOKEN,
+	CALL_STREAM_JOIN,
+	CALL_STREAM_JOIN_TOKEN,
+	CALL_STREAM_LEAVE,
+	CALL_STREAM_END,
+	CALL_STREAM_END_LINK,
 };
 
 /* What each call is on the wire. */
@@ -151,6 +162,8 @@ struct dmabroker {
 	void *userdata;
 	struct dmabroker_buffer *buffers; /* live buffers, for routing signals */
 	struct dmabroker_collection *collections; /* live collections (they own buffers) */
+	struct dmabroker_stream *streams; /* live streams (they own their links) */
+	bool streams_walking; /* dispatch walks the streams: one freed waits for its end */
 	struct dmabroker_call *calls; /* every call not completed: queued, in flight, timed out */
 	/*
 	 * The call queue (call.c): calls not sent yet, oldest first. A call is sent when the
@@ -231,6 +244,7 @@ struct dmabroker_call {
 	sd_bus_message *plain; /* owned: Register without "compact_layouts", for an older daemon */
 	struct dmabroker_buffer *buf; /* what it acts on; NULL once released */
 	struct dmabroker_collection *col; /* what it acts on; NULL once left */
+	struct dmabroker_stream *stream; /* what it makes or acts on; NULL once freed */
 	int fd; /* owned: Export's duplicate of the caller's fd, or -1 */
 	struct dmabroker_export_info info; /* Export's layout (its name is not kept) */
 	struct db_layout asked; /* Allocate*: what the spec says (see spec_asked()) */
@@ -243,6 +257,7 @@ struct dmabroker_call {
 		dmabroker_buffers_func_t buffers;
 		dmabroker_token_func_t token;
 		dmabroker_collection_func_t collection;
+		dmabroker_stream_func_t stream;
 	} cb;
 	void *userdata;
 	struct dmabroker_call *prev, *next;
@@ -345,5 +360,16 @@ int on_name_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error *error
 
 /* collection.c */
 bool collections_pending(struct dmabroker *ctx);
+struct dmabroker_collection *collection_new(struct dmabroker *ctx, const char *path);
 void collection_free(struct dmabroker_collection *col);
 int collection_on_reply(struct dmabroker_call *call, sd_bus_message *reply, int r);
+
+/* stream.c (stream_on_signal: stream-signal.c) */
+int stream_on_reply(struct dmabroker_call *call, sd_bus_message *reply, int r);
+/* StreamLink, StreamLinkEnded, StreamEnded (from the broker): true if m was one. */
+bool stream_on_signal(struct dmabroker *ctx, sd_bus_message *m);
+/* Reads the links and runs the streams' callbacks, within the dispatch's budget. */
+void streams_dispatch(struct dmabroker *ctx, bool *progress);
+/* Work that dispatch must do without a link showing it (a link to end, a buffer back). */
+bool streams_pending(struct dmabroker *ctx);
+void streams_free_all(struct dmabroker *ctx);

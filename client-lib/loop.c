@@ -83,7 +83,7 @@ static void loop_update(struct dmabroker *ctx)
 	if (ctx->peer.bus && ctx->queue_head && sd_bus_is_ready(ctx->peer.bus) <= 0 &&
 	    ctx->peer_started + ctx->call_timeout < deadline)
 		deadline = ctx->peer_started + ctx->call_timeout;
-	if (ctx->completions || (ctx->reconcile && ctx->n_making == 0 && !ctx->registering))
+	if (ctx->completions || streams_pending(ctx) || (ctx->reconcile && ctx->n_making == 0 && !ctx->registering))
 		now = true;
 	if (now)
 		loop_kick(ctx);
@@ -190,6 +190,10 @@ int dmabroker_dispatch(struct dmabroker *ctx)
 			r = -ECONNRESET;
 			ctx->bus_dead = true;
 		}
+		/* After the connections: a StreamEnded that came with a link's hang-up gives
+		 * the daemon's reason, not the hang-up's. */
+		if (!ctx->disconnect_requested)
+			streams_dispatch(ctx, &progress);
 		queue_pump(ctx);
 		if (!progress && !ctx->disconnect_requested && calls_complete(ctx))
 			progress = true;

@@ -29,6 +29,9 @@ int on_signal(sd_bus_message *m, void *userdata, sd_bus_error *error)
 			member, sd_bus_message_get_sender(m));
 		return 0;
 	}
+	/* The streams' signals have their home in stream.c. */
+	if (stream_on_signal(ctx, m))
+		return 0;
 	if (sd_bus_message_read_basic(m, 'o', &path) <= 0)
 		return 0;
 	buf = find_buffer(ctx, path);

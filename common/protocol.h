@@ -9,6 +9,7 @@
 #define DB_BUFFER_PATH_PREFIX "/org/dmabroker/Broker1/buffer"
 #define DB_CLIENT_PATH_PREFIX "/org/dmabroker/Broker1/client"
 #define DB_COLLECTION_PATH_PREFIX "/org/dmabroker/Broker1/collection"
+#define DB_STREAM_PATH_PREFIX "/org/dmabroker/Broker1/stream"
 #define DB_IFACE_BROKER "org.dmabroker.Broker1"
 #define DB_IFACE_BUFFER "org.dmabroker.Buffer1"
 #define DB_IFACE_CLIENT "org.dmabroker.Client1"

@@ -18,6 +18,7 @@
 #include "monitor.h"
 #include "move.h"
 #include "peer.h"
+#include "stream.h"
 
 /*
  * References to a buffer's memory outside the daemon, as the kernel counts them: the
@@ -92,6 +93,8 @@ static void on_client_leaving(struct db_client *c, void *userdata)
 {
 	struct db_broker *b = userdata;
 
+	/* Its streams first: their ends are told while the collections still stand. */
+	db_streams_client_leaving(b, c);
 	db_collections_client_leaving(b, c);
 	db_peer_close(c->bus_data);
 }
@@ -123,6 +126,8 @@ int db_broker_new(struct db_broker **ret, sd_event *event, sd_bus *bus, const ch
 		.emit_to_client = db_bus_emit_to_client,
 		.add_objects = db_broker_add_objects,
 		.restored_pending_move = db_move_arm_deadline,
+		.journal_streams = db_streams_journal_snapshot,
+		.restore_streams = db_streams_restore,
 	};
 	b->event = sd_event_ref(event);
 	b->bus = bus ? sd_bus_ref(bus) : NULL;
@@ -155,6 +160,7 @@ int db_broker_new(struct db_broker **ret, sd_event *event, sd_bus *bus, const ch
 	b->moves = g_hash_table_new(g_int64_hash, g_int64_equal);
 	db_monitor_new(&b->monitor);
 	db_collections_new(b);
+	db_streams_new(b);
 	r = db_devices_new(&b->devices, on_devices_changed, b);
 	if (r < 0)
 		log_warning("Failed to enumerate devices, continuing without: %s", strerror(-r));
@@ -172,6 +178,9 @@ struct db_broker *db_broker_free(struct db_broker *b)
 	db_moves_free(b);
 	/* udmabuf helpers still at work are killed; their calls go unanswered. */
 	db_client_memory_free(b);
+	/* Streams go with nobody told: links never passed through the daemon, and the journal
+	 * keeps the membership for the next start. */
+	db_streams_free(b);
 	/* Waits owed to participants are dropped with their messages. */
 	db_collections_free(b);
 	/* Clients go first: that closes their peer connections and frees every buffer. */

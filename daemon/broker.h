@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "devices.h"
+#include "journal.h"
 #include "registry.h"
 
 struct db_broker;
@@ -25,6 +26,10 @@ struct db_broker_hooks {
 	int (*add_objects)(struct db_broker *b, sd_bus *bus);
 	/* A restored buffer's move still waits for holders: its deadline must run again. */
 	int (*restored_pending_move)(struct db_broker *b, struct db_buffer *buf);
+	/* The streams a journal snapshot holds (stream.c's, borrowed until the next change). */
+	void (*journal_streams)(struct db_broker *b, struct db_journal_streams *ret);
+	/* After the registry came back from the journal: the streams it describes. */
+	void (*restore_streams)(struct db_broker *b, const struct db_jstate *state);
 };
 
 struct db_broker {
@@ -45,6 +50,7 @@ struct db_broker {
 	GHashTable *moves; /* &buffer id -> struct db_move *, owned (move.c) */
 	struct db_monitor *monitor; /* event subscribers, owned (monitor.c) */
 	struct db_collections *collections; /* buffer collections, owned (collection.c) */
+	struct db_streams *streams; /* streams over collections, owned (stream.c) */
 	unsigned n_moves_running; /* copies on worker threads now */
 	const char *kernel_report; /* "unknown", "available", "unavailable" */
 	bool fdstore; /* keep buffers in systemd's fd store across restarts */

@@ -240,8 +240,10 @@ static int append_value(sd_bus_message *m, struct fuzz_reader *r, const char *ke
 	return sd_bus_message_append(m, "{sv}", key, "y", fuzz_take8(r));
 }
 
-int fuzz_append_dict(sd_bus_message *m, struct fuzz_reader *r, const char *const *dkeys,
-		     const char *const *types, size_t n_keys)
+int fuzz_append_dict_nested(sd_bus_message *m, struct fuzz_reader *r, const char *const *dkeys,
+			    const char *const *types, size_t n_keys, const char *nested_key,
+			    const char *const *nested_keys, const char *const *nested_types,
+			    size_t n_nested)
 {
 	unsigned entries = fuzz_take8(r) % 40;
 	int k;
@@ -256,13 +258,33 @@ int fuzz_append_dict(sd_bus_message *m, struct fuzz_reader *r, const char *const
 			fuzz_take_string(r, made_up, sizeof(made_up));
 			key = made_up;
 		}
-		if (tb % 8 == 7)
+		if (tb % 8 == 7) {
 			type = all_types[fuzz_take8(r) % N(all_types)];
+		} else if (nested_key && strcmp(type, "a{sv}") == 0) {
+			k = sd_bus_message_open_container(m, 'e', "sv");
+			if (k >= 0)
+				k = sd_bus_message_append_basic(m, 's', key);
+			if (k >= 0)
+				k = sd_bus_message_open_container(m, 'v', "a{sv}");
+			if (k >= 0)
+				k = fuzz_append_dict(m, r, nested_keys, nested_types, n_nested);
+			if (k >= 0)
+				k = sd_bus_message_close_container(m);
+			if (k >= 0)
+				k = sd_bus_message_close_container(m);
+			continue;
+		}
 		k = append_value(m, r, key, type);
 	}
 	if (k >= 0)
 		k = sd_bus_message_close_container(m);
 	return k;
+}
+
+int fuzz_append_dict(sd_bus_message *m, struct fuzz_reader *r, const char *const *dkeys,
+		     const char *const *types, size_t n_keys)
+{
+	return fuzz_append_dict_nested(m, r, dkeys, types, n_keys, NULL, NULL, NULL, 0);
 }
 
 int fuzz_dict_message(const uint8_t *data, size_t size, sd_bus_message **ret)

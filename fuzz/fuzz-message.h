@@ -50,6 +50,13 @@ int fuzz_message_seal(sd_bus_message *m);
 int fuzz_append_dict(sd_bus_message *m, struct fuzz_reader *r, const char *const *keys,
 		     const char *const *types, size_t n_keys);
 
+/* The same, where nested_key takes a dictionary built from the nested tables (CreateStream's
+ * "format", JoinStream's "constraints"). */
+int fuzz_append_dict_nested(sd_bus_message *m, struct fuzz_reader *r, const char *const *keys,
+			    const char *const *types, size_t n_keys, const char *nested_key,
+			    const char *const *nested_keys, const char *const *nested_types,
+			    size_t n_nested);
+
 /* SetCollectionConstraints' keys, each with the type the contract gives it: both the
  * collection fuzzer and the method fuzzer build constraint dictionaries from them. */
 #define FUZZ_N_CONSTRAINT_KEYS 26

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
  * Each method's argument decoding, on messages made from fuzz input, without a bus: the
- * decoders the handlers call (args.c, spec.c, bus-text.c, the token reader), with the
+ * decoders the handlers call (args.c, spec.c, bus-text.c, the token reader; the streams'
+ * options with their nested format and constraints too, EndStreamLink's three), with the
  * arguments of the right type mostly and of a wrong one now and then. What must hold:
  * whatever a decoder accepts is text that passed the check, and whatever it refuses it says
  * in text (never the client's raw bytes).
@@ -43,6 +44,13 @@ static const char *const share_keys[] = {"single_use", "expires_in_ms", "uid"};
 static const char *const share_types[] = {"b", "t", "u"};
 static const char *const collection_keys[] = {"name", "participants"};
 static const char *const collection_types[] = {"s", "u"};
+static const char *const stream_keys[] = {"name", "mode", "max-consumers", "format"};
+static const char *const stream_types[] = {"s", "s", "u", "a{sv}"};
+static const char *const format_keys[] = {"fourcc", "width", "height", "framerate-num",
+					  "framerate-den"};
+static const char *const format_types[] = {"u", "u", "u", "u", "u"};
+static const char *const join_keys[] = {"required", "label", "constraints"};
+static const char *const join_types[] = {"b", "s", "a{sv}"};
 
 enum method {
 	M_REGISTER,
@@ -54,13 +62,37 @@ enum method {
 	M_REASON,
 	M_PATH,
 	M_TOKEN,
+	/* After the first ones: the corpus's first byte still picks the method it did. */
+	M_CREATE_STREAM,
+	M_JOIN_STREAM,
+	M_END_STREAM_LINK,
 	M_N,
 };
+
+/* Whatever the bytes, an object path's syntax: "/" and [A-Za-z0-9_] runs. */
+static int append_path(sd_bus_message *m, struct fuzz_reader *rd)
+{
+	static const char chars[] = "abcdefghijklmnopqrstuvwxyz0123456789_/";
+	size_t n = 1 + fuzz_take8(rd) * 2;
+	char s[600];
+
+	s[0] = '/';
+	for (size_t i = 1; i < n && i < sizeof(s) - 1; i++) {
+		s[i] = chars[fuzz_take8(rd) % (sizeof(chars) - 1)];
+		if (s[i] == '/' && s[i - 1] == '/')
+			s[i] = 'x';
+	}
+	if (n > 1 && s[n - 1] == '/')
+		s[n - 1] = 'x';
+	s[n < sizeof(s) ? n : sizeof(s) - 1] = '\0';
+	return sd_bus_message_append(m, "o", s);
+}
 
 /* The argument as the method takes it, or (wrong) a value of another type. */
 static int append_arg(sd_bus_message *m, struct fuzz_reader *rd, enum method which, bool wrong)
 {
 	char s[600];
+	int r;
 
 	if (wrong) {
 		switch (fuzz_take8(rd) % 4) {
@@ -89,25 +121,27 @@ static int append_arg(sd_bus_message *m, struct fuzz_reader *rd, enum method whi
 	case M_CONSTRAINTS:
 		return fuzz_append_dict(m, rd, fuzz_constraint_keys, fuzz_constraint_types,
 					FUZZ_N_CONSTRAINT_KEYS);
+	case M_CREATE_STREAM:
+		return fuzz_append_dict_nested(m, rd, stream_keys, stream_types, N(stream_keys),
+					       "format", format_keys, format_types, N(format_keys));
+	case M_JOIN_STREAM:
+		return fuzz_append_dict_nested(m, rd, join_keys, join_types, N(join_keys),
+					       "constraints", fuzz_constraint_keys,
+					       fuzz_constraint_types, FUZZ_N_CONSTRAINT_KEYS);
 	case M_REASON:
 		fuzz_take_string(rd, s, sizeof(s));
 		return sd_bus_message_append(m, "s", s);
-	case M_PATH: {
-		/* Whatever the bytes, an object path's syntax: "/" and [A-Za-z0-9_] runs. */
-		static const char chars[] = "abcdefghijklmnopqrstuvwxyz0123456789_/";
-		size_t n = 1 + fuzz_take8(rd) * 2;
-
-		s[0] = '/';
-		for (size_t i = 1; i < n && i < sizeof(s) - 1; i++) {
-			s[i] = chars[fuzz_take8(rd) % (sizeof(chars) - 1)];
-			if (s[i] == '/' && s[i - 1] == '/')
-				s[i] = 'x';
+	case M_END_STREAM_LINK:
+		r = append_path(m, rd);
+		if (r >= 0 && fuzz_take8(rd) % 8 != 7)
+			r = sd_bus_message_append(m, "u", (uint32_t)fuzz_take_number(rd));
+		if (r >= 0) {
+			fuzz_take_string(rd, s, sizeof(s));
+			r = sd_bus_message_append(m, "s", s);
 		}
-		if (n > 1 && s[n - 1] == '/')
-			s[n - 1] = 'x';
-		s[n < sizeof(s) ? n : sizeof(s) - 1] = '\0';
-		return sd_bus_message_append(m, "o", s);
-	}
+		return r;
+	case M_PATH:
+		return append_path(m, rd);
 	case M_TOKEN: {
 		uint8_t bytes[32];
 		size_t n = fuzz_take8(rd) % sizeof(bytes);
@@ -218,6 +252,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		break;
 	}
+	case M_CREATE_STREAM: {
+		struct db_stream_args a;
+
+		r = db_args_create_stream(m, &a, &error);
+		if (r >= 0)
+			require(is_text(a.name, 255, 0) &&
+				(a.mode == DB_STREAM_FIFO || a.mode == DB_STREAM_LATEST) &&
+				(!a.format.framerate_num || a.format.framerate_den));
+		break;
+	}
+	case M_JOIN_STREAM: {
+		struct db_join_stream_args a;
+		struct db_constraints_error err;
+
+		r = db_args_join_stream(m, &a, &error);
+		if (r >= 0) {
+			require(is_text(a.label, 255, 0));
+			if (a.has_constraints) {
+				require(is_text(a.constraints.device, 255, 0));
+				a.constraints.c.name = "fuzz (client 1)";
+				if (db_constraints_validate(&a.constraints.c, &err) < 0)
+					require(is_text(err.message, sizeof(err.message), 0));
+			}
+			db_join_stream_args_clear(&a);
+		}
+		break;
+	}
 	case M_REASON: {
 		const char *reason;
 
@@ -234,6 +295,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			require(is_text(path, DB_BUS_PATH_MAX, DB_TEXT_ASCII));
 		break;
 	}
+	case M_END_STREAM_LINK: {
+		struct db_end_link_args a;
+
+		r = db_args_end_stream_link(m, &a, &error);
+		if (r >= 0)
+			require(is_text(a.stream, DB_BUS_PATH_MAX, DB_TEXT_ASCII) &&
+				is_text(a.reason, DB_TEXT_MAX, 0));
+		break;
+	}
+	case M_TOKEN:
 	default: {
 		struct db_token_bytes t;
 

@@ -557,6 +557,156 @@ static int cmd_collections(sd_bus *bus)
 	return r;
 }
 
+/* One a{sv} entry's u value, or 0. */
+static uint32_t dict_u32(sd_bus_message *m, const char *want)
+{
+	const char *key, *contents;
+	uint32_t v = 0;
+	char type;
+
+	sd_bus_message_rewind(m, false);
+	while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+		if (sd_bus_message_read_basic(m, 's', &key) > 0 && strcmp(key, want) == 0 &&
+		    sd_bus_message_peek_type(m, &type, &contents) > 0 && strcmp(contents, "u") == 0)
+			sd_bus_message_read(m, "v", "u", &v);
+		else
+			sd_bus_message_skip(m, NULL);
+		sd_bus_message_exit_container(m);
+	}
+	return v;
+}
+
+/* One a{sv} entry's b value, or false. */
+static bool dict_bool(sd_bus_message *m, const char *want)
+{
+	const char *key, *contents;
+	int v = 0;
+	char type;
+
+	sd_bus_message_rewind(m, false);
+	while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+		if (sd_bus_message_read_basic(m, 's', &key) > 0 && strcmp(key, want) == 0 &&
+		    sd_bus_message_peek_type(m, &type, &contents) > 0 && strcmp(contents, "b") == 0)
+			sd_bus_message_read(m, "v", "b", &v);
+		else
+			sd_bus_message_skip(m, NULL);
+		sd_bus_message_exit_container(m);
+	}
+	return v;
+}
+
+/* The stream's format as "XR24 1920x1080 @ 30/1", or what of it was given. */
+static void describe_format(sd_bus_message *m, char *out, size_t len)
+{
+	uint32_t fourcc = 0, width = 0, height = 0, num = 0, den = 0;
+	const char *key;
+	char fcc[5] = "", rate[32] = "";
+
+	out[0] = '\0';
+	sd_bus_message_rewind(m, false);
+	while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+		if (sd_bus_message_read_basic(m, 's', &key) > 0 && strcmp(key, "format") == 0 &&
+		    sd_bus_message_enter_container(m, 'v', "a{sv}") > 0 &&
+		    sd_bus_message_enter_container(m, 'a', "{sv}") > 0) {
+			fourcc = dict_u32(m, "fourcc");
+			width = dict_u32(m, "width");
+			height = dict_u32(m, "height");
+			num = dict_u32(m, "framerate-num");
+			den = dict_u32(m, "framerate-den");
+			sd_bus_message_exit_container(m);
+			sd_bus_message_exit_container(m);
+		} else {
+			sd_bus_message_skip(m, NULL);
+		}
+		sd_bus_message_exit_container(m);
+	}
+	for (int i = 0; fourcc && i < 4; i++) {
+		char ch = (char)(fourcc >> (8 * i));
+
+		fcc[i] = ch >= 0x20 && ch < 0x7f ? ch : '?';
+	}
+	if (num && den)
+		snprintf(rate, sizeof(rate), " @ %u/%u", num, den);
+	if (fourcc || width || height || rate[0])
+		snprintf(out, len, "%s%s%ux%u%s", fcc, fcc[0] ? " " : "", width, height, rate);
+	else
+		snprintf(out, len, "no format given");
+}
+
+static int print_stream(sd_bus_message *m)
+{
+	char path[128], name[300], mode[16], col[128], producer[128], format[96];
+	const char *key;
+	int r;
+
+	r = sd_bus_message_enter_container(m, 'a', "{sv}");
+	if (r <= 0)
+		return r;
+	dict_str(m, "stream", path, sizeof(path));
+	dict_str(m, "name", name, sizeof(name));
+	dict_str(m, "mode", mode, sizeof(mode));
+	dict_str(m, "collection", col, sizeof(col));
+	dict_str(m, "producer", producer, sizeof(producer));
+	describe_format(m, format, sizeof(format));
+	printf("%s  %s  %s, %s, up to %u consumers\n  produced by %s over %s\n", path,
+	       name[0] ? name : "-", mode, format, dict_u32(m, "max-consumers"), producer, col);
+	sd_bus_message_rewind(m, false);
+	while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+		if (sd_bus_message_read_basic(m, 's', &key) > 0 && strcmp(key, "consumers") == 0 &&
+		    sd_bus_message_enter_container(m, 'v', "aa{sv}") > 0 &&
+		    sd_bus_message_enter_container(m, 'a', "a{sv}") > 0) {
+			while (sd_bus_message_enter_container(m, 'a', "{sv}") > 0) {
+				char label[300], client[128];
+				uint32_t number = dict_u32(m, "consumer");
+				bool required = dict_bool(m, "required");
+
+				dict_str(m, "label", label, sizeof(label));
+				dict_str(m, "client", client, sizeof(client));
+				printf("  consumer %u: %s%s%s%s\n", number, client,
+				       label[0] ? " (" : "", label, label[0] ? ")" : "");
+				if (required)
+					printf("    required: its failure ends the stream\n");
+				sd_bus_message_exit_container(m);
+			}
+			sd_bus_message_exit_container(m);
+			sd_bus_message_exit_container(m);
+		} else {
+			sd_bus_message_skip(m, NULL);
+		}
+		sd_bus_message_exit_container(m);
+	}
+	sd_bus_message_exit_container(m);
+	return 1;
+}
+
+/* Streams the caller may see: producer, consumers, mode and format. */
+static int cmd_streams(sd_bus *bus)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	int n = 0, r;
+
+	r = sd_bus_call_method(bus, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER, "ListStreams",
+			       &error, &reply, NULL);
+	if (r < 0) {
+		fprintf(stderr, "dmabrokerctl: cannot list streams: %s\n",
+			error.message ? error.message : strerror(-r));
+		sd_bus_error_free(&error);
+		return r;
+	}
+	if (json) {
+		r = json_value(stdout, reply);
+		fputc('\n', stdout);
+		return r;
+	}
+	r = sd_bus_message_enter_container(reply, 'a', "a{sv}");
+	while (r >= 0 && (r = print_stream(reply)) > 0)
+		n++;
+	if (n == 0)
+		printf("no streams\n");
+	return r;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "Usage: dmabrokerctl [--user] [--json] COMMAND\n"
@@ -567,9 +717,11 @@ static void usage(FILE *f)
 		   "  buffers             every buffer: size, backend, owner, attachments, pinned\n"
 		   "  clients             every client: role, dynamic, uid, pid\n"
 		   "  collections         buffer collections: participants, constraints, outcome\n"
+		   "  streams             streams: producer, consumers, mode, format\n"
 		   "  monitor [--snapshot]\n"
 		   "                      print events as they happen (clients coming and going,\n"
-		   "                      allocations, shares, moves, revocations); --snapshot\n"
+		   "                      allocations, shares, moves, revocations, collections,\n"
+		   "                      streams); --snapshot\n"
 		   "                      first lists what exists\n\n"
 		   "--json writes JSON (one object per event for monitor).\n"
 		   "$" DB_ENV_BUS_ADDRESS " selects another bus.\n");
@@ -606,6 +758,8 @@ int main(int argc, char **argv)
 		r = for_each_object(bus, DB_IFACE_CLIENT, json ? print_json : print_client);
 	else if (strcmp(argv[i], "collections") == 0)
 		r = cmd_collections(bus);
+	else if (strcmp(argv[i], "streams") == 0)
+		r = cmd_streams(bus);
 	else if (strcmp(argv[i], "monitor") == 0)
 		r = cmd_monitor(bus, i + 1 < argc && strcmp(argv[i + 1], "--snapshot") == 0);
 	else {

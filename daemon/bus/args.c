@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "bus-dict.h"
+#include "bus-text.h"
 #include "macros.h"
 #include "protocol.h"
 #include "registry.h"
@@ -155,4 +156,103 @@ void db_constraint_args_relink(struct db_constraint_args *a)
 	a->c.fourccs = a->c.n_fourccs ? a->fourccs : NULL;
 	a->c.modifiers = a->c.n_modifiers ? a->modifiers : NULL;
 	a->c.backends = a->c.n_backends ? (const char *const *)a->backends : NULL;
+}
+
+static int read_stream_format(sd_bus_message *m, void *dest, sd_bus_error *error)
+{
+	struct db_stream_format *fmt = dest;
+	struct db_dict_field f[] = {
+		{"fourcc", DB_DICT_U32, &fmt->fourcc},
+		{"width", DB_DICT_U32, &fmt->width},
+		{"height", DB_DICT_U32, &fmt->height},
+		{"framerate-num", DB_DICT_U32, &fmt->framerate_num},
+		{"framerate-den", DB_DICT_U32, &fmt->framerate_den},
+	};
+
+	return db_dict_read(m, f, ARRAY_SIZE(f), "options: 'format'", error);
+}
+
+int db_args_create_stream(sd_bus_message *m, struct db_stream_args *ret, sd_bus_error *error)
+{
+	struct db_stream_args a = {.name = ""};
+	const char *mode = "fifo";
+	struct db_dict_field f[] = {
+		{"name", DB_DICT_STRING, &a.name, .max_bytes = 255},
+		{"mode", DB_DICT_STRING, &mode, .max_bytes = 16},
+		{"max-consumers", DB_DICT_U32, &a.max_consumers},
+		{"format", DB_DICT_DICT, &a.format, .read_dict = read_stream_format},
+	};
+	int r;
+
+	r = db_dict_read(m, f, ARRAY_SIZE(f), "options", error);
+	if (r < 0)
+		return r;
+	if (strcmp(mode, "fifo") == 0)
+		a.mode = DB_STREAM_FIFO;
+	else if (strcmp(mode, "latest") == 0)
+		a.mode = DB_STREAM_LATEST;
+	else
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "options: 'mode' is \"fifo\" or \"latest\"");
+	if (f[2].seen && a.max_consumers == 0)
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "options: 'max-consumers' is at least 1");
+	if (a.format.framerate_num && !a.format.framerate_den)
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "options: 'format': a framerate needs a non-zero "
+					 "'framerate-den'");
+	*ret = a;
+	return 0;
+}
+
+static int read_join_constraints(sd_bus_message *m, void *dest, sd_bus_error *error)
+{
+	return db_args_constraints(m, dest, error);
+}
+
+int db_args_join_stream(sd_bus_message *m, struct db_join_stream_args *ret, sd_bus_error *error)
+{
+	struct db_join_stream_args a = {.label = ""};
+	struct db_dict_field f[] = {
+		{"required", DB_DICT_BOOL, &a.required},
+		{"label", DB_DICT_STRING, &a.label, .max_bytes = 255},
+		{"constraints", DB_DICT_DICT, &a.constraints, .read_dict = read_join_constraints},
+	};
+	int r;
+
+	r = db_dict_read(m, f, ARRAY_SIZE(f), "options", error);
+	a.has_constraints = f[2].seen;
+	if (r < 0) {
+		db_join_stream_args_clear(&a);
+		return r;
+	}
+	*ret = a;
+	/* The sets point into the caller's copy, not into this frame. */
+	db_constraint_args_relink(&ret->constraints);
+	return 0;
+}
+
+void db_join_stream_args_clear(struct db_join_stream_args *a)
+{
+	db_constraint_args_clear(&a->constraints);
+	a->has_constraints = false;
+}
+
+int db_args_end_stream_link(sd_bus_message *m, struct db_end_link_args *ret, sd_bus_error *error)
+{
+	struct db_end_link_args a = {0};
+	int r;
+
+	r = db_bus_read_path(m, "stream", &a.stream, error);
+	if (r < 0)
+		return r;
+	if (sd_bus_message_read_basic(m, 'u', &a.consumer) <= 0)
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "consumer: expected a number (u)");
+	/* It reaches both ends and the monitor. */
+	r = db_bus_read_text(m, "reason", DB_TEXT_MAX, 0, &a.reason, error);
+	if (r < 0)
+		return r;
+	*ret = a;
+	return 0;
 }

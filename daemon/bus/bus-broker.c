@@ -34,6 +34,7 @@
 #include "peer.h"
 #include "protocol.h"
 #include "spec.h"
+#include "stream.h"
 
 static uint64_t now_usec(void)
 {
@@ -631,16 +632,16 @@ static int method_reacquire(sd_bus_message *m, void *userdata, sd_bus_error *err
 	return sd_bus_send(NULL, reply, NULL);
 }
 
-/* Sends a signal to one client: over its peer connection if it has one, else unicast. */
-int db_bus_emit_to_client(struct db_broker *b, struct db_client *c, const char *member,
-			  const char *buffer_path, const char *reason)
+/* A signal for one client: on its peer connection if it has one, else unicast on the bus. */
+int db_bus_new_client_signal(struct db_broker *b, struct db_client *c, const char *member,
+			     sd_bus_message **ret)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *s = NULL;
 	struct db_peer *peer = c->bus_data;
-	sd_bus *bus = peer ? db_peer_get_bus(peer) : b->bus;
 	int r;
 
-	r = sd_bus_message_new_signal(bus, &s, DB_OBJECT_PATH, DB_IFACE_BROKER, member);
+	r = sd_bus_message_new_signal(peer ? db_peer_get_bus(peer) : b->bus, &s, DB_OBJECT_PATH,
+				      DB_IFACE_BROKER, member);
 	if (r < 0)
 		return r;
 	if (!peer) {
@@ -648,13 +649,34 @@ int db_bus_emit_to_client(struct db_broker *b, struct db_client *c, const char *
 		if (r < 0)
 			return r;
 	}
+	*ret = take_ptr(s);
+	return 0;
+}
+
+int db_bus_send_to_client(struct db_broker *b, struct db_client *c, sd_bus_message *s)
+{
+	struct db_peer *peer = c->bus_data;
+
+	/* Never waits for the client: a peer that reads nothing is cut off, and the bus
+	 * daemon applies its own limits to a client on the bus. */
+	return peer ? db_peer_send(peer, s) : sd_bus_send(b->bus, s, NULL);
+}
+
+/* Sends a signal to one client: over its peer connection if it has one, else unicast. */
+int db_bus_emit_to_client(struct db_broker *b, struct db_client *c, const char *member,
+			  const char *buffer_path, const char *reason)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *s = NULL;
+	int r;
+
+	r = db_bus_new_client_signal(b, c, member, &s);
+	if (r < 0)
+		return r;
 	r = reason ? sd_bus_message_append(s, "os", buffer_path, reason)
 		   : sd_bus_message_append(s, "o", buffer_path);
 	if (r < 0)
 		return r;
-	/* Never waits for the client: a peer that reads nothing is cut off, and the bus
-	 * daemon applies its own limits to a client on the bus. */
-	return peer ? db_peer_send(peer, s) : sd_bus_send(bus, s, NULL);
+	return db_bus_send_to_client(b, c, s);
 }
 
 static int method_move(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -797,6 +819,14 @@ DB_CHECKED_METHOD(db_collection_method_wait)
 DB_CHECKED_METHOD(db_collection_method_get_buffers)
 DB_CHECKED_METHOD(db_collection_method_leave)
 DB_CHECKED_METHOD(db_collection_method_list)
+DB_CHECKED_METHOD(db_stream_method_create)
+DB_CHECKED_METHOD(db_stream_method_token)
+DB_CHECKED_METHOD(db_stream_method_join)
+DB_CHECKED_METHOD(db_stream_method_join_with_token)
+DB_CHECKED_METHOD(db_stream_method_leave)
+DB_CHECKED_METHOD(db_stream_method_end)
+DB_CHECKED_METHOD(db_stream_method_end_link)
+DB_CHECKED_METHOD(db_stream_method_list)
 
 /* --- properties --- */
 
@@ -948,9 +978,39 @@ static const sd_bus_vtable broker_vtable[] = {
 	SD_BUS_METHOD_WITH_ARGS("ListCollections", SD_BUS_NO_ARGS,
 				SD_BUS_RESULT("aa{sv}", collections),
 				db_collection_method_list_checked, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("CreateStream", SD_BUS_ARGS("o", collection, "a{sv}", options),
+				SD_BUS_RESULT("o", stream), db_stream_method_create_checked,
+				SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("CreateStreamToken", SD_BUS_ARGS("o", stream),
+				SD_BUS_RESULT("ay", token), db_stream_method_token_checked,
+				SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("JoinStream", SD_BUS_ARGS("s", name, "a{sv}", options),
+				SD_BUS_RESULT("o", stream, "o", collection, "u", consumer, "a{sv}",
+					      format, "h", link),
+				db_stream_method_join_checked, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("JoinStreamWithToken", SD_BUS_ARGS("ay", token, "a{sv}", options),
+				SD_BUS_RESULT("o", stream, "o", collection, "u", consumer, "a{sv}",
+					      format, "h", link),
+				db_stream_method_join_with_token_checked,
+				SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("LeaveStream", SD_BUS_ARGS("o", stream), SD_BUS_NO_RESULT,
+				db_stream_method_leave_checked, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("EndStream", SD_BUS_ARGS("o", stream, "s", reason),
+				SD_BUS_NO_RESULT, db_stream_method_end_checked,
+				SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS(
+		"EndStreamLink", SD_BUS_ARGS("o", stream, "u", consumer, "s", reason),
+		SD_BUS_NO_RESULT, db_stream_method_end_link_checked, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("ListStreams", SD_BUS_NO_ARGS, SD_BUS_RESULT("aa{sv}", streams),
+				db_stream_method_list_checked, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_SIGNAL_WITH_ARGS("Moved", SD_BUS_ARGS("o", buffer), 0),
 	SD_BUS_SIGNAL_WITH_ARGS("Event", SD_BUS_ARGS("s", kind, "o", object, "a{sv}", details), 0),
 	SD_BUS_SIGNAL_WITH_ARGS("Revoked", SD_BUS_ARGS("o", buffer, "s", reason), 0),
+	SD_BUS_SIGNAL_WITH_ARGS(
+		"StreamLink", SD_BUS_ARGS("o", stream, "u", consumer, "h", link, "a{sv}", info), 0),
+	SD_BUS_SIGNAL_WITH_ARGS("StreamLinkEnded",
+				SD_BUS_ARGS("o", stream, "u", consumer, "s", reason), 0),
+	SD_BUS_SIGNAL_WITH_ARGS("StreamEnded", SD_BUS_ARGS("o", stream, "s", reason), 0),
 	SD_BUS_PROPERTY("Version", "s", prop_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
 	SD_BUS_PROPERTY("Backends", "as", prop_backends, 0, 0),
 	SD_BUS_PROPERTY("Devices", "a(ssss)", prop_devices, 0, 0),

@@ -23,7 +23,7 @@ static const char *signature_of(enum db_dict_type t)
 	static const char *const sigs[] = {
 		[DB_DICT_STRING] = "s",	    [DB_DICT_BOOL] = "b",  [DB_DICT_U32] = "u",
 		[DB_DICT_U64] = "t",	    [DB_DICT_STRV] = "as", [DB_DICT_U32_ARRAY] = "au",
-		[DB_DICT_U64_ARRAY] = "at",
+		[DB_DICT_U64_ARRAY] = "at", [DB_DICT_DICT] = "a{sv}",
 	};
 
 	return sigs[t];
@@ -101,6 +101,8 @@ static int read_value(sd_bus_message *m, struct db_dict_field *f, const char *wh
 		*f->count = (uint32_t)(size / elem);
 		return 0;
 	}
+	case DB_DICT_DICT:
+		return f->read_dict(m, f->dest, error);
 	}
 	return -EINVAL;
 }

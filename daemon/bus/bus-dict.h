@@ -20,6 +20,7 @@ enum db_dict_type {
 	DB_DICT_STRV, /* as -> char ** (malloc'd; free with db_strv_free) */
 	DB_DICT_U32_ARRAY, /* au -> uint32_t[max], count in *count */
 	DB_DICT_U64_ARRAY, /* at -> uint64_t[max], count in *count */
+	DB_DICT_DICT, /* a{sv} -> read by read_dict(m, dest, error), a decoder of its own */
 };
 
 struct db_dict_field {
@@ -29,6 +30,8 @@ struct db_dict_field {
 	uint32_t max; /* DB_DICT_STRV, DB_DICT_U32_ARRAY: most elements */
 	uint32_t *count; /* DB_DICT_U32_ARRAY */
 	uint32_t max_bytes; /* DB_DICT_STRING, DB_DICT_STRV: longest string; 0: DB_TEXT_MAX */
+	/* DB_DICT_DICT: reads the nested a{sv} (with db_dict_read) into dest. */
+	int (*read_dict)(sd_bus_message *m, void *dest, sd_bus_error *error);
 	bool seen;
 };
 

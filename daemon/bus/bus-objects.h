@@ -19,6 +19,12 @@ struct db_client *db_bus_client_from_path(struct db_broker *b, const char *path)
 int db_bus_emit_to_client(struct db_broker *b, struct db_client *c, const char *member,
 			  const char *buffer_path, const char *reason);
 
+/* A signal for one client (*ret, to fill), and its sending (over its peer connection if it has
+ * one, else unicast on the bus; never waiting): for signals of other arguments. */
+int db_bus_new_client_signal(struct db_broker *b, struct db_client *c, const char *member,
+			     sd_bus_message **ret);
+int db_bus_send_to_client(struct db_broker *b, struct db_client *c, sd_bus_message *s);
+
 /* Appends n buffers as their paths and their fds (ao, ah): AllocateMany, GetCollectionBuffers. */
 int db_bus_append_buffers(sd_bus_message *m, struct db_buffer *const *bufs, size_t n);
 

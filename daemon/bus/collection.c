@@ -728,10 +728,10 @@ static int enter_method(struct db_broker *b, sd_bus_message *m, bool failed_ok,
 	return 0;
 }
 
-static int read_constraints(struct db_broker *b, sd_bus_message *m, struct db_client *c,
-			    struct participant *p, sd_bus_error *error)
+/* Sets p's constraints from sc (taken, cleared on error); the last ones stay on error. */
+static int apply_constraints(struct db_broker *b, struct db_client *c, struct participant *p,
+			     struct db_constraint_args sc, sd_bus_error *error)
 {
-	struct db_constraint_args sc;
 	struct db_constraints_error err = {0};
 	const struct db_device *dev = NULL;
 	char label[sizeof(p->label)];
@@ -739,10 +739,7 @@ static int read_constraints(struct db_broker *b, sd_bus_message *m, struct db_cl
 	bool known_device = false;
 	int r;
 
-	r = db_args_constraints(m, &sc, error);
-	if (r < 0)
-		return r;
-	device = sc.device;
+	device = sc.device ? sc.device : "";
 	sc.device = NULL;
 	for (size_t i = 0; c->devices && c->devices[i]; i++)
 		known_device |= strcmp(c->devices[i], device) == 0;
@@ -783,6 +780,18 @@ static int read_constraints(struct db_broker *b, sd_bus_message *m, struct db_cl
 	p->sc.c.name = p->label;
 	db_constraint_args_relink(&p->sc);
 	return 0;
+}
+
+static int read_constraints(struct db_broker *b, sd_bus_message *m, struct db_client *c,
+			    struct participant *p, sd_bus_error *error)
+{
+	struct db_constraint_args sc;
+	int r;
+
+	r = db_args_constraints(m, &sc, error);
+	if (r < 0)
+		return r;
+	return apply_constraints(b, c, p, sc, error);
 }
 
 static void sweep_tokens(struct collection *col, uint64_t now)
@@ -1257,4 +1266,119 @@ int db_collection_method_list(sd_bus_message *m, void *userdata, sd_bus_error *e
 	if (r < 0)
 		return r;
 	return sd_bus_send(NULL, reply, NULL);
+}
+
+/* --- for streams (stream.c) --- */
+
+static struct collection *collection_from_path(struct db_broker *b, const char *path)
+{
+	const char *tail = g_str_has_prefix(path, DB_COLLECTION_PATH_PREFIX "/")
+				   ? path + strlen(DB_COLLECTION_PATH_PREFIX "/")
+				   : NULL;
+	uint64_t id;
+	char *end;
+
+	if (!tail || *tail < '1' || *tail > '9')
+		return NULL;
+	id = g_ascii_strtoull(tail, &end, 10);
+	return *end == '\0' ? g_hash_table_lookup(b->collections->by_id, &id) : NULL;
+}
+
+int db_collection_check_holder(struct db_broker *b, const char *path, struct db_client *c,
+			       uint32_t *ret_buffer_count, sd_bus_error *error)
+{
+	struct collection *col = collection_from_path(b, path);
+	struct participant *p = col ? find_participant(col, c->id, NULL) : NULL;
+
+	if (!p)
+		return sd_bus_error_setf(error, DB_ERROR_NOT_FOUND,
+					 "no collection %s that you take part in", path);
+	if (col->state == COLLECTION_FAILED)
+		return sd_bus_error_setf(error, col->failure_name, "%s", col->failure);
+	if (!p->allocated)
+		return sd_bus_error_setf(error, DB_ERROR_BUSY,
+					 "the collection %s has no buffers for you yet: a stream "
+					 "needs an allocated collection (WaitCollection first)",
+					 path);
+	*ret_buffer_count = col->buffer_ids->len;
+	return 0;
+}
+
+int db_collection_join_for_stream(struct db_broker *b, const char *path, struct db_client *c,
+				  struct db_constraint_args *sc, uint32_t *ret_buffer_count,
+				  bool *ret_joined, sd_bus_error *error)
+{
+	const struct db_limits *limits = db_registry_limits(b->reg);
+	struct collection *col = collection_from_path(b, path);
+	struct participant *p;
+	guint index;
+	int r;
+
+	*ret_joined = false;
+	if (!col || col->state != COLLECTION_ALLOCATED) {
+		if (sc)
+			db_constraint_args_clear(sc);
+		return sd_bus_error_setf(error, DB_ERROR_NOT_FOUND,
+					 "the stream's collection %s is gone (collections do not "
+					 "survive a restart of the broker): the stream takes no "
+					 "new consumers",
+					 path);
+	}
+	p = find_participant(col, c->id, NULL);
+	if (p) {
+		if (sc)
+			db_constraint_args_clear(sc);
+		if (!p->allocated)
+			return sd_bus_error_setf(error, DB_ERROR_BUSY,
+						 "you take part in %s, and have set no constraints "
+						 "yet: set them, or join the stream without",
+						 path);
+		*ret_buffer_count = col->buffer_ids->len;
+		return 0;
+	}
+	if (collections_of_client(b, c->id) >= limits->max_collections_per_client) {
+		if (sc)
+			db_constraint_args_clear(sc);
+		return sd_bus_error_setf(error, DB_ERROR_QUOTA_EXCEEDED,
+					 "joining the stream's collection: MaxCollectionsPerClient "
+					 "(%" PRIu64 ") would be exceeded",
+					 limits->max_collections_per_client);
+	}
+	if (col->participants->len >= limits->max_participants_per_collection) {
+		if (sc)
+			db_constraint_args_clear(sc);
+		return sd_bus_error_setf(error, DB_ERROR_QUOTA_EXCEEDED,
+					 "joining the stream's collection: "
+					 "MaxParticipantsPerCollection (%" PRIu64
+					 ") would be exceeded",
+					 limits->max_participants_per_collection);
+	}
+	p = g_new0(struct participant, 1);
+	p->client_id = c->id;
+	snprintf(p->label, sizeof(p->label), "%s (client %" PRIu64 ")",
+		 c->name[0] ? c->name : "client", c->id);
+	g_ptr_array_add(col->participants, p);
+	index = col->participants->len - 1;
+	r = sc ? apply_constraints(b, c, p, *sc, error) : 0;
+	if (sc)
+		*sc = (struct db_constraint_args){0}; /* p's now, or cleared */
+	if (r >= 0)
+		r = join_late(col, p, c, error);
+	if (r < 0) {
+		g_ptr_array_remove_index(col->participants, index);
+		return r;
+	}
+	p->has_constraints = true;
+	*ret_buffer_count = col->buffer_ids->len;
+	*ret_joined = true;
+	return 0;
+}
+
+void db_collection_drop_participant(struct db_broker *b, const char *path, struct db_client *c)
+{
+	struct collection *col = collection_from_path(b, path);
+	guint index;
+
+	if (col && find_participant(col, c->id, &index))
+		(void)leave(col, index, true);
 }

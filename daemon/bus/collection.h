@@ -10,10 +10,13 @@
  * was under way has to start again.
  */
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <systemd/sd-bus.h>
 
 struct db_broker;
 struct db_client;
+struct db_constraint_args;
 
 int db_collections_new(struct db_broker *b);
 void db_collections_free(struct db_broker *b);
@@ -35,3 +38,21 @@ int db_collection_method_wait(sd_bus_message *m, void *userdata, sd_bus_error *e
 int db_collection_method_get_buffers(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int db_collection_method_leave(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int db_collection_method_list(sd_bus_message *m, void *userdata, sd_bus_error *error);
+
+/*
+ * For streams (stream.c). check_holder: c takes part in the allocated collection at path and
+ * holds its buffers (NotFound, Busy or the collection's failure otherwise); the number of
+ * buffers in *ret_buffer_count.
+ */
+int db_collection_check_holder(struct db_broker *b, const char *path, struct db_client *c,
+			       uint32_t *ret_buffer_count, sd_bus_error *error);
+/*
+ * A stream's consumer becomes a participant of the stream's collection if it is not one: a late
+ * joiner, with the constraints sc (may be NULL; taken), attached to every buffer (Unsupported
+ * with the reason if they do not fit). NotFound when the collection is gone (a restored stream).
+ * *ret_joined: c was added (db_collection_drop_participant undoes it).
+ */
+int db_collection_join_for_stream(struct db_broker *b, const char *path, struct db_client *c,
+				  struct db_constraint_args *sc, uint32_t *ret_buffer_count,
+				  bool *ret_joined, sd_bus_error *error);
+void db_collection_drop_participant(struct db_broker *b, const char *path, struct db_client *c);

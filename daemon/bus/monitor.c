@@ -95,8 +95,13 @@ struct event {
 	const char *reason; /* Revoke's, or NULL */
 	/* A collection's outcome: seen by root and by these uids (its participants'). */
 	const char *outcome;
+	/* Set for a collection's or stream's event: seen by root and by these uids only. */
 	const uid_t *uids;
 	size_t n_uids;
+	/* A stream's: the client it is about ("client" o) and the consumer's number. */
+	const char *member_path;
+	bool has_consumer;
+	uint32_t consumer;
 	uint64_t missed; /* "events-missed": how many */
 };
 
@@ -116,6 +121,7 @@ static uint64_t event_cost(const struct event *e, const struct subscriber *sub)
 	uint64_t n = 192 + str_cost(sub->bus_name) + str_cost(e->kind) + str_cost(e->object);
 
 	n += str_cost(e->path) + str_cost(e->reason) + str_cost(e->outcome);
+	n += str_cost(e->member_path) + (e->has_consumer ? 32 : 0);
 	if (e->client)
 		n += 256 + str_cost(e->client->role) + str_cost(e->client->name);
 	if (e->buffer)
@@ -150,6 +156,10 @@ static int append_details(sd_bus_message *s, const struct event *e, uint64_t seq
 		r = sd_bus_message_append(s, "{sv}", "reason", "s", e->reason);
 	if (r >= 0 && e->outcome)
 		r = sd_bus_message_append(s, "{sv}", "outcome", "s", e->outcome);
+	if (r >= 0 && e->member_path)
+		r = sd_bus_message_append(s, "{sv}", "client", "o", e->member_path);
+	if (r >= 0 && e->has_consumer)
+		r = sd_bus_message_append(s, "{sv}", "consumer", "u", e->consumer);
 	if (r >= 0 && e->missed)
 		r = sd_bus_message_append(s, "{sv}", "missed", "t", e->missed);
 	if (r < 0)
@@ -163,7 +173,7 @@ static bool visible(const struct subscriber *sub, const struct event *e)
 {
 	if (e->missed)
 		return true; /* built for this one subscriber */
-	if (e->outcome) {
+	if (e->uids) {
 		for (size_t i = 0; i < e->n_uids; i++)
 			if (e->uids[i] == sub->uid)
 				return true;
@@ -293,6 +303,23 @@ void db_monitor_collection(struct db_broker *b, const char *kind, const char *pa
 		.outcome = outcome,
 		.uids = uids,
 		.n_uids = n_uids,
+	};
+
+	if (b->monitor && b->monitor->subscribers->len > 0)
+		send_event(b, &e);
+}
+
+void db_monitor_stream(struct db_broker *b, const struct db_monitor_stream_event *se)
+{
+	struct event e = {
+		.kind = se->kind,
+		.object = se->stream_path,
+		.member_path = se->client_path,
+		.has_consumer = se->has_consumer,
+		.consumer = se->consumer,
+		.reason = se->reason,
+		.uids = se->uids,
+		.n_uids = se->n_uids,
 	};
 
 	if (b->monitor && b->monitor->subscribers->len > 0)

@@ -29,6 +29,20 @@ void db_monitor_revoked(struct db_broker *b, struct db_buffer *buf, const char *
 void db_monitor_collection(struct db_broker *b, const char *kind, const char *path,
 			   const char *outcome, const uid_t *uids, size_t n_uids);
 
+/* A stream's event (stream-created, stream-joined, stream-left, stream-ended): told to root and
+ * to the uids of the stream's members. */
+struct db_monitor_stream_event {
+	const char *kind;
+	const char *stream_path;
+	const char *client_path; /* "client", or NULL */
+	bool has_consumer; /* "consumer" */
+	uint32_t consumer;
+	const char *reason; /* or NULL */
+	const uid_t *uids;
+	size_t n_uids;
+};
+void db_monitor_stream(struct db_broker *b, const struct db_monitor_stream_event *e);
+
 /* A bus name left: its subscription goes with it. */
 void db_monitor_name_gone(struct db_broker *b, const char *bus_name);
 

@@ -101,6 +101,9 @@ static const struct limit_key limit_keys[] = {
 	/* The solver names conflicts among at most 64 (constraints.h). */
 	LIMIT("MaxParticipantsPerCollection", max_participants_per_collection, 1, 64),
 	LIMIT("MaxBuffersPerCollection", max_buffers_per_collection, 1, 256),
+	LIMIT("MaxStreamsPerClient", max_streams_per_client, 0, 1024),
+	/* The journal's decoder takes at most 1024 consumers of a stream. */
+	LIMIT("MaxConsumersPerStream", max_consumers_per_stream, 1, 1024),
 };
 
 /* [Daemon] durations, given in seconds and kept in milliseconds. */

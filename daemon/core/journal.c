@@ -20,6 +20,8 @@
 #define MAX_STRING 4096u
 #define MAX_DEVICES 16u
 #define MAX_HOLDERS (1u << 22)
+/* MaxConsumersPerStream's own bound. */
+#define MAX_CONSUMERS 1024u
 /* Compaction once the changes outgrow the snapshot this many times (plus some slack, so an
  * empty registry is not rewritten at every other change). */
 #define COMPACT_FACTOR 4u
@@ -201,6 +203,87 @@ static void encode_token(GByteArray *out, const struct db_token *t)
 	record_end(out, at);
 }
 
+struct db_jstream *db_jstream_new(void)
+{
+	struct db_jstream *s = g_new0(struct db_jstream, 1);
+
+	s->name = g_strdup("");
+	s->collection = g_strdup("/");
+	s->consumers = g_ptr_array_new_with_free_func((GDestroyNotify)db_jconsumer_free);
+	return s;
+}
+
+void db_jconsumer_free(struct db_jconsumer *c)
+{
+	if (!c)
+		return;
+	g_free(c->label);
+	g_free(c);
+}
+
+void db_jstream_free(struct db_jstream *s)
+{
+	if (!s)
+		return;
+	g_free(s->name);
+	g_free(s->collection);
+	g_ptr_array_unref(s->consumers);
+	g_free(s);
+}
+
+static void encode_stream(GByteArray *out, const struct db_jstream *st)
+{
+	size_t at = record_begin(out, DB_JR_STREAM_CREATED);
+
+	put_u64(out, st->id);
+	put_str(out, st->name);
+	put_u64(out, st->producer_id);
+	put_u32(out, st->uid);
+	put_u8(out, (uint8_t)st->mode);
+	put_u32(out, st->max_consumers);
+	put_u32(out, st->format.fourcc);
+	put_u32(out, st->format.width);
+	put_u32(out, st->format.height);
+	put_u32(out, st->format.framerate_num);
+	put_u32(out, st->format.framerate_den);
+	put_str(out, st->collection);
+	put_u32(out, st->next_consumer);
+	record_end(out, at);
+}
+
+static void encode_consumer(GByteArray *out, enum db_jrecord type, const struct db_jstream *st,
+			    const struct db_jconsumer *c)
+{
+	size_t at = record_begin(out, type);
+
+	put_u64(out, st->id);
+	put_u32(out, c->number);
+	if (type == DB_JR_STREAM_JOINED) {
+		put_u64(out, c->client_id);
+		put_u8(out, c->required);
+		put_str(out, c->label);
+	}
+	record_end(out, at);
+}
+
+void db_journal_encode_stream_change(GByteArray *out, const struct db_stream_change *ch)
+{
+	switch (ch->type) {
+	case DB_STREAM_CREATED:
+		encode_stream(out, ch->stream);
+		break;
+	case DB_STREAM_JOINED:
+		encode_consumer(out, DB_JR_STREAM_JOINED, ch->stream, ch->consumer);
+		break;
+	case DB_STREAM_LEFT:
+		encode_consumer(out, DB_JR_STREAM_LEFT, ch->stream, ch->consumer);
+		break;
+	case DB_STREAM_ENDED:
+		encode_id(out, DB_JR_STREAM_ENDED, ch->stream->id);
+		break;
+	}
+}
+
 void db_journal_encode_change(GByteArray *out, const struct db_change *ch, uint64_t now_usec)
 {
 	size_t at;
@@ -249,7 +332,8 @@ void db_journal_encode_change(GByteArray *out, const struct db_change *ch, uint6
 	}
 }
 
-void db_journal_encode_snapshot(GByteArray *out, const struct db_registry *reg, uint64_t generation,
+void db_journal_encode_snapshot(GByteArray *out, const struct db_registry *reg,
+				const struct db_journal_streams *streams, uint64_t generation,
 				uint64_t now_usec)
 {
 	uint64_t n = 0, next_client, next_buffer;
@@ -292,6 +376,23 @@ void db_journal_encode_snapshot(GByteArray *out, const struct db_registry *reg, 
 		encode_token(out, t);
 		n++;
 	}
+	if (streams) {
+		at = record_begin(out, DB_JR_NEXT_STREAM_ID);
+		put_u64(out, streams->next_id);
+		record_end(out, at);
+		n++;
+		for (guint i = 0; streams->streams && i < streams->streams->len; i++) {
+			const struct db_jstream *st = g_ptr_array_index(streams->streams, i);
+
+			encode_stream(out, st);
+			n++;
+			for (guint k = 0; k < st->consumers->len; k++) {
+				encode_consumer(out, DB_JR_STREAM_JOINED, st,
+						g_ptr_array_index(st->consumers, k));
+				n++;
+			}
+		}
+	}
 	at = record_begin(out, DB_JR_SNAPSHOT_END);
 	put_u64(out, n);
 	record_end(out, at);
@@ -325,8 +426,8 @@ static int write_all_at(int fd, const uint8_t *p, size_t len, uint64_t offset)
 	return 0;
 }
 
-int db_journal_new(const struct db_registry *reg, uint64_t generation, uint64_t now_usec,
-		   struct db_journal **ret)
+int db_journal_new(const struct db_registry *reg, const struct db_journal_streams *streams,
+		   uint64_t generation, uint64_t now_usec, struct db_journal **ret)
 {
 	g_autoptr(GByteArray) out = g_byte_array_new();
 	_cleanup_(closep) int fd = -1;
@@ -336,7 +437,7 @@ int db_journal_new(const struct db_registry *reg, uint64_t generation, uint64_t 
 	fd = memfd_create("dmabroker-journal", MFD_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	db_journal_encode_snapshot(out, reg, generation, now_usec);
+	db_journal_encode_snapshot(out, reg, streams, generation, now_usec);
 	r = write_all_at(fd, out->data, out->len, 0);
 	if (r < 0)
 		return r;
@@ -359,23 +460,17 @@ struct db_journal *db_journal_free(struct db_journal *j)
 	return NULL;
 }
 
-int db_journal_append(struct db_journal *j, const struct db_change *change, uint64_t now_usec)
+/* One write, at the end of the last whole record: a torn one is written over. */
+static int append_encoded(struct db_journal *j, const GByteArray *out)
 {
-	/* Reused: no allocation per change once it has grown (the daemon has one thread). */
-	static GByteArray *out;
 	int r;
 
-	if (!out)
-		out = g_byte_array_sized_new(512);
-	g_byte_array_set_size(out, 0);
-	db_journal_encode_change(out, change, now_usec);
 	if (out->len == 0)
 		return 0;
 	if (j->size + out->len > DB_JOURNAL_MAX_SIZE) {
 		j->last_error = -EFBIG;
 		return -EFBIG;
 	}
-	/* One write, at the end of the last whole record: a torn one is written over. */
 	r = write_all_at(j->fd, out->data, out->len, j->size);
 	if (r < 0) {
 		j->last_error = r;
@@ -384,6 +479,33 @@ int db_journal_append(struct db_journal *j, const struct db_change *change, uint
 	j->size += out->len;
 	j->n_appended++;
 	return 0;
+}
+
+/* Reused: no allocation per change once it has grown (the daemon has one thread). */
+static GByteArray *append_buffer(void)
+{
+	static GByteArray *out;
+
+	if (!out)
+		out = g_byte_array_sized_new(512);
+	g_byte_array_set_size(out, 0);
+	return out;
+}
+
+int db_journal_append(struct db_journal *j, const struct db_change *change, uint64_t now_usec)
+{
+	GByteArray *out = append_buffer();
+
+	db_journal_encode_change(out, change, now_usec);
+	return append_encoded(j, out);
+}
+
+int db_journal_append_stream(struct db_journal *j, const struct db_stream_change *change)
+{
+	GByteArray *out = append_buffer();
+
+	db_journal_encode_stream_change(out, change);
+	return append_encoded(j, out);
 }
 
 bool db_journal_wants_compaction(const struct db_journal *j)
@@ -535,6 +657,9 @@ struct db_jstate *db_jstate_new(void)
 	s->clients = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, jclient_free);
 	s->buffers = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, jbuffer_free);
 	s->tokens = g_hash_table_new_full(token_hash, token_equal, NULL, g_free);
+	s->streams = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL,
+					   (GDestroyNotify)db_jstream_free);
+	s->next_stream_id = 1;
 	return s;
 }
 
@@ -545,6 +670,7 @@ void db_jstate_free(struct db_jstate *s)
 	g_hash_table_unref(s->clients);
 	g_hash_table_unref(s->buffers);
 	g_hash_table_unref(s->tokens);
+	g_hash_table_unref(s->streams);
 	g_free(s);
 }
 
@@ -668,6 +794,79 @@ static int apply_token(struct db_jstate *s, struct reader *r)
 	return 0;
 }
 
+static int apply_stream(struct db_jstate *s, struct reader *r)
+{
+	struct db_jstream *st = db_jstream_new();
+	uint8_t mode;
+
+	st->id = get_u64(r);
+	g_free(st->name);
+	st->name = get_str(r, 255);
+	st->producer_id = get_u64(r);
+	st->uid = get_u32(r);
+	mode = get_u8(r);
+	st->mode = mode == DB_STREAM_LATEST ? DB_STREAM_LATEST : DB_STREAM_FIFO;
+	st->max_consumers = get_u32(r);
+	st->format.fourcc = get_u32(r);
+	st->format.width = get_u32(r);
+	st->format.height = get_u32(r);
+	st->format.framerate_num = get_u32(r);
+	st->format.framerate_den = get_u32(r);
+	g_free(st->collection);
+	st->collection = get_str(r, 255);
+	st->next_consumer = get_u32(r);
+	if (r->bad || st->id == 0 || st->id == UINT64_MAX || mode > DB_STREAM_LATEST ||
+	    st->max_consumers == 0 || st->max_consumers > MAX_CONSUMERS) {
+		db_jstream_free(st);
+		return -EBADMSG;
+	}
+	if (st->id >= s->next_stream_id)
+		s->next_stream_id = st->id + 1;
+	see_client_id(s, st->producer_id);
+	g_hash_table_replace(s->streams, &st->id, st);
+	return 0;
+}
+
+static int apply_consumer(struct db_jstate *s, enum db_jrecord type, struct reader *r)
+{
+	uint64_t id = get_u64(r);
+	uint32_t number = get_u32(r);
+	struct db_jstream *st;
+	struct db_jconsumer *c;
+	guint i;
+
+	if (type == DB_JR_STREAM_LEFT) {
+		if (r->bad)
+			return -EBADMSG;
+		st = g_hash_table_lookup(s->streams, &id);
+		for (i = 0; st && i < st->consumers->len; i++)
+			if (((struct db_jconsumer *)g_ptr_array_index(st->consumers, i))->number ==
+			    number) {
+				g_ptr_array_remove_index(st->consumers, i);
+				break;
+			}
+		return 0;
+	}
+	c = g_new0(struct db_jconsumer, 1);
+	c->number = number;
+	c->client_id = get_u64(r);
+	c->required = get_bool(r);
+	c->label = get_str(r, 255);
+	st = g_hash_table_lookup(s->streams, &id);
+	if (r->bad || number == UINT32_MAX || (st && st->consumers->len >= MAX_CONSUMERS)) {
+		db_jconsumer_free(c);
+		return -EBADMSG;
+	}
+	see_client_id(s, c->client_id);
+	if (!st) {
+		db_jconsumer_free(c);
+		return 0;
+	}
+	st->next_consumer = MAX(st->next_consumer, number + 1);
+	g_ptr_array_add(st->consumers, c);
+	return 0;
+}
+
 /* Applies one whole record's payload. -EBADMSG: its contents are not what its type says. */
 static int apply(struct db_jstate *s, enum db_jrecord type, struct reader *r)
 {
@@ -765,6 +964,23 @@ static int apply(struct db_jstate *s, enum db_jrecord type, struct reader *r)
 		b->moving = false;
 		for (guint i = 0; i < b->holders->len; i++)
 			g_array_index(b->holders, struct db_jholder, i).needs_reacquire = false;
+		return 0;
+	case DB_JR_STREAM_CREATED:
+		return apply_stream(s, r);
+	case DB_JR_STREAM_JOINED:
+	case DB_JR_STREAM_LEFT:
+		return apply_consumer(s, type, r);
+	case DB_JR_STREAM_ENDED:
+		id = get_u64(r);
+		if (r->bad)
+			return -EBADMSG;
+		g_hash_table_remove(s->streams, &id);
+		return 0;
+	case DB_JR_NEXT_STREAM_ID:
+		id = get_u64(r);
+		if (r->bad)
+			return -EBADMSG;
+		s->next_stream_id = MAX(s->next_stream_id, id);
 		return 0;
 	case DB_JR_HEADER:
 	case DB_JR_SNAPSHOT_END:

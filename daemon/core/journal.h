@@ -54,6 +54,73 @@ enum db_jrecord {
 	DB_JR_MOVE_BEGUN,
 	DB_JR_REACQUIRED,
 	DB_JR_MOVE_FINISHED,
+	/* Streams (stream.c): membership, never links. */
+	DB_JR_STREAM_CREATED,
+	DB_JR_STREAM_JOINED,
+	DB_JR_STREAM_LEFT,
+	DB_JR_STREAM_ENDED,
+	DB_JR_NEXT_STREAM_ID,
+};
+
+/* --- streams, as the journal keeps them --- */
+
+enum db_stream_mode {
+	DB_STREAM_FIFO, /* the producer waits for a free buffer */
+	DB_STREAM_LATEST, /* a consumer that falls behind gets the newest frame */
+};
+
+/* CreateStream's "format": what the frames are; the layout is the collection's. */
+struct db_stream_format {
+	uint32_t fourcc;
+	uint32_t width;
+	uint32_t height;
+	uint32_t framerate_num;
+	uint32_t framerate_den;
+};
+
+struct db_jconsumer {
+	uint32_t number; /* never reused in its stream */
+	uint64_t client_id;
+	bool required;
+	char *label; /* owned */
+};
+
+/* One stream's membership. stream.c keeps its live streams in these, so the journal writes
+ * what the daemon answers with and a restart reads back the same. */
+struct db_jstream {
+	uint64_t id;
+	char *name; /* owned; "" for a stream joined by token only */
+	uint64_t producer_id;
+	uid_t uid; /* the producer's */
+	enum db_stream_mode mode;
+	uint32_t max_consumers;
+	struct db_stream_format format;
+	char *collection; /* owned: the collection's object path */
+	uint32_t next_consumer;
+	GPtrArray *consumers; /* struct db_jconsumer *, owned */
+};
+
+struct db_jstream *db_jstream_new(void);
+void db_jstream_free(struct db_jstream *s);
+void db_jconsumer_free(struct db_jconsumer *c);
+
+enum db_stream_change_type {
+	DB_STREAM_CREATED,
+	DB_STREAM_JOINED,
+	DB_STREAM_LEFT,
+	DB_STREAM_ENDED,
+};
+
+struct db_stream_change {
+	enum db_stream_change_type type;
+	const struct db_jstream *stream;
+	const struct db_jconsumer *consumer; /* JOINED, LEFT */
+};
+
+/* What a snapshot holds of the streams (the fd store asks stream.c through a hook). */
+struct db_journal_streams {
+	const GPtrArray *streams; /* const struct db_jstream *, borrowed */
+	uint64_t next_id;
 };
 
 /* --- writing --- */
@@ -67,9 +134,9 @@ struct db_journal {
 	int last_error; /* of the last append that failed, else 0 */
 };
 
-/* A new journal (memfd) holding a snapshot of reg. */
-int db_journal_new(const struct db_registry *reg, uint64_t generation, uint64_t now_usec,
-		   struct db_journal **ret);
+/* A new journal (memfd) holding a snapshot of reg and the streams (may be NULL). */
+int db_journal_new(const struct db_registry *reg, const struct db_journal_streams *streams,
+		   uint64_t generation, uint64_t now_usec, struct db_journal **ret);
 struct db_journal *db_journal_free(struct db_journal *j);
 
 /* Appends one change with one pwrite(). A failed write leaves no partial record behind
@@ -79,10 +146,15 @@ int db_journal_append(struct db_journal *j, const struct db_change *change, uint
 /* The appended changes outgrow the snapshot (or a write failed): time to compact. */
 bool db_journal_wants_compaction(const struct db_journal *j);
 
+/* Appends one stream change, as db_journal_append does a registry change. */
+int db_journal_append_stream(struct db_journal *j, const struct db_stream_change *change);
+
 /* The encodings, into memory (the writer uses them; tests build journals with them). */
 void db_journal_encode_change(GByteArray *out, const struct db_change *change, uint64_t now_usec);
-/* Header, snapshot and snapshot end. */
-void db_journal_encode_snapshot(GByteArray *out, const struct db_registry *reg, uint64_t generation,
+void db_journal_encode_stream_change(GByteArray *out, const struct db_stream_change *change);
+/* Header, snapshot (the streams may be NULL) and snapshot end. */
+void db_journal_encode_snapshot(GByteArray *out, const struct db_registry *reg,
+				const struct db_journal_streams *streams, uint64_t generation,
 				uint64_t now_usec);
 
 /* The records' checksum (CRC-32C). */
@@ -147,6 +219,8 @@ struct db_jstate {
 	GHashTable *clients; /* &id -> struct db_jclient *, owned */
 	GHashTable *buffers; /* &id -> struct db_jbuffer *, owned */
 	GHashTable *tokens; /* &bytes -> struct db_jtoken *, owned */
+	GHashTable *streams; /* &id -> struct db_jstream *, owned */
+	uint64_t next_stream_id;
 	/* What the decoder found. */
 	size_t n_records;
 	size_t n_skipped; /* whole records of a type this version does not know */

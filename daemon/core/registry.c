@@ -56,6 +56,8 @@ void db_limits_init_default(struct db_limits *l)
 		.subscriber_window_bytes = 256 * 1024,
 		.max_collections_per_client = 8,
 		.max_participants_per_collection = 16,
+		.max_streams_per_client = 16,
+		.max_consumers_per_stream = 16,
 		.max_buffers_per_collection = 32,
 	};
 }

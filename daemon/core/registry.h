@@ -49,6 +49,10 @@ struct db_limits {
 	uint64_t max_collections_per_client;
 	uint64_t max_participants_per_collection;
 	uint64_t max_buffers_per_collection;
+	/* Streams (stream.c): those a client takes part in (producing or consuming), and the
+	 * consumers of one stream (each a link, a socket pair, between two clients). */
+	uint64_t max_streams_per_client;
+	uint64_t max_consumers_per_stream;
 };
 
 /* The defaults: generous for a desktop, small enough that one client cannot exhaust the

@@ -132,6 +132,17 @@ static void buffer_fdname(const struct db_buffer *buf, uint32_t n_moves, char *o
 	db_journal_buffer_fdname(buf->id, n_moves, out, len);
 }
 
+/* The streams a snapshot holds, from the bus layer that keeps them; NULL without one. */
+static const struct db_journal_streams *snapshot_streams(struct db_broker *b,
+							 struct db_journal_streams *out)
+{
+	*out = (struct db_journal_streams){0};
+	if (!b->hooks.journal_streams)
+		return NULL;
+	b->hooks.journal_streams(b, out);
+	return out;
+}
+
 /*
  * Writes a new journal from the live registry, stores it, and only then removes the old one.
  * Killed before the new one is stored: the old one is whole. Killed after: the next start
@@ -140,11 +151,13 @@ static void buffer_fdname(const struct db_buffer *buf, uint32_t n_moves, char *o
 static int compact(struct db_broker *b)
 {
 	struct db_fdstore *s = b->fdstore_state;
+	struct db_journal_streams streams;
 	struct db_journal *j;
 	char name[64];
 	int r;
 
-	r = db_journal_new(b->reg, s->journal->generation + 1, now_usec(), &j);
+	r = db_journal_new(b->reg, snapshot_streams(b, &streams), s->journal->generation + 1,
+			   now_usec(), &j);
 	if (r < 0)
 		return r;
 	journal_fdname(j->generation, name, sizeof(name));
@@ -228,6 +241,21 @@ void db_fdstore_changed(const struct db_change *ch, void *userdata)
 		store_remove(name);
 		s->n_fds--;
 	}
+	if (db_journal_wants_compaction(s->journal))
+		schedule_compaction(b);
+}
+
+void db_fdstore_stream_changed(struct db_broker *b, const struct db_stream_change *change)
+{
+	struct db_fdstore *s = b->fdstore_state;
+	int r;
+
+	if (!s || !s->journal)
+		return;
+	r = db_journal_append_stream(s->journal, change);
+	if (r < 0)
+		log_error("Failed to journal a stream's change (a restart would not see it): %s",
+			  strerror(-r));
 	if (db_journal_wants_compaction(s->journal))
 		schedule_compaction(b);
 }
@@ -416,13 +444,14 @@ static int start_journal(struct db_broker *b, uint64_t generation)
 {
 	struct db_fdstore *s = b->fdstore_state;
 	const char *env = getenv("FDSTORE");
+	struct db_journal_streams streams;
 	struct db_journal *j;
 	char name[64];
 	int r;
 
 	if (env)
 		s->env_max = (unsigned)MIN(strtoul(env, NULL, 10), (unsigned long)UINT32_MAX);
-	r = db_journal_new(b->reg, generation, now_usec(), &j);
+	r = db_journal_new(b->reg, snapshot_streams(b, &streams), generation, now_usec(), &j);
 	if (r < 0)
 		return r;
 	journal_fdname(generation, name, sizeof(name));
@@ -486,6 +515,8 @@ int db_fdstore_restore(struct db_broker *b)
 				 st.buffers, st.clients, st.tokens, st.moves, state->generation,
 				 state->n_records, st.clients_gone, st.buffers_missing);
 			rearm_moves(b);
+			if (b->hooks.restore_streams)
+				b->hooks.restore_streams(b, state);
 		} else {
 			log_warning("The fd store holds %d fd(s) but no readable journal: dropping "
 				    "them",

@@ -17,6 +17,9 @@
  * step with it. Does nothing until db_fdstore_restore() has opened the journal. */
 void db_fdstore_changed(const struct db_change *change, void *userdata);
 
+/* A stream's membership changed (stream.c): journaled before the call is answered. */
+void db_fdstore_stream_changed(struct db_broker *b, const struct db_stream_change *change);
+
 /*
  * Would n_fds more entries fit in the store (FdStoreMax=, one entry kept free for the
  * journal's compaction)? -EDQUOT, with reg->exceeded_limit set to "FdStoreMax", when they
@@ -26,7 +29,8 @@ void db_fdstore_changed(const struct db_change *change, void *userdata);
 int db_fdstore_reserve(struct db_broker *b, unsigned n_fds);
 
 /*
- * At start: restores the registry from the fds systemd passed (none: nothing to do), then,
+ * At start: restores the registry from the fds systemd passed (none: nothing to do) and the
+ * streams whose producers came back (b->hooks.restore_streams), then,
  * with --fd-store, starts the journal. Returns the number of buffers restored.
  */
 int db_fdstore_restore(struct db_broker *b);

@@ -24,6 +24,7 @@
 #include "bus-util.h"
 #include "dmabroker.h"
 #include "fixture.h"
+#include "macros.h"
 #include "protocol.h"
 #include "tap.h"
 
@@ -272,6 +273,65 @@ static bool all_bytes(const uint8_t *p, size_t n, uint8_t v)
 	return true;
 }
 
+/* --- streams, spoken raw (a stream's membership is journaled; its links are not the daemon's) --- */
+
+static sd_bus *raw_client(const char *name)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	sd_bus *bus = inspect_bus();
+
+	tap_require(bus && broker_call(bus, "Register", &e, NULL, "a{sv}", 1, "name", "s", name) >=
+				    0,
+		    "register %s (%s)", name, e.message ? e.message : "ok");
+	return bus;
+}
+
+/* JoinStream by name with no options: 0, or the error in e. */
+static int join_stream(sd_bus *c, const char *name, sd_bus_error *e)
+{
+	return broker_call(c, "JoinStream", e, NULL, "sa{sv}", name, 0);
+}
+
+/* The streams root lists, and whether one is called name with n consumers. */
+static bool stream_listed(sd_bus *bus, const char *name, unsigned n_consumers)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	bool found = false;
+
+	if (broker_call(bus, "ListStreams", &e, &reply, NULL) < 0) {
+		sd_bus_error_free(&e);
+		return false;
+	}
+	sd_bus_message_enter_container(reply, 'a', "a{sv}");
+	while (sd_bus_message_enter_container(reply, 'a', "{sv}") > 0) {
+		bool named = false;
+		unsigned n = 0;
+		const char *key, *value;
+
+		while (sd_bus_message_enter_container(reply, 'e', "sv") > 0) {
+			sd_bus_message_read(reply, "s", &key);
+			if (strcmp(key, "name") == 0) {
+				sd_bus_message_read(reply, "v", "s", &value);
+				named = strcmp(value, name) == 0;
+			} else if (strcmp(key, "consumers") == 0) {
+				sd_bus_message_enter_container(reply, 'v', "aa{sv}");
+				sd_bus_message_enter_container(reply, 'a', "a{sv}");
+				while (sd_bus_message_skip(reply, "a{sv}") > 0)
+					n++;
+				sd_bus_message_exit_container(reply);
+				sd_bus_message_exit_container(reply);
+			} else {
+				sd_bus_message_skip(reply, "v");
+			}
+			sd_bus_message_exit_container(reply);
+		}
+		sd_bus_message_exit_container(reply);
+		found |= named && n == n_consumers;
+	}
+	return found;
+}
+
 static char *owner_of(sd_bus *bus, const char *path)
 {
 	sd_bus_message *m = NULL;
@@ -403,6 +463,56 @@ int main(void)
 		dmabroker_collection_leave(cc);
 		dmabroker_collection_leave(pending);
 		tap_is(buffer_attachments(bus, first), -1, "and with c gone too, they are freed");
+	}
+
+	/* --- a stream's membership comes back; its collection does not, so it takes no new
+	 * consumer, while the members' links (never the daemon's) go on --- */
+	{
+		_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+		sd_bus *sp = raw_client("stream-producer"), *sc = raw_client("stream-consumer"),
+		       *late = raw_client("stream-late");
+		sd_bus_error e = SD_BUS_ERROR_NULL;
+		const char *path = NULL;
+		char col[128], stream[128], out[2048] = "";
+		const char *argv[] = {"tools/dmabrokerctl", "streams", NULL};
+
+		tap_require(broker_call(sp, "CreateCollection", &e, &reply, "a{sv}", 0) >= 0 &&
+				    sd_bus_message_read(reply, "o", &path) > 0,
+			    "the producer creates a collection");
+		snprintf(col, sizeof(col), "%s", path);
+		reply = sd_bus_message_unref(reply);
+		tap_require(broker_call(sp, "SetCollectionConstraints", &e, NULL, "oa{sv}", col, 1,
+					"min-size", "t", (uint64_t)4096) >= 0 &&
+				    broker_call(sp, "CommitCollection", &e, NULL, "o", col) >= 0 &&
+				    broker_call(sp, "WaitCollection", &e, NULL, "o", col) >= 0,
+			    "and has it allocated (%s)", e.message ? e.message : "ok");
+		tap_require(broker_call(sp, "CreateStream", &e, &reply, "oa{sv}", col, 1, "name",
+					"s", "crash-cam") >= 0 &&
+				    sd_bus_message_read(reply, "o", &path) > 0,
+			    "the producer creates stream crash-cam (%s)",
+			    e.message ? e.message : "ok");
+		snprintf(stream, sizeof(stream), "%s", path);
+		tap_require(join_stream(sc, "crash-cam", &e) >= 0, "a consumer joins it (%s)",
+			    e.message ? e.message : "ok");
+		kill_and_restart(&f, SIGKILL);
+		tap_ok(stream_listed(bus, "crash-cam", 1),
+		       "ListStreams lists crash-cam again, with its consumer");
+		tap_ok(run_client(argv, false, out, sizeof(out)) == 0 &&
+			       strstr(out, "crash-cam") != NULL,
+		       "and so does dmabrokerctl streams");
+		tap_ok(join_stream(late, "crash-cam", &e) < 0 &&
+			       sd_bus_error_has_name(&e, DB_ERROR_NOT_FOUND) &&
+			       strstr(e.message, "is gone"),
+		       "its collection did not come back: no new consumer (%s)",
+		       e.message ? e.message : "accepted");
+		sd_bus_error_free(&e);
+		tap_ok(broker_call(sp, "EndStream", &e, NULL, "os", stream, "") >= 0,
+		       "the producer ends the restored stream");
+		tap_ok(!stream_listed(bus, "crash-cam", 1), "it is gone");
+		sd_bus_flush_close_unref(sp);
+		sd_bus_flush_close_unref(sc);
+		sd_bus_flush_close_unref(late);
+		tap_ok(fixture_wait_clients(&f, 3, 5000), "the stream's clients are gone again");
 	}
 
 	/* --- a client that leaves while the daemon is down loses its buffers --- */

@@ -107,6 +107,30 @@ static void compare(GDBusNodeInfo *contract, sd_bus *bus, const char *path, cons
 			       live->interfaces[i]->name);
 }
 
+/* The stream members by name: a contract and a daemon that both lost one would still match. */
+static void check_stream_members(sd_bus *bus)
+{
+	static const char *const methods[] = {
+		"CreateStream", "CreateStreamToken", "JoinStream",    "JoinStreamWithToken",
+		"LeaveStream",	"EndStream",	     "EndStreamLink", "ListStreams",
+	};
+	static const char *const signals[] = {"StreamLink", "StreamLinkEnded", "StreamEnded"};
+	g_autofree char *xml = introspect(bus, DB_OBJECT_PATH);
+	g_autoptr(GError) error = NULL;
+	g_autoptr(GDBusNodeInfo) live = xml ? g_dbus_node_info_new_for_xml(xml, &error) : NULL;
+	GDBusInterfaceInfo *iface =
+		live ? g_dbus_node_info_lookup_interface(live, DB_IFACE_BROKER) : NULL;
+	unsigned missing = 0;
+
+	for (size_t i = 0; i < G_N_ELEMENTS(methods); i++)
+		if (!iface || !g_dbus_interface_info_lookup_method(iface, methods[i]))
+			missing++;
+	for (size_t i = 0; i < G_N_ELEMENTS(signals); i++)
+		if (!iface || !g_dbus_interface_info_lookup_signal(iface, signals[i]))
+			missing++;
+	tap_is(missing, 0, "the daemon serves the seven stream methods and three stream signals");
+}
+
 int main(void)
 {
 	const char *source = getenv("DMABROKER_CONTRACT");
@@ -131,6 +155,7 @@ int main(void)
 		    "a client and a buffer exist");
 
 	compare(contract, bus, DB_OBJECT_PATH, DB_IFACE_BROKER);
+	check_stream_members(bus);
 	compare(contract, bus, dmabroker_buffer_get_path(buf), DB_IFACE_BUFFER);
 	compare(contract, bus, dmabroker_client_path(ctx), DB_IFACE_CLIENT);
 

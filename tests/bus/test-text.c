@@ -76,6 +76,13 @@ static const struct {
 	{"WaitCollection", {"o:collection"}},
 	{"GetCollectionBuffers", {"o:collection", "u:first", "u:count"}},
 	{"LeaveCollection", {"o:collection"}},
+	{"CreateStream", {"o:collection", "a{sv}:options"}},
+	{"CreateStreamToken", {"o:stream"}},
+	{"JoinStream", {"s:name", "a{sv}:options"}},
+	{"JoinStreamWithToken", {"ay:token", "a{sv}:options"}},
+	{"LeaveStream", {"o:stream"}},
+	{"EndStream", {"o:stream", "s:reason"}},
+	{"EndStreamLink", {"o:stream", "u:consumer", "s:reason"}},
 };
 
 /* A memfd as AllocateWithMemfd's contract wants it, for the calls that must get past it. */
@@ -157,6 +164,10 @@ static int call_row(sd_bus *bus, const struct text_arg *t, const char *value, sd
 			r = sd_bus_message_append_basic(m, 'o', target ? value : path);
 		} else if (a[0] == 's') {
 			r = sd_bus_message_append_basic(m, 's', target ? value : "a reason");
+		} else if (strcmp(a, "ay:token") == 0) {
+			static const uint8_t token[16];
+
+			r = sd_bus_message_append_array(m, 'y', token, sizeof(token));
 		} else if (a[0] == 'u') {
 			r = sd_bus_message_append(m, "u", strcmp(name, "first") == 0 ? 0 : 1);
 		} else if (strcmp(name, "memfd") == 0) {

@@ -59,6 +59,23 @@ static const struct text_arg text_args[] = {
 	{"WaitCollection", "collection", NULL, "o", PATH},
 	{"GetCollectionBuffers", "collection", NULL, "o", PATH},
 	{"LeaveCollection", "collection", NULL, "o", PATH},
+	{"CreateStream", "collection", NULL, "o", PATH},
+	{"CreateStream", "options", NULL, "a{sv}", DICT},
+	{"CreateStream", "options", "name", "s", DICT},
+	{"CreateStream", "options", "mode", "s", DICT},
+	{"CreateStreamToken", "stream", NULL, "o", PATH},
+	{"JoinStream", "name", NULL, "s", TEXT},
+	{"JoinStream", "options", NULL, "a{sv}", DICT},
+	{"JoinStream", "options", "label", "s", DICT},
+	/* The contract names "mode" beside JoinStream's options (it is in the answer's
+	 * format): as an option it is an unknown key, which the dictionary refuses. */
+	{"JoinStream", "options", "mode", "s", DICT},
+	{"JoinStreamWithToken", "options", NULL, "a{sv}", DICT},
+	{"LeaveStream", "stream", NULL, "o", PATH},
+	{"EndStream", "stream", NULL, "o", PATH},
+	{"EndStream", "reason", NULL, "s", TEXT},
+	{"EndStreamLink", "stream", NULL, "o", PATH},
+	{"EndStreamLink", "reason", NULL, "s", TEXT},
 };
 
 #undef DICT

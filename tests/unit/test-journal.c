@@ -92,7 +92,7 @@ static struct db_registry *busy_registry(GByteArray *log)
 						   .changed = record_change,
 						   .userdata = log,
 					   });
-		db_journal_encode_snapshot(log, reg, 1, NOW);
+		db_journal_encode_snapshot(log, reg, NULL, 1, NOW);
 	}
 	a = client(reg, ":1.10", 1000, true);
 	b = client(reg, ":1.11", 1001, false);
@@ -281,7 +281,7 @@ static void test_torn_tail(void)
 
 		db_limits_init_default(&l);
 		empty = db_registry_new(&l);
-		db_journal_encode_snapshot(e, empty, 1, NOW);
+		db_journal_encode_snapshot(e, empty, NULL, 1, NOW);
 		snapshot_len = e->len;
 		db_registry_free(empty);
 	}
@@ -371,7 +371,7 @@ static void test_bounds(void)
 
 	db_limits_init_default(&l);
 	reg = db_registry_new(&l);
-	db_journal_encode_snapshot(log, reg, 1, NOW);
+	db_journal_encode_snapshot(log, reg, NULL, 1, NOW);
 	db_registry_free(reg);
 	{
 		/* A client record whose device count says 200. */
@@ -411,7 +411,7 @@ static void test_compaction(void)
 	const char *why;
 	unsigned n = 0;
 
-	tap_is(db_journal_new(a, 7, NOW, &j), 0, "a journal from a registry's snapshot");
+	tap_is(db_journal_new(a, NULL, 7, NOW, &j), 0, "a journal from a registry's snapshot");
 	tap_is(db_jstate_load_fd(s, j->fd), 0, "decodes");
 	tap_is(s->generation, 7, "with its generation");
 	b = replay(s, NOW + 10);
@@ -443,7 +443,7 @@ static void test_compaction(void)
 	       "snapshot %" PRIu64 ")",
 	       n, j->size, j->snapshot_size);
 	db_journal_free(j);
-	tap_is(db_journal_new(a, 8, NOW, &j), 0, "compacted into a new journal");
+	tap_is(db_journal_new(a, NULL, 8, NOW, &j), 0, "compacted into a new journal");
 	tap_ok(j->size < 4096, "which is only the live state (%" PRIu64 " bytes)", j->size);
 	tap_is(db_jstate_load_fd(s2, j->fd), 0, "decodes");
 	b = replay(s2, NOW + 10);
@@ -498,7 +498,7 @@ static void test_cost(void)
 	c = client(reg, ":1.1", 1000, true);
 	for (int i = 0; i < LARGE + N; i++)
 		bufs[i] = buffer(reg, c, NULL, 4096);
-	tap_require(db_journal_new(reg, 1, NOW, &j) == 0, "journal");
+	tap_require(db_journal_new(reg, NULL, 1, NOW, &j) == 0, "journal");
 	small_us = time_appends(j, bufs, N);
 	large_us = time_appends(j, bufs + LARGE, N);
 	tap_diag("one change journaled: %.2f us (first %d), %.2f us (with %u buffers live)",
@@ -507,10 +507,85 @@ static void test_cost(void)
 	       "a change costs one record, whatever the registry's size (no rewrite)");
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	db_journal_free(j);
-	tap_require(db_journal_new(reg, 2, NOW, &j) == 0, "snapshot");
+	tap_require(db_journal_new(reg, NULL, 2, NOW, &j) == 0, "snapshot");
 	tap_diag("a snapshot (compaction) of %u buffers: %.0f us, %" PRIu64 " bytes",
 		 db_registry_n_buffers(reg), elapsed_us(&t0), j->size);
 	db_journal_free(j);
+	db_registry_free(reg);
+}
+
+static struct db_jconsumer *consumer(uint32_t number, uint64_t client_id, bool required,
+				     const char *label)
+{
+	struct db_jconsumer *k = g_new0(struct db_jconsumer, 1);
+
+	*k = (struct db_jconsumer){number, client_id, required, g_strdup(label)};
+	return k;
+}
+
+/* A stream's membership: in a snapshot, then as changes; what is read back is what was
+ * written, and a stream that ended is gone. */
+static void test_streams(void)
+{
+	struct db_limits limits;
+	struct db_registry *reg;
+	g_autoptr(GByteArray) log = g_byte_array_new();
+	g_autoptr(GPtrArray) list = g_ptr_array_new();
+	_cleanup_(db_jstate_freep) struct db_jstate *state = db_jstate_new();
+	struct db_jstream *cam = db_jstream_new(), *other = db_jstream_new(), *got;
+	struct db_jconsumer *k2, *k3, *read_k;
+	struct db_journal_streams streams = {.streams = list, .next_id = 9};
+
+	db_limits_init_default(&limits);
+	reg = db_registry_new(&limits);
+	g_free(cam->name);
+	g_free(cam->collection);
+	cam->id = 7;
+	cam->name = g_strdup("cam");
+	cam->producer_id = 3;
+	cam->uid = 1000;
+	cam->mode = DB_STREAM_LATEST;
+	cam->max_consumers = 4;
+	cam->format = (struct db_stream_format){0x34325258, 1920, 1080, 30, 1};
+	cam->collection = g_strdup("/org/dmabroker/Broker1/collection/2");
+	cam->next_consumer = 3;
+	g_ptr_array_add(cam->consumers, consumer(1, 4, false, "viewer"));
+	g_ptr_array_add(cam->consumers, k2 = consumer(2, 5, true, "recorder"));
+	other->id = 8;
+	other->producer_id = 3;
+	other->max_consumers = 1;
+	g_ptr_array_add(list, cam);
+	g_ptr_array_add(list, other);
+	db_journal_encode_snapshot(log, reg, &streams, 1, NOW);
+	k3 = consumer(3, 6, false, "late");
+	g_ptr_array_add(cam->consumers, k3);
+	db_journal_encode_stream_change(
+		log, &(struct db_stream_change){DB_STREAM_JOINED, .stream = cam, .consumer = k3});
+	db_journal_encode_stream_change(
+		log, &(struct db_stream_change){DB_STREAM_LEFT, .stream = cam, .consumer = k2});
+	db_journal_encode_stream_change(
+		log, &(struct db_stream_change){DB_STREAM_ENDED, .stream = other});
+	tap_is(db_jstate_load(state, log->data, log->len), 0, "a journal with streams loads");
+	tap_is(g_hash_table_size(state->streams), 1, "the stream that ended is gone");
+	tap_is(state->next_stream_id, 9, "the next stream id is kept");
+	got = g_hash_table_lookup(state->streams, &cam->id);
+	tap_require(got != NULL, "the live stream is there");
+	tap_ok(strcmp(got->name, "cam") == 0 && got->producer_id == 3 && got->uid == 1000 &&
+		       got->mode == DB_STREAM_LATEST && got->max_consumers == 4 &&
+		       got->format.fourcc == 0x34325258 && got->format.width == 1920 &&
+		       got->format.height == 1080 && got->format.framerate_num == 30 &&
+		       got->format.framerate_den == 1 &&
+		       strcmp(got->collection, "/org/dmabroker/Broker1/collection/2") == 0,
+	       "what the stream was created with round-trips");
+	tap_is(got->consumers->len, 2, "consumer 2 left, consumer 3 joined");
+	read_k = got->consumers->len == 2 ? g_ptr_array_index(got->consumers, 1) : NULL;
+	tap_ok(read_k && read_k->number == 3 && read_k->client_id == 6 && !read_k->required &&
+		       strcmp(read_k->label, "late") == 0,
+	       "a consumer's number, client, required and label round-trip");
+	tap_ok(got->next_consumer >= 4, "consumer numbers are not reused (next %u)",
+	       got->next_consumer);
+	db_jstream_free(cam);
+	db_jstream_free(other);
 	db_registry_free(reg);
 }
 
@@ -522,5 +597,6 @@ int main(void)
 	test_bounds();
 	test_compaction();
 	test_cost();
+	test_streams();
 	return tap_done();
 }
