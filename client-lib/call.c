@@ -40,6 +40,8 @@ const struct call_method methods[] = {
 	[CALL_STREAM_JOIN_TOKEN] = {"JoinStreamWithToken", false},
 	[CALL_STREAM_LEAVE] = {"LeaveStream", false},
 	[CALL_STREAM_END] = {"EndStream", false},
+	/* A second one is NotFound, which nobody hears. */
+	[CALL_STREAM_END_LINK] = {"EndStreamLink", true},
 };
 
 /* --- judging failures --- */
@@ -904,6 +906,7 @@ static void call_finish(struct dmabroker_call *call, sd_bus_message *reply, int 
 	case CALL_STREAM_JOIN_TOKEN:
 	case CALL_STREAM_LEAVE:
 	case CALL_STREAM_END:
+	case CALL_STREAM_END_LINK:
 		(void)stream_on_reply(call, reply, r);
 		call_end(call, told);
 		return;

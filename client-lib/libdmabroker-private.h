@@ -11,8 +11,9 @@
  *   signal.c      Moved, Revoked, the broker's name owner, and what follows a restart
  *   reconcile.c   the daemon's list of this client's buffers: releasing or adopting
  *   collection.c  buffer collections
- *   stream.c      streams: their calls, signals, frames and buffers
- *   stream-link.c one end of a stream link: its socket and the checks on what it receives
+ *   stream*.c     streams: their calls and objects (stream.c), the producer's side, the
+ *                 consumer's, fences, the broker's signals, one end of a link (stream-link.c);
+ *                 stream-private.h says which file does what
  */
 #pragma once
 
@@ -117,6 +118,7 @@ enum call_kind {
 	CALL_STREAM_JOIN_TOKEN,
 	CALL_STREAM_LEAVE,
 	CALL_STREAM_END,
+	CALL_STREAM_END_LINK,
 };
 
 /* What each call is on the wire. */
@@ -362,7 +364,7 @@ struct dmabroker_collection *collection_new(struct dmabroker *ctx, const char *p
 void collection_free(struct dmabroker_collection *col);
 int collection_on_reply(struct dmabroker_call *call, sd_bus_message *reply, int r);
 
-/* stream.c */
+/* stream.c (stream_on_signal: stream-signal.c) */
 int stream_on_reply(struct dmabroker_call *call, sd_bus_message *reply, int r);
 /* StreamLink, StreamLinkEnded, StreamEnded (from the broker): true if m was one. */
 bool stream_on_signal(struct dmabroker *ctx, sd_bus_message *m);

@@ -1,70 +1,22 @@
 // SPDX-License-Identifier: MIT
 /*
- * Streams (include/dmabroker.h, docs/streams.md): the calls that make, join and end them, the
- * broker's signals about their links, and what runs on the links from dispatch. The links'
- * sockets and the checks on what they carry are stream-link.c's.
+ * Streams (include/dmabroker.h, docs/streams.md): the objects, the calls that make, join and
+ * end them with the broker's answers, the getters, and the walk that dispatch makes over them.
+ * What runs on the links is the producer's (stream-producer.c) and the consumer's
+ * (stream-consumer.c); fences are stream-fence.c's, the broker's signals stream-signal.c's,
+ * the links' sockets and checks stream-link.c's.
  *
  * Callbacks run from dmabroker_dispatch() only: what an API call causes that a callback must
- * tell (a link that failed while sending, a frame that nobody took) is noted here and
+ * tell (a link that failed while sending, a frame that nobody took) is noted on the stream and
  * streams_pending() keeps the context's fd readable until dispatch tells it.
  */
 #include "libdmabroker-private.h"
 
-#include <linux/sync_file.h>
-
 #include "stream-link.h"
+#include "stream-private.h"
 
 #define STREAM_OPTS_SIZE_V1 offsetofend(struct dmabroker_stream_options, label)
 #define STREAM_HANDLERS_SIZE_V1 offsetofend(struct dmabroker_stream_handlers, consumer_left)
-#define REASON_MAX 256
-
-/* Each of the producer's buffers. */
-enum buffer_state {
-	BUF_FREE,
-	BUF_TAKEN, /* the producer's: get_free handed it out, not queued yet */
-	BUF_OUT, /* queued: consumers hold it */
-	BUF_RETURNING, /* back: buffer_returned is told from dispatch, then it is free */
-};
-
-struct stream_buffer {
-	enum buffer_state state;
-	unsigned holders; /* links that hold it (their held[] say which) */
-	int release_fence; /* owned: what the releases brought (explicit sync), or -1 */
-};
-
-struct dmabroker_stream {
-	struct dmabroker *ctx;
-	bool producer;
-	char *path; /* NULL until the daemon answered */
-	/* The producer's: the caller's (borrowed). A consumer's: the one joined, owned. */
-	struct dmabroker_collection *col;
-	unsigned buffer_count;
-	struct dmabroker_stream_format format;
-	enum dmabroker_stream_mode mode;
-	enum dmabroker_sync sync;
-	uint32_t max_held; /* consumer */
-	struct dmabroker_stream_handlers handlers;
-	void *userdata;
-	bool ended; /* over: no link is left, nothing more is sent */
-	bool ended_told; /* the ended callback ran (or must not run: freed) */
-	/* Freed from a callback while dispatch walks the streams: freed at the walk's end. */
-	bool zombie;
-	char end_reason[REASON_MAX];
-	/* Producer */
-	struct stream_link *links;
-	struct stream_buffer *buffers;
-	uint64_t next_seq;
-	/* Consumer */
-	uint32_t consumer_id;
-	struct stream_link *link; /* NULL once ended */
-	char link_failed[REASON_MAX]; /* a send failed: dispatch ends the link with this */
-	struct dmabroker_frame *wanted; /* wait_frame()'s frame to fill, or NULL */
-	bool got_frame;
-	/* join_async: the caller's callback once the buffers are fetched */
-	dmabroker_stream_func_t join_done;
-	void *join_userdata;
-	struct dmabroker_stream *prev, *next;
-};
 
 /* --- objects --- */
 
@@ -92,17 +44,16 @@ static struct dmabroker_stream *stream_new(struct dmabroker *ctx, bool producer,
 	return s;
 }
 
-static void close_fd(int *fd)
-{
-	if (*fd >= 0)
-		close(*fd);
-	*fd = -1;
-}
-
-static void link_drop(struct dmabroker *ctx, struct stream_link *l)
+void link_unwatch(struct dmabroker *ctx, struct stream_link *l)
 {
 	if (l->in_epoll)
 		(void)epoll_ctl(ctx->epoll_fd, EPOLL_CTL_DEL, l->fd, NULL);
+	l->in_epoll = false;
+}
+
+void link_drop(struct dmabroker *ctx, struct stream_link *l)
+{
+	link_unwatch(ctx, l);
 	link_free(l);
 }
 
@@ -141,7 +92,7 @@ void streams_free_all(struct dmabroker *ctx)
 		stream_free_local(ctx->streams);
 }
 
-static int link_watch(struct dmabroker *ctx, struct stream_link *l)
+int link_watch(struct dmabroker *ctx, struct stream_link *l)
 {
 	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = l};
 
@@ -151,405 +102,9 @@ static int link_watch(struct dmabroker *ctx, struct stream_link *l)
 	return 0;
 }
 
-static struct dmabroker_stream *find_stream(struct dmabroker *ctx, const char *path)
-{
-	for (struct dmabroker_stream *s = ctx->streams; s; s = s->next)
-		if (streq_ptr(s->path, path))
-			return s;
-	return NULL;
-}
-
-static struct dmabroker_buffer *stream_buffer(const struct dmabroker_stream *s, uint32_t index)
+struct dmabroker_buffer *stream_buffer(const struct dmabroker_stream *s, uint32_t index)
 {
 	return dmabroker_collection_get_buffer(s->col, index);
-}
-
-/* --- fences --- */
-
-/* The fences of a dma-buf as one sync_file (owned), or -1 when it is no dma-buf. */
-static int export_fence(struct dmabroker_buffer *buf, uint32_t flags)
-{
-	struct dma_buf_export_sync_file e = {.flags = flags, .fd = -1};
-
-	if (!buf || !buf->dmabuf)
-		return -1;
-	if (ioctl(buf->fd, DMA_BUF_IOCTL_EXPORT_SYNC_FILE, &e) < 0) {
-		log_msg(DMABROKER_LOG_DEBUG, "dmabroker: exporting a fence failed: %m");
-		return -1;
-	}
-	return e.fd;
-}
-
-/* Puts fence into a dma-buf's own fences; false when it is no dma-buf (nothing done). */
-static bool import_fence(struct dmabroker_buffer *buf, int fence, uint32_t flags)
-{
-	struct dma_buf_import_sync_file i = {.flags = flags, .fd = fence};
-
-	if (!buf || !buf->dmabuf)
-		return false;
-	if (ioctl(buf->fd, DMA_BUF_IOCTL_IMPORT_SYNC_FILE, &i) < 0) {
-		/* The device does not take it: waiting here keeps the order it stands for. */
-		log_msg(DMABROKER_LOG_DEBUG, "dmabroker: importing a fence failed: %m");
-		(void)dmabroker_fence_wait(fence, UINT64_MAX);
-	}
-	return true;
-}
-
-/* One sync_file that signals when both do (owned); a and b are taken. */
-static int merge_fences(int a, int b)
-{
-	struct sync_merge_data m = {.name = "dmabroker", .fd2 = b};
-
-	if (a < 0)
-		return b;
-	if (b < 0)
-		return a;
-	if (ioctl(a, SYNC_IOC_MERGE, &m) < 0) {
-		/* Nothing to hand on that stands for both: wait for one, keep the other. */
-		(void)dmabroker_fence_wait(a, UINT64_MAX);
-		close(a);
-		return b;
-	}
-	close(a);
-	close(b);
-	return m.fence;
-}
-
-int dmabroker_fence_wait(int fence, uint64_t timeout_usec)
-{
-	uint64_t deadline = timeout_usec == UINT64_MAX ? UINT64_MAX : now_usec() + timeout_usec;
-
-	if (fence < 0)
-		return 0;
-	for (;;) {
-		struct pollfd p = {.fd = fence, .events = POLLIN};
-		uint64_t now = now_usec();
-		int ms = deadline == UINT64_MAX ? -1
-			 : deadline <= now	? 0
-						: (int)((deadline - now + 999) / 1000);
-		int r;
-
-		if (deadline != UINT64_MAX && deadline - now > (uint64_t)INT32_MAX * 1000)
-			ms = INT32_MAX;
-		r = poll(&p, 1, ms);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		if (r > 0)
-			return p.revents & POLLNVAL ? -EBADF : 0;
-		if (now_usec() >= deadline)
-			return -ETIMEDOUT;
-	}
-}
-
-/* --- the producer's buffers and links --- */
-
-/* A buffer no consumer holds any more: buffer_returned, from dispatch. */
-static void buffer_back(struct dmabroker_stream *s, uint32_t index)
-{
-	struct stream_buffer *b = &s->buffers[index];
-
-	if (b->state == BUF_OUT && b->holders == 0)
-		b->state = BUF_RETURNING;
-}
-
-/* Everything l held is back (a consumer gone); its fences go with it. */
-static void link_return_all(struct dmabroker_stream *s, struct stream_link *l)
-{
-	for (uint32_t i = 0; i < l->buffer_count; i++) {
-		if (!l->held[i])
-			continue;
-		link_unhold(l, i);
-		if (s->buffers[i].holders > 0)
-			s->buffers[i].holders--;
-		buffer_back(s, i);
-	}
-}
-
-static void tell_consumer_left(struct dmabroker_stream *s, uint32_t consumer, bool was_ready,
-			       const char *reason)
-{
-	struct dmabroker *ctx = s->ctx;
-
-	log_msg(DMABROKER_LOG_DEBUG, "dmabroker: stream %s: consumer %" PRIu32 " left: %s", s->path,
-		consumer, reason);
-	if (!was_ready || ctx->disconnect_requested)
-		return;
-	ctx->handled++;
-	if (s->handlers.consumer_left)
-		s->handlers.consumer_left(s, consumer, reason, s->userdata);
-}
-
-/* Ends one consumer's link on the producer: its buffers are back at once. Runs in dispatch. */
-static void producer_end_link(struct dmabroker_stream *s, struct stream_link *l, const char *reason)
-{
-	bool ready = l->ready;
-	uint32_t consumer = l->consumer;
-
-	for (struct stream_link **p = &s->links; *p; p = &(*p)->next)
-		if (*p == l) {
-			*p = l->next;
-			break;
-		}
-	link_return_all(s, l);
-	link_drop(s->ctx, l);
-	tell_consumer_left(s, consumer, ready, reason);
-}
-
-/* The consumer's end of the stream: its link closes, ended is told once. In dispatch. */
-static void consumer_end(struct dmabroker_stream *s, const char *reason)
-{
-	struct dmabroker *ctx = s->ctx;
-
-	if (s->link) {
-		link_drop(ctx, s->link);
-		s->link = NULL;
-	}
-	if (!s->ended) {
-		s->ended = true;
-		snprintf(s->end_reason, sizeof(s->end_reason), "%s", reason);
-	}
-	if (s->ended_told || ctx->disconnect_requested)
-		return;
-	s->ended_told = true;
-	ctx->handled++;
-	if (s->handlers.ended)
-		s->handlers.ended(s, s->end_reason, s->userdata);
-}
-
-/* The whole stream is over (StreamEnded): every link closes, ended is told once. */
-static void stream_end(struct dmabroker_stream *s, const char *reason)
-{
-	struct dmabroker *ctx = s->ctx;
-
-	if (!s->producer) {
-		consumer_end(s, reason);
-		return;
-	}
-	while (s->links) {
-		struct stream_link *l = s->links;
-
-		s->links = l->next;
-		link_return_all(s, l);
-		link_drop(ctx, l);
-	}
-	if (!s->ended) {
-		s->ended = true;
-		snprintf(s->end_reason, sizeof(s->end_reason), "%s", reason);
-	}
-	if (s->ended_told || ctx->disconnect_requested)
-		return;
-	s->ended_told = true;
-	ctx->handled++;
-	if (s->handlers.ended)
-		s->handlers.ended(s, s->end_reason, s->userdata);
-}
-
-/* Tells buffer_returned for the buffers back; false when the budget ran out first. */
-static bool deliver_returns(struct dmabroker_stream *s)
-{
-	struct dmabroker *ctx = s->ctx;
-
-	for (uint32_t i = 0; s->buffers && i < s->buffer_count; i++) {
-		struct stream_buffer *b = &s->buffers[i];
-		int fence;
-
-		if (b->state != BUF_RETURNING)
-			continue;
-		if (ctx->handled >= DMABROKER_DISPATCH_BUDGET || ctx->disconnect_requested)
-			return false;
-		b->state = BUF_FREE;
-		fence = b->release_fence;
-		b->release_fence = -1;
-		if (s->handlers.buffer_returned) {
-			ctx->handled++;
-			s->handlers.buffer_returned(s, i, fence, s->userdata);
-		} else if (fence >= 0) {
-			/* Nobody takes the fence: the buffer is free once it signals. */
-			(void)dmabroker_fence_wait(fence, UINT64_MAX);
-		}
-		if (fence >= 0)
-			close(fence);
-		/* The callback may have freed s: it waits for the dispatch's end. */
-		if (s->zombie)
-			return false;
-	}
-	return true;
-}
-
-/* A RELEASE from l, checked: the buffer is back when no consumer holds it any more. */
-static void producer_released(struct dmabroker_stream *s, struct stream_link *l,
-			      const union db_wire_record *rec, int fence)
-{
-	uint32_t index = rec->release.index;
-	struct stream_buffer *b = &s->buffers[index];
-
-	link_apply(l, rec);
-	if (b->holders > 0)
-		b->holders--;
-	if (fence >= 0) {
-		if (s->sync == DMABROKER_SYNC_IMPLICIT &&
-		    import_fence(stream_buffer(s, index), fence, DMA_BUF_SYNC_READ))
-			close(fence);
-		else
-			b->release_fence = merge_fences(b->release_fence, fence);
-	}
-	buffer_back(s, index);
-}
-
-/* Reads what l has, within the budget; false when l was ended (freed). */
-static bool producer_read(struct dmabroker_stream *s, struct stream_link *l, bool *progress)
-{
-	struct dmabroker *ctx = s->ctx;
-
-	while (ctx->handled < DMABROKER_DISPATCH_BUDGET && !s->zombie) {
-		union db_wire_record rec;
-		const char *reason = NULL;
-		int fence = -1, r;
-
-		r = link_recv(l, &rec, &fence, &reason);
-		if (r == -EAGAIN)
-			return true;
-		*progress = true;
-		if (r == 0) {
-			producer_end_link(s, l, "the consumer's link hung up");
-			return false;
-		}
-		if (r < 0) {
-			char why[REASON_MAX];
-
-			snprintf(why, sizeof(why), "the consumer broke the link's protocol: %s",
-				 reason ? reason : strerror(-r));
-			producer_end_link(s, l, why);
-			return false;
-		}
-		if (r == DMABROKER_WIRE_HELLO) {
-			link_apply(l, &rec);
-			ctx->handled++;
-			if (s->handlers.consumer_joined)
-				s->handlers.consumer_joined(s, l->consumer, s->userdata);
-		} else {
-			producer_released(s, l, &rec, fence);
-			/* A record that tells nothing counts too: a flood cannot starve the rest. */
-			ctx->handled++;
-		}
-	}
-	return true;
-}
-
-/* A frame received by the consumer, as the application sees it. */
-static void frame_from_wire(const union db_wire_record *rec, int fence, struct dmabroker_frame *f)
-{
-	*f = (struct dmabroker_frame){
-		.index = rec->frame.index,
-		.flags = rec->frame.flags & ~DMABROKER_WIRE_FENCE,
-		.seq = rec->frame.seq,
-		.timestamp_ns = rec->frame.timestamp_ns,
-		.meta_type = rec->frame.meta_type,
-		.meta_size = rec->frame.meta_size,
-		.acquire_fence = fence,
-	};
-	memcpy(f->meta, rec->frame.meta, sizeof(f->meta));
-}
-
-static int consumer_send_release(struct dmabroker_stream *s, uint32_t index, int fence)
-{
-	union db_wire_record rec = {.release = {.header = {.type = DMABROKER_WIRE_RELEASE},
-						.index = index,
-						.flags = fence >= 0 ? DMABROKER_WIRE_FENCE : 0}};
-	struct stream_link *l = s->link;
-	const char *reason = NULL;
-	int r;
-
-	rec.release.seq = l->held[index];
-	link_unhold(l, index);
-	r = link_send(l, &rec, fence, &reason);
-	if (r < 0 && !s->link_failed[0])
-		/* Told from dispatch: this may run from the application's call. */
-		snprintf(s->link_failed, sizeof(s->link_failed), "%s", reason);
-	return r;
-}
-
-/* Hands a frame to the application: wait_frame()'s, or the frame callback's. */
-static void consumer_deliver(struct dmabroker_stream *s, struct dmabroker_frame *f)
-{
-	struct dmabroker *ctx = s->ctx;
-
-	if (f->acquire_fence >= 0 && s->sync == DMABROKER_SYNC_IMPLICIT &&
-	    import_fence(stream_buffer(s, f->index), f->acquire_fence, DMA_BUF_SYNC_WRITE))
-		close_fd(&f->acquire_fence);
-	ctx->handled++;
-	if (s->wanted) {
-		/* The fence is the caller's now. */
-		*s->wanted = *f;
-		s->wanted = NULL;
-		s->got_frame = true;
-		return;
-	}
-	s->handlers.frame(s, f, s->userdata);
-	if (f->acquire_fence >= 0)
-		close(f->acquire_fence);
-}
-
-/*
- * Reads the consumer's link: each frame in FIFO mode; in LATEST mode everything waiting,
- * releasing every frame but the newest at once (with its own acquire fence as the release
- * fence: the producer must not write before its own write is done). Frames are read only
- * when someone takes them: the frame callback or wait_frame(); else they stay in the link.
- */
-static void consumer_read(struct dmabroker_stream *s, bool *progress)
-{
-	struct dmabroker *ctx = s->ctx;
-	struct dmabroker_frame newest;
-	bool have = false;
-
-	while (s->link && !s->zombie && ctx->handled < DMABROKER_DISPATCH_BUDGET &&
-	       (s->handlers.frame || s->wanted)) {
-		union db_wire_record rec;
-		const char *reason = NULL;
-		int fence = -1, r;
-
-		r = link_recv(s->link, &rec, &fence, &reason);
-		if (r == -EAGAIN)
-			break;
-		*progress = true;
-		if (r <= 0) {
-			char why[REASON_MAX];
-
-			if (have && newest.index != DMABROKER_FRAME_NO_BUFFER)
-				(void)consumer_send_release(s, newest.index, newest.acquire_fence);
-			if (have)
-				close_fd(&newest.acquire_fence);
-			have = false;
-			if (r == 0)
-				snprintf(why, sizeof(why), "producer gone");
-			else
-				snprintf(why, sizeof(why),
-					 "the producer broke the link's protocol: %s",
-					 reason ? reason : strerror(-r));
-			consumer_end(s, why);
-			return;
-		}
-		link_apply(s->link, &rec);
-		if (have) {
-			/* LATEST: a newer one came; the older goes back unseen. */
-			if (newest.index != DMABROKER_FRAME_NO_BUFFER)
-				(void)consumer_send_release(s, newest.index, newest.acquire_fence);
-			close_fd(&newest.acquire_fence);
-			have = false;
-			ctx->handled++;
-		}
-		frame_from_wire(&rec, fence, &newest);
-		have = true;
-		if (s->mode == DMABROKER_STREAM_FIFO ||
-		    (rec.frame.flags & DMABROKER_WIRE_END_OF_STREAM)) {
-			consumer_deliver(s, &newest);
-			have = false;
-		}
-	}
-	if (have)
-		consumer_deliver(s, &newest);
 }
 
 /* --- dispatch --- */
@@ -571,38 +126,10 @@ bool streams_pending(struct dmabroker *ctx)
 
 static void stream_dispatch_one(struct dmabroker_stream *s, bool *progress)
 {
-	struct dmabroker *ctx = s->ctx;
-
-	if (!s->producer) {
-		if (s->link_failed[0] && s->link) {
-			char why[REASON_MAX];
-
-			snprintf(why, sizeof(why), "%s", s->link_failed);
-			s->link_failed[0] = 0;
-			*progress = true;
-			consumer_end(s, why);
-			return;
-		}
-		consumer_read(s, progress);
-		return;
-	}
-	/* Links that failed while sending were noted hung up; ended here, in dispatch. */
-	for (struct stream_link *l = s->links, *next; l && !s->zombie; l = next) {
-		next = l->next;
-		if (ctx->handled >= DMABROKER_DISPATCH_BUDGET)
-			return;
-		if (l->hung_up && l->fail_reason[0]) {
-			char why[REASON_MAX];
-
-			snprintf(why, sizeof(why), "%s", l->fail_reason);
-			*progress = true;
-			producer_end_link(s, l, why);
-			continue;
-		}
-		(void)producer_read(s, l, progress);
-	}
-	if (!s->zombie && !deliver_returns(s))
-		*progress = true;
+	if (s->producer)
+		producer_dispatch(s, progress);
+	else
+		consumer_dispatch(s, progress);
 }
 
 void streams_dispatch(struct dmabroker *ctx, bool *progress)
@@ -622,75 +149,39 @@ void streams_dispatch(struct dmabroker *ctx, bool *progress)
 	}
 }
 
-/* --- signals --- */
-
-static void on_stream_link(struct dmabroker_stream *s, sd_bus_message *m)
+/* Dispatches ctx until done(s) or the deadline. */
+int stream_wait_until(struct dmabroker_stream *s, bool (*done)(struct dmabroker_stream *s),
+		      uint64_t timeout_usec)
 {
-	struct stream_link *l;
-	uint32_t consumer;
-	int fd, own;
+	struct dmabroker *ctx = s->ctx;
+	uint64_t deadline = timeout_usec == UINT64_MAX ? UINT64_MAX : now_usec() + timeout_usec;
+	int r;
 
-	if (!s->producer || s->ended || sd_bus_message_read(m, "uh", &consumer, &fd) < 0)
-		return;
-	/* A consumer's number is never reused: a second link for it is no new consumer. */
-	for (l = s->links; l; l = l->next)
-		if (l->consumer == consumer)
-			return;
-	/* The fd is the message's: keep a duplicate. */
-	own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-	if (own < 0)
-		return;
-	l = link_new(own, consumer, true, s->buffer_count);
-	if (!l)
-		return;
-	if (link_watch(s->ctx, l) < 0) {
-		link_free(l);
-		return;
+	for (;;) {
+		struct pollfd p = {.fd = ctx->epoll_fd, .events = POLLIN};
+		uint64_t now = now_usec(), next = deadline, t = UINT64_MAX;
+		int ms;
+
+		r = dmabroker_dispatch(ctx);
+		if (r < 0 && r != -EBUSY)
+			return r;
+		if (done(s))
+			return 0;
+		if (s->ended)
+			return -EPIPE;
+		now = now_usec();
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		if (dmabroker_get_timeout(ctx, &t) >= 0 && t < next)
+			next = t;
+		ms = next == UINT64_MAX ? -1
+		     : next <= now	? 0
+					: (int)((next - now + 999) / 1000 > INT32_MAX
+							? INT32_MAX
+							: (next - now + 999) / 1000);
+		if (poll(&p, 1, ms) < 0 && errno != EINTR)
+			return -errno;
 	}
-	l->next = s->links;
-	s->links = l;
-}
-
-static void on_stream_link_ended(struct dmabroker_stream *s, sd_bus_message *m)
-{
-	const char *reason;
-	uint32_t consumer;
-
-	if (sd_bus_message_read(m, "us", &consumer, &reason) < 0)
-		return;
-	if (!s->producer) {
-		if (consumer == s->consumer_id)
-			consumer_end(s, reason);
-		return;
-	}
-	for (struct stream_link *l = s->links; l; l = l->next)
-		if (l->consumer == consumer) {
-			producer_end_link(s, l, reason);
-			return;
-		}
-}
-
-bool stream_on_signal(struct dmabroker *ctx, sd_bus_message *m)
-{
-	const char *member = sd_bus_message_get_member(m), *path, *reason;
-	struct dmabroker_stream *s;
-
-	if (!member ||
-	    (strcmp(member, "StreamLink") != 0 && strcmp(member, "StreamLinkEnded") != 0 &&
-	     strcmp(member, "StreamEnded") != 0))
-		return false;
-	if (sd_bus_message_read_basic(m, 'o', &path) <= 0 || ctx->disconnect_requested)
-		return true;
-	s = find_stream(ctx, path);
-	if (!s || s->zombie)
-		return true;
-	if (strcmp(member, "StreamLink") == 0)
-		on_stream_link(s, m);
-	else if (strcmp(member, "StreamLinkEnded") == 0)
-		on_stream_link_ended(s, m);
-	else if (sd_bus_message_read_basic(m, 's', &reason) > 0)
-		stream_end(s, reason);
-	return true;
 }
 
 /* --- calls --- */
@@ -1013,26 +504,6 @@ static int read_join(struct dmabroker_stream *s, sd_bus_message *reply)
 	return s->col ? 0 : -ENOMEM;
 }
 
-/* The buffers are here: the link goes into the loop and HELLO says the consumer is ready. */
-static int consumer_ready(struct dmabroker_stream *s)
-{
-	union db_wire_record hello = {.hello = {.header = {.type = DMABROKER_WIRE_HELLO}}};
-	const char *reason = NULL;
-	int r;
-
-	if (dmabroker_collection_get_buffer_count(s->col) != s->buffer_count)
-		return -EBADMSG;
-	hello.hello.buffer_count = s->buffer_count;
-	hello.hello.max_held = s->max_held;
-	r = link_watch(s->ctx, s->link);
-	if (r >= 0)
-		r = link_send(s->link, &hello, -1, &reason);
-	if (r < 0)
-		log_msg(DMABROKER_LOG_DEBUG, "dmabroker: stream %s: hello not sent: %s", s->path,
-			reason ? reason : strerror(-r));
-	return r;
-}
-
 /* Undoes a join that failed half-way: leaves what was joined, quietly. */
 static void join_undo(struct dmabroker_stream *s)
 {
@@ -1184,204 +655,6 @@ int stream_on_reply(struct dmabroker_call *call, sd_bus_message *reply, int r)
 			call->cb.done(r, call->userdata);
 		return 0;
 	}
-}
-
-/* --- frames --- */
-
-int dmabroker_stream_get_free(struct dmabroker_stream *s, uint32_t *ret_index)
-{
-	if (!s || !ret_index || !s->producer)
-		return -EINVAL;
-	if (s->ended)
-		return -EPIPE;
-	for (uint32_t i = 0; i < s->buffer_count; i++)
-		if (s->buffers[i].state == BUF_FREE) {
-			s->buffers[i].state = BUF_TAKEN;
-			*ret_index = i;
-			return 0;
-		}
-	return -EAGAIN;
-}
-
-/* Sends a frame to one consumer; a link that cannot take it is ended from dispatch. */
-static bool send_frame(struct dmabroker_stream *s, struct stream_link *l,
-		       const union db_wire_record *rec, int fence)
-{
-	const char *reason = NULL;
-
-	if (link_send(l, rec, fence, &reason) < 0) {
-		l->hung_up = true;
-		snprintf(l->fail_reason, sizeof(l->fail_reason), "%s", reason);
-		return false;
-	}
-	l->last_seq = rec->frame.seq;
-	if (rec->frame.index != DMABROKER_WIRE_NO_BUFFER)
-		link_hold(l, rec->frame.index, rec->frame.seq);
-	return true;
-}
-
-int dmabroker_stream_queue(struct dmabroker_stream *s, struct dmabroker_frame *f)
-{
-	union db_wire_record rec = {.frame = {.header = {.type = DMABROKER_WIRE_FRAME}}};
-	_cleanup_(closep) int exported = -1;
-	struct stream_buffer *b = NULL;
-	const char *reason = NULL;
-	int fence;
-
-	if (!s || !f || !s->producer)
-		return -EINVAL;
-	if (s->ended)
-		return api_return(s->ctx, -EPIPE);
-	if (f->index != DMABROKER_FRAME_NO_BUFFER) {
-		if (f->index >= s->buffer_count || s->buffers[f->index].state != BUF_TAKEN)
-			return -EINVAL;
-		b = &s->buffers[f->index];
-	} else if (!(f->flags & DMABROKER_FRAME_END_OF_STREAM) || f->acquire_fence >= 0) {
-		return -EINVAL;
-	}
-	if (f->acquire_fence >= 0 && fence_check(f->acquire_fence) < 0)
-		return -EINVAL;
-	fence = f->acquire_fence;
-	if (fence < 0 && b && s->sync == DMABROKER_SYNC_IMPLICIT)
-		fence = exported = export_fence(stream_buffer(s, f->index), DMA_BUF_SYNC_WRITE);
-	rec.frame.index = f->index;
-	rec.frame.flags =
-		(f->flags & (DMABROKER_FRAME_END_OF_STREAM | DMABROKER_FRAME_DISCONTINUITY)) |
-		(fence >= 0 ? DMABROKER_WIRE_FENCE : 0);
-	rec.frame.seq = s->next_seq + 1;
-	rec.frame.timestamp_ns = f->timestamp_ns;
-	rec.frame.meta_type = f->meta_type;
-	rec.frame.meta_size = f->meta_size;
-	if (f->meta_size <= DMABROKER_FRAME_META_MAX)
-		memcpy(rec.frame.meta, f->meta, f->meta_size);
-	/* What no consumer may accept is refused here, before anything is sent. */
-	{
-		uint8_t scratch[DMABROKER_WIRE_RECORD_MAX];
-
-		if (db_wire_encode(&rec, scratch, &reason) < 0) {
-			log_msg(DMABROKER_LOG_DEBUG, "dmabroker: a frame refused: %s", reason);
-			return -EINVAL;
-		}
-	}
-	f->seq = ++s->next_seq;
-	if (b)
-		b->state = BUF_OUT;
-	for (struct stream_link *l = s->links; l; l = l->next) {
-		if (!l->ready || l->hung_up)
-			continue;
-		/* LATEST: a consumer that holds all it may is skipped, never waited for. A frame
-		 * without a buffer (the end of the stream) takes nothing: everyone gets it. */
-		if (s->mode == DMABROKER_STREAM_LATEST && b && l->n_held >= l->max_held)
-			continue;
-		if (send_frame(s, l, &rec, fence) && b)
-			b->holders++;
-	}
-	/* Nobody took it: back at once (told from dispatch). */
-	if (b)
-		buffer_back(s, f->index);
-	return api_return(s->ctx, 0);
-}
-
-int dmabroker_stream_release(struct dmabroker_stream *s, uint32_t index, int release_fence)
-{
-	_cleanup_(closep) int exported = -1;
-	int fence = release_fence;
-
-	if (!s || s->producer)
-		return -EINVAL;
-	if (release_fence >= 0 && fence_check(release_fence) < 0)
-		return -EINVAL;
-	/* After the end there is nobody to tell: the buffer stays the consumer's. */
-	if (!s->link)
-		return s->ended ? 0 : -EINVAL;
-	if (index >= s->buffer_count || !s->link->held[index])
-		return -EINVAL;
-	if (fence < 0 && s->sync == DMABROKER_SYNC_IMPLICIT)
-		fence = exported = export_fence(stream_buffer(s, index), DMA_BUF_SYNC_WRITE);
-	(void)consumer_send_release(s, index, fence);
-	return api_return(s->ctx, 0);
-}
-
-/* Dispatches ctx until done(s) or the deadline. */
-static int wait_until(struct dmabroker_stream *s, bool (*done)(struct dmabroker_stream *s),
-		      uint64_t timeout_usec)
-{
-	struct dmabroker *ctx = s->ctx;
-	uint64_t deadline = timeout_usec == UINT64_MAX ? UINT64_MAX : now_usec() + timeout_usec;
-	int r;
-
-	for (;;) {
-		struct pollfd p = {.fd = ctx->epoll_fd, .events = POLLIN};
-		uint64_t now = now_usec(), next = deadline, t = UINT64_MAX;
-		int ms;
-
-		r = dmabroker_dispatch(ctx);
-		if (r < 0 && r != -EBUSY)
-			return r;
-		if (done(s))
-			return 0;
-		if (s->ended)
-			return -EPIPE;
-		now = now_usec();
-		if (now >= deadline)
-			return -ETIMEDOUT;
-		if (dmabroker_get_timeout(ctx, &t) >= 0 && t < next)
-			next = t;
-		ms = next == UINT64_MAX ? -1
-		     : next <= now	? 0
-					: (int)((next - now + 999) / 1000 > INT32_MAX
-							? INT32_MAX
-							: (next - now + 999) / 1000);
-		if (poll(&p, 1, ms) < 0 && errno != EINTR)
-			return -errno;
-	}
-}
-
-static bool frame_taken(struct dmabroker_stream *s)
-{
-	return s->got_frame;
-}
-
-int dmabroker_stream_wait_frame(struct dmabroker_stream *s, struct dmabroker_frame *f,
-				uint64_t timeout_usec)
-{
-	int r;
-
-	if (!s || !f || s->producer || s->ctx->dispatching)
-		return -EINVAL;
-	if (s->ended)
-		return -EPIPE;
-	s->wanted = f;
-	s->got_frame = false;
-	r = wait_until(s, frame_taken, timeout_usec);
-	s->wanted = NULL;
-	if (s->got_frame) {
-		s->got_frame = false;
-		return 0;
-	}
-	return r < 0 ? r : -EIO;
-}
-
-static bool has_free_buffer(struct dmabroker_stream *s)
-{
-	for (uint32_t i = 0; i < s->buffer_count; i++)
-		if (s->buffers[i].state == BUF_FREE)
-			return true;
-	return false;
-}
-
-int dmabroker_stream_wait_free(struct dmabroker_stream *s, uint32_t *ret_index,
-			       uint64_t timeout_usec)
-{
-	int r;
-
-	if (!s || !ret_index || !s->producer || s->ctx->dispatching)
-		return -EINVAL;
-	r = dmabroker_stream_get_free(s, ret_index);
-	if (r != -EAGAIN)
-		return r;
-	r = wait_until(s, has_free_buffer, timeout_usec);
-	return r < 0 ? r : dmabroker_stream_get_free(s, ret_index);
 }
 
 /* --- getters --- */

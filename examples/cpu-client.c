@@ -6,13 +6,25 @@
  *   cpu-client allocate [--size N] [--backend B] [--fill BYTE] [--name S] [--dynamic]
  *                       [--tokens N]
  *   cpu-client read TOKEN [--dynamic] [--vivid-yuyv WxH] [--hold]
+ *   cpu-client stream NAME [--implicit] [--keep K] [--report N] [--bars] [--label L]
+ *                          [--allow-missed]
+ *   cpu-client stream-produce NAME [--frames N] [--consumers K] [--after-left N]
+ *                                  [--interval-ms N] [--buffers N] [--fence]
+ *
+ * stream: a consumer that waits for each frame's acquire fence itself (explicit sync; with
+ * --implicit the library imports it and DMA_BUF_IOCTL_SYNC waits) and checks every frame
+ * (examples/stream-util.h). stream-produce: a producer without a camera, drawing vivid's
+ * colour bars (640x360 YUYV) into a collection's buffers.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <drm_fourcc.h>
+
 #include "example-util.h"
+#include "stream-util.h"
 
 static bool dynamic;
 
@@ -196,13 +208,88 @@ static int cmd_read(struct example *ex, int argc, char **argv)
 	return 0;
 }
 
+static int cmd_stream(struct example *ex, int argc, char **argv)
+{
+	struct stream_consumer_opts o = {
+		.name = argc > 0 ? argv[0] : NULL, .label = "cpu", .drm = -1};
+
+	if (!o.name)
+		example_die(ex, "stream NAME");
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--implicit"))
+			o.implicit = true;
+		else if (!strcmp(argv[i], "--bars"))
+			o.colour_bars = true;
+		else if (!strcmp(argv[i], "--allow-missed"))
+			o.allow_missed = true;
+		else if (!strcmp(argv[i], "--keep") && i + 1 < argc)
+			o.keep = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--report") && i + 1 < argc)
+			o.report = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--label") && i + 1 < argc)
+			o.label = argv[++i];
+	}
+	return stream_consume(ex, &o);
+}
+
+static int cmd_stream_produce(struct example *ex, int argc, char **argv)
+{
+	static const uint32_t yuyv = DRM_FORMAT_YUYV;
+	struct stream_producer_opts o = {
+		.name = argc > 0 ? argv[0] : NULL,
+		.consumers = 1,
+		.format = {.fourcc = DRM_FORMAT_YUYV, .width = 640, .height = 360},
+	};
+	struct dmabroker_constraints c = {
+		.min_buffers_for_camping = 1,
+		.min_buffers = 6,
+		.fourccs = &yuyv,
+		.n_fourccs = 1,
+		.width = 640,
+		.height = 360,
+		.cpu_write = true,
+	};
+	struct dmabroker_collection *col;
+	int r;
+
+	if (!o.name)
+		example_die(ex, "stream-produce NAME");
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--fence"))
+			o.fence = true;
+		else if (!strcmp(argv[i], "--frames") && i + 1 < argc)
+			o.frames = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--consumers") && i + 1 < argc)
+			o.consumers = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--after-left") && i + 1 < argc)
+			o.after_left = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--interval-ms") && i + 1 < argc)
+			o.interval_ms = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--buffers") && i + 1 < argc)
+			c.min_buffers = (uint32_t)atoi(argv[++i]);
+	}
+	/* Only this participant: the consumers join the stream, and the collection, later. */
+	r = dmabroker_collection_create(ex->ctx, o.name, 1, &col);
+	if (r >= 0)
+		r = dmabroker_collection_set_constraints(col, &c, sizeof(c));
+	if (r >= 0)
+		r = dmabroker_collection_wait(col);
+	if (r < 0)
+		example_die(ex, "collection: %s", strerror(-r));
+	example_say("backend", "%s", dmabroker_collection_get_info(col)->backend);
+	r = stream_produce(ex, col, stream_cpu_source_new(ex, col), &o);
+	dmabroker_collection_leave(col);
+	return r;
+}
+
 int main(int argc, char **argv)
 {
 	struct example ex;
 	int r;
 
 	if (argc < 2) {
-		fprintf(stderr, "usage: cpu-client allocate|read ...\n");
+		fprintf(stderr,
+			"usage: cpu-client allocate|read|collection|stream|stream-produce ...\n");
 		return 2;
 	}
 	for (int i = 2; i < argc; i++)
@@ -215,6 +302,10 @@ int main(int argc, char **argv)
 		r = cmd_read(&ex, argc - 2, argv + 2);
 	else if (!strcmp(argv[1], "collection"))
 		r = cmd_collection(&ex, argc - 2, argv + 2);
+	else if (!strcmp(argv[1], "stream"))
+		r = cmd_stream(&ex, argc - 2, argv + 2);
+	else if (!strcmp(argv[1], "stream-produce"))
+		r = cmd_stream_produce(&ex, argc - 2, argv + 2);
 	else
 		example_die(&ex, "unknown command %s", argv[1]);
 	example_finish(&ex);

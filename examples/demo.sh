@@ -1,7 +1,7 @@
 #!/bin/bash
 # The broker between real clients: dmabrokerd on a private bus, then a media client (vivid)
-# capturing into a broker buffer, a CPU client reading that frame, a GPU client (vgem)
-# importing it, and buffers exported by vgem and vivid adopted and read elsewhere.
+# streaming captured frames through broker buffers to a GPU client (vgem) and a CPU client,
+# and buffers exported by vgem and vivid adopted and read elsewhere.
 # Needs vgem and vivid: run it in the guest (scripts/run-demo does). On a kernel without
 # /dev/udmabuf (Debian 12's 6.1), or with 6.1's udmabuf, which has no vmap, it shows what works
 # there and checks that what cannot work is refused with its reason (docs/debian-6.1.md).
@@ -96,6 +96,15 @@ refused() {
 	echo "  (refused, as it must be on this kernel)"
 }
 
+# A stream consumer got every frame of the stream intact.
+streamed() {
+	grep -q '^done end-of-stream' "$work/$1.out" && ! grep -q '^first-bad' "$work/$1.out" &&
+		awk '$1 == "checked" { n = $2; bad = $4 } END { exit !(n == 60 && bad == 0) }' \
+			"$work/$1.out" ||
+		{ echo "demo: $1 did not check the 60 frames of the stream" >&2; exit 1; }
+	echo "  ($1 checked all 60 frames)"
+}
+
 # What must work: the GPU client imported the buffer.
 imported() {
 	grep -q '^gem-handle' "$work/$1.out" || { echo "demo: $1 did not import" >&2; exit 1; }
@@ -115,14 +124,25 @@ else
 fi
 
 if [ "$kernel" = full ]; then
-	say "media client: vivid captures a 640x360 YUYV frame into a broker udmabuf"
-	start media "$ex/media-client" capture --instance 0 --tokens 2
-
-	say "CPU client: imports the frame and recognises vivid's colour bars"
-	"$ex/cpu-client" read "$(nth_token media 1)" --vivid-yuyv 640x360 | sed 's/^/  [cpu] /'
-
-	say "GPU client: imports the same buffer into vgem (a static importer: cached path, pinned)"
-	start gpu "$ex/gpu-client" import "$(nth_token media 2)"
+	say "stream: vivid captures 640x360 YUYV frames into broker buffers and streams them"
+	echo "  (each frame fenced with a vgem write fence; consumers wait for it, then check it)"
+	start_until media ready "$ex/media-client" stream demo --instance 0 --frames 60 \
+		--consumers 2 --fence
+	say "GPU client: joins the stream, imports every buffer into vgem (implicit sync)"
+	start_until gpu ready "$ex/gpu-client" stream demo
+	say "CPU client: joins the stream, waits on each acquire fence, checks the colour bars"
+	start_until cpu ready "$ex/cpu-client" stream demo --bars
+	wait_for gpu "$pid_gpu" done
+	wait_for cpu "$pid_cpu" done
+	wait_for media "$pid_media" "ready paused"
+	"$build/tools/dmabrokerctl" streams
+	for name in media gpu cpu; do
+		grep -E '^(sent|checked|first-bad|outstanding|done|error)' "$work/$name.out" |
+			sed "s/^/  [$name] /"
+	done
+	streamed gpu
+	streamed cpu
+	stream_clients=(media gpu cpu)
 else
 	if [ "$kernel" = no-udmabuf ]; then
 		say "Linux $release has no /dev/udmabuf and no dma-heaps: broker buffers are memfds"
@@ -150,7 +170,27 @@ else
 		start gpu "$ex/gpu-client" import "$(nth_token cpualloc 2)"
 		imported gpu
 	fi
+
+	say "stream: a CPU producer draws colour bars; a CPU consumer checks every frame"
+	start_until cpuprod ready "$ex/cpu-client" stream-produce demo --frames 60
+	start_until cpu ready "$ex/cpu-client" stream demo --bars
+	wait_for cpu "$pid_cpu" done
+	wait_for cpuprod "$pid_cpuprod" "ready paused"
+	grep -E '^(sent|checked|first-bad|done|error)' "$work/cpu.out" | sed "s/^/  [cpu] /"
+	streamed cpu
+	stream_clients=(cpuprod cpu)
 fi
+# The stream's end: its clients leave, and the producer lets vivid go before anyone else uses
+# it. Each client holds the stdin of those started before it: close them all, then wait.
+for name in "${stream_clients[@]}"; do
+	v=hold_$name
+	eval "exec {$v}>&-"
+	unset "$v"
+done
+for name in "${stream_clients[@]}"; do
+	p=pid_$name
+	wait "${!p}" || { echo "demo: the stream's $name client failed" >&2; exit 1; }
+done
 "$build/tools/dmabrokerctl" buffers
 
 say "GPU client exports a vgem dumb buffer; the CPU client reads it"
@@ -205,7 +245,7 @@ say "who holds what"
 "$build/tools/dmabrokerctl" buffers
 
 say "clients leave; the daemon lets go of everything"
-for v in hold_media hold_cpualloc hold_gpu hold_gpuexp hold_mediaexp hold_mediaexp2 hold_gpuimp \
+for v in hold_cpualloc hold_gpu hold_gpuexp hold_mediaexp hold_mediaexp2 hold_gpuimp \
 	hold_colmedia hold_colgpu hold_colcpu hold_colcontig; do
 	if [ -n "${!v:-}" ]; then eval "exec {$v}>&-"; fi
 done

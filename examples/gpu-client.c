@@ -7,6 +7,11 @@
  *   gpu-client import TOKEN [--dynamic]
  *   gpu-client collection TOKEN [--stride-divisor N]
  *   gpu-client export [--width W --height H] [--dynamic]
+ *   gpu-client stream NAME [--explicit] [--keep K] [--report N]
+ *
+ * stream: a consumer that PRIME-imports every buffer a frame comes in and checks each frame
+ * against the producer's checksum, with implicit sync (the library imports each frame's
+ * acquire fence into the buffer, as a GPU driver waits on the dma-buf's own fences).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,29 +24,7 @@
 #include <xf86drm.h>
 
 #include "example-util.h"
-
-/* The first DRM node of the given kind whose driver is vgem. */
-static int open_vgem(const char *prefix, int first, char *path, size_t len)
-{
-	for (int i = first; i < first + 64; i++) {
-		drmVersionPtr v;
-		int fd;
-
-		snprintf(path, len, "/dev/dri/%s%d", prefix, i);
-		fd = open(path, O_RDWR | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		v = drmGetVersion(fd);
-		if (v && strcmp(v->name, "vgem") == 0) {
-			drmFreeVersion(v);
-			return fd;
-		}
-		if (v)
-			drmFreeVersion(v);
-		close(fd);
-	}
-	return -ENODEV;
-}
+#include "stream-util.h"
 
 static int cmd_import(struct example *ex, const char *hex)
 {
@@ -52,7 +35,7 @@ static int cmd_import(struct example *ex, const char *hex)
 	char node[64];
 	int drm, r;
 
-	drm = open_vgem("renderD", 128, node, sizeof(node));
+	drm = stream_open_vgem("renderD", 128, node, sizeof(node));
 	if (drm < 0)
 		example_die(ex, "no vgem render node");
 	example_parse_token(ex, hex, &token);
@@ -109,7 +92,7 @@ static int cmd_collection(struct example *ex, const char *hex, uint32_t stride_d
 	char node[64];
 	int drm, r;
 
-	drm = open_vgem("renderD", 128, node, sizeof(node));
+	drm = stream_open_vgem("renderD", 128, node, sizeof(node));
 	if (drm < 0)
 		example_die(ex, "no vgem render node");
 	col = example_join_collection(ex, hex, &c);
@@ -150,7 +133,7 @@ static int cmd_export(struct example *ex, uint32_t width, uint32_t height)
 	int card, prime, r;
 
 	/* Dumb buffers are made on the primary node. */
-	card = open_vgem("card", 0, node, sizeof(node));
+	card = stream_open_vgem("card", 0, node, sizeof(node));
 	if (card < 0)
 		example_die(ex, "no vgem card node");
 	if (drmIoctl(card, DRM_IOCTL_MODE_CREATE_DUMB, &create) < 0)
@@ -189,6 +172,34 @@ static int cmd_export(struct example *ex, uint32_t width, uint32_t height)
 	return 0;
 }
 
+static int cmd_stream(struct example *ex, int argc, char **argv)
+{
+	struct stream_consumer_opts o = {
+		.name = argc > 0 ? argv[0] : NULL,
+		.label = "vgem",
+		.implicit = true,
+	};
+	char node[64];
+	int r;
+
+	if (!o.name)
+		example_die(ex, "stream NAME");
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--explicit"))
+			o.implicit = false;
+		else if (!strcmp(argv[i], "--keep") && i + 1 < argc)
+			o.keep = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--report") && i + 1 < argc)
+			o.report = (unsigned)atoi(argv[++i]);
+	}
+	o.drm = stream_open_vgem("renderD", 128, node, sizeof(node));
+	if (o.drm < 0)
+		example_die(ex, "no vgem render node");
+	r = stream_consume(ex, &o);
+	close(o.drm);
+	return r;
+}
+
 int main(int argc, char **argv)
 {
 	const char *devices[] = {NULL, NULL};
@@ -213,7 +224,7 @@ int main(int argc, char **argv)
 			stride_divisor = (uint32_t)atoi(argv[++i]);
 	}
 	/* Declare the render node so the daemon can predict how the kernel attaches. */
-	fd = open_vgem("renderD", 128, node, sizeof(node));
+	fd = stream_open_vgem("renderD", 128, node, sizeof(node));
 	if (fd >= 0) {
 		devices[0] = node;
 		close(fd);
@@ -225,6 +236,8 @@ int main(int argc, char **argv)
 		r = cmd_export(&ex, width, height);
 	else if (!strcmp(argv[1], "collection"))
 		r = cmd_collection(&ex, argc > 2 ? argv[2] : NULL, stride_divisor, devices[0]);
+	else if (!strcmp(argv[1], "stream"))
+		r = cmd_stream(&ex, argc - 2, argv + 2);
 	else
 		example_die(&ex, "unknown command %s", argv[1]);
 	example_finish(&ex);

@@ -8,7 +8,12 @@
  *                        [--tokens N] [--move]
  *   media-client export [--instance 0|1] [--dynamic]
  *   media-client collection [--instance 0|1] [--participants N] [--renegotiate WxH]
+ *   media-client stream NAME [--instance 0|1] [--frames N] [--consumers K] [--after-left N]
+ *                            [--buffers N] [--fence]
  *
+ * stream: vivid captures into a collection's buffers and each frame goes to the stream's
+ * consumers (examples/stream-util.h); vivid shows 75% colour bars without on-screen text, so
+ * that a consumer can check every frame at any row.
  * vivid instance 0 uses vb2-vmalloc (it vmaps an imported dma-buf, no attachment), instance 1
  * vb2-dma-contig (a real attachment; it needs physically contiguous memory). With --move
  * (and --dynamic, so that the buffer is not pinned) the frame buffer is moved to new backing
@@ -28,6 +33,7 @@
 #include <linux/videodev2.h>
 
 #include "example-util.h"
+#include "stream-util.h"
 
 #define WIDTH 640
 #define HEIGHT 360
@@ -445,6 +451,192 @@ static int cmd_export(struct example *ex, int instance)
 	return 0;
 }
 
+/* The menu item called item of vivid's control called name (VIDIOC_QUERY_EXT_CTRL, by name:
+ * vivid's private control ids are not in the uapi headers). */
+static int set_menu_control(int fd, const char *name, const char *item)
+{
+	struct v4l2_query_ext_ctrl q = {.id = V4L2_CTRL_FLAG_NEXT_CTRL};
+
+	while (xioctl(fd, VIDIOC_QUERY_EXT_CTRL, &q) == 0) {
+		if (q.type == V4L2_CTRL_TYPE_MENU && strcmp(q.name, name) == 0) {
+			for (int64_t i = q.minimum; i <= q.maximum; i++) {
+				struct v4l2_querymenu m = {.id = q.id, .index = (uint32_t)i};
+				struct v4l2_control c = {.id = q.id, .value = (int32_t)i};
+
+				if (xioctl(fd, VIDIOC_QUERYMENU, &m) == 0 &&
+				    strcmp((char *)m.name, item) == 0)
+					return xioctl(fd, VIDIOC_S_CTRL, &c);
+			}
+			return -ENOENT;
+		}
+		q.id |= V4L2_CTRL_FLAG_NEXT_CTRL;
+	}
+	return -ENOENT;
+}
+
+/* vivid as a stream source: a free buffer is queued to the capture queue, a captured one is
+ * dequeued. */
+struct vivid_source {
+	struct stream_source src;
+	struct example *ex;
+	struct dmabroker_collection *col;
+	bool queued[64];
+	unsigned n_queued;
+	bool streaming;
+};
+
+static int vivid_give(struct stream_source *src, uint32_t index)
+{
+	struct vivid_source *vs = (struct vivid_source *)src;
+	struct dmabroker_buffer *buf = dmabroker_collection_get_buffer(vs->col, index);
+	struct v4l2_buffer vb = {
+		.type = V4L2_BUF_TYPE_VIDEO_CAPTURE,
+		.memory = V4L2_MEMORY_DMABUF,
+		.index = index,
+		.length = (uint32_t)dmabroker_buffer_get_size(buf),
+	};
+	enum v4l2_buf_type type = V4L2_BUF_TYPE_VIDEO_CAPTURE;
+	int r;
+
+	vb.m.fd = dmabroker_buffer_get_fd(buf);
+	r = xioctl(src->fd, VIDIOC_QBUF, &vb);
+	if (r < 0)
+		return r;
+	vs->queued[index] = true;
+	vs->n_queued++;
+	/* vb2 starts vivid once its minimum is queued: two buffers. */
+	if (!vs->streaming && vs->n_queued >= 2) {
+		r = xioctl(src->fd, VIDIOC_STREAMON, &type);
+		if (r < 0)
+			return r;
+		vs->streaming = true;
+	}
+	return 0;
+}
+
+static int vivid_take(struct stream_source *src, uint32_t *ret_index, uint64_t *ret_timestamp_ns)
+{
+	struct vivid_source *vs = (struct vivid_source *)src;
+	struct v4l2_buffer vb = {.type = V4L2_BUF_TYPE_VIDEO_CAPTURE, .memory = V4L2_MEMORY_DMABUF};
+	int r;
+
+	r = xioctl(src->fd, VIDIOC_DQBUF, &vb);
+	if (r < 0)
+		return r;
+	if (vb.flags & V4L2_BUF_FLAG_ERROR)
+		example_die(vs->ex, "vivid marked buffer %u as failed", vb.index);
+	vs->queued[vb.index] = false;
+	vs->n_queued--;
+	*ret_index = vb.index;
+	*ret_timestamp_ns = (uint64_t)vb.timestamp.tv_sec * 1000000000u +
+			    (uint64_t)vb.timestamp.tv_usec * 1000u;
+	return 0;
+}
+
+static unsigned vivid_stop(struct stream_source *src, uint32_t *ret_index, unsigned n)
+{
+	struct vivid_source *vs = (struct vivid_source *)src;
+	enum v4l2_buf_type type = V4L2_BUF_TYPE_VIDEO_CAPTURE;
+	unsigned got = 0;
+
+	/* STREAMOFF hands every queued buffer back, filled or not. */
+	xioctl(src->fd, VIDIOC_STREAMOFF, &type);
+	vs->streaming = false;
+	for (uint32_t i = 0; i < 64 && got < n; i++)
+		if (vs->queued[i]) {
+			vs->queued[i] = false;
+			ret_index[got++] = i;
+		}
+	vs->n_queued = 0;
+	return got;
+}
+
+/*
+ * vivid as a stream's producer: a collection negotiated for vivid alone (the consumers join it
+ * through the stream), vivid set to a fixed pattern, then every captured frame queued.
+ */
+static int cmd_stream(struct example *ex, int argc, char **argv, int instance)
+{
+	struct stream_producer_opts o = {
+		.name = argc > 0 ? argv[0] : NULL,
+		.consumers = 1,
+		.format = {.fourcc = DRM_FORMAT_YUYV, .width = WIDTH, .height = HEIGHT},
+	};
+	struct v4l2_requestbuffers req = {.type = V4L2_BUF_TYPE_VIDEO_CAPTURE,
+					  .memory = V4L2_MEMORY_DMABUF};
+	struct v4l2_format fmt = {.type = V4L2_BUF_TYPE_VIDEO_CAPTURE};
+	struct v4l2_streamparm parm = {.type = V4L2_BUF_TYPE_VIDEO_CAPTURE};
+	struct vivid_source vs = {.ex = ex};
+	struct dmabroker_constraints c;
+	struct dmabroker_collection *col;
+	struct dmabroker_buffer *first;
+	uint32_t buffers = 8;
+	char node[64];
+	int fd, r;
+
+	if (!o.name)
+		example_die(ex, "stream NAME");
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--fence"))
+			o.fence = true;
+		else if (!strcmp(argv[i], "--frames") && i + 1 < argc)
+			o.frames = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--consumers") && i + 1 < argc)
+			o.consumers = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--after-left") && i + 1 < argc)
+			o.after_left = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--buffers") && i + 1 < argc)
+			buffers = (uint32_t)atoi(argv[++i]);
+	}
+	fd = open_vivid_capture(instance, node, sizeof(node));
+	if (fd < 0)
+		example_die(ex, "no vivid instance %d", instance);
+	example_say("device", "%s", node);
+	derive_constraints(ex, fd, instance, WIDTH, HEIGHT, &c, node);
+	/* vivid camps on its minimum; the consumers hold some: the rest keeps frames flowing. */
+	c.min_buffers = buffers;
+	r = dmabroker_collection_create(ex->ctx, o.name, 1, &col);
+	if (r >= 0)
+		r = dmabroker_collection_set_constraints(col, &c, sizeof(c));
+	if (r >= 0)
+		r = dmabroker_collection_wait(col);
+	if (r < 0)
+		example_die(ex, "collection: %s", strerror(-r));
+	say_outcome(col);
+	r = set_menu_control(fd, "Test Pattern", "75% Colorbar");
+	if (r >= 0)
+		r = set_menu_control(fd, "OSD Text Mode", "None");
+	if (r < 0)
+		example_die(ex, "set vivid's pattern: %s", strerror(-r));
+	first = dmabroker_collection_get_buffer(col, 0);
+	fmt.fmt.pix.width = WIDTH;
+	fmt.fmt.pix.height = HEIGHT;
+	fmt.fmt.pix.pixelformat = V4L2_PIX_FMT_YUYV;
+	fmt.fmt.pix.field = V4L2_FIELD_NONE;
+	fmt.fmt.pix.bytesperline = dmabroker_buffer_get_stride(first, 0);
+	if (xioctl(fd, VIDIOC_S_FMT, &fmt) < 0 ||
+	    fmt.fmt.pix.bytesperline != dmabroker_buffer_get_stride(first, 0))
+		example_die(ex, "vivid does not take the negotiated stride %u",
+			    dmabroker_buffer_get_stride(first, 0));
+	/* vivid's webcam starts at 5 frames/s: ask for 60 (it takes the nearest it offers). */
+	parm.parm.capture.timeperframe = (struct v4l2_fract){1, 60};
+	if (xioctl(fd, VIDIOC_S_PARM, &parm) == 0)
+		example_say("interval", "%u/%u", parm.parm.capture.timeperframe.numerator,
+			    parm.parm.capture.timeperframe.denominator);
+	req.count = dmabroker_collection_get_buffer_count(col);
+	if (xioctl(fd, VIDIOC_REQBUFS, &req) < 0 || req.count < buffers)
+		example_die(ex, "VIDIOC_REQBUFS(%u, DMABUF): %s", buffers, strerror(errno));
+	vs.src = (struct stream_source){
+		.fd = fd, .give = vivid_give, .take = vivid_take, .stop = vivid_stop};
+	vs.col = col;
+	r = stream_produce(ex, col, &vs.src, &o);
+	req.count = 0;
+	xioctl(fd, VIDIOC_REQBUFS, &req);
+	close(fd);
+	dmabroker_collection_leave(col);
+	return r;
+}
+
 int main(int argc, char **argv)
 {
 	struct example ex = {.prog = "media-client"};
@@ -489,6 +681,8 @@ int main(int argc, char **argv)
 		r = cmd_export(&ex, instance);
 	else if (!strcmp(argv[1], "collection"))
 		r = cmd_collection(&ex, instance, participants, new_w, new_h);
+	else if (!strcmp(argv[1], "stream"))
+		r = cmd_stream(&ex, argc - 2, argv + 2, instance);
 	else
 		example_die(&ex, "unknown command %s", argv[1]);
 	example_finish(&ex);

@@ -2,7 +2,7 @@
 /*
  * Each method's argument decoding, on messages made from fuzz input, without a bus: the
  * decoders the handlers call (args.c, spec.c, bus-text.c, the token reader; the streams'
- * options with their nested format and constraints too), with the
+ * options with their nested format and constraints too, EndStreamLink's three), with the
  * arguments of the right type mostly and of a wrong one now and then. What must hold:
  * whatever a decoder accepts is text that passed the check, and whatever it refuses it says
  * in text (never the client's raw bytes).
@@ -65,13 +65,34 @@ enum method {
 	/* After the first ones: the corpus's first byte still picks the method it did. */
 	M_CREATE_STREAM,
 	M_JOIN_STREAM,
+	M_END_STREAM_LINK,
 	M_N,
 };
+
+/* Whatever the bytes, an object path's syntax: "/" and [A-Za-z0-9_] runs. */
+static int append_path(sd_bus_message *m, struct fuzz_reader *rd)
+{
+	static const char chars[] = "abcdefghijklmnopqrstuvwxyz0123456789_/";
+	size_t n = 1 + fuzz_take8(rd) * 2;
+	char s[600];
+
+	s[0] = '/';
+	for (size_t i = 1; i < n && i < sizeof(s) - 1; i++) {
+		s[i] = chars[fuzz_take8(rd) % (sizeof(chars) - 1)];
+		if (s[i] == '/' && s[i - 1] == '/')
+			s[i] = 'x';
+	}
+	if (n > 1 && s[n - 1] == '/')
+		s[n - 1] = 'x';
+	s[n < sizeof(s) ? n : sizeof(s) - 1] = '\0';
+	return sd_bus_message_append(m, "o", s);
+}
 
 /* The argument as the method takes it, or (wrong) a value of another type. */
 static int append_arg(sd_bus_message *m, struct fuzz_reader *rd, enum method which, bool wrong)
 {
 	char s[600];
+	int r;
 
 	if (wrong) {
 		switch (fuzz_take8(rd) % 4) {
@@ -110,22 +131,17 @@ static int append_arg(sd_bus_message *m, struct fuzz_reader *rd, enum method whi
 	case M_REASON:
 		fuzz_take_string(rd, s, sizeof(s));
 		return sd_bus_message_append(m, "s", s);
-	case M_PATH: {
-		/* Whatever the bytes, an object path's syntax: "/" and [A-Za-z0-9_] runs. */
-		static const char chars[] = "abcdefghijklmnopqrstuvwxyz0123456789_/";
-		size_t n = 1 + fuzz_take8(rd) * 2;
-
-		s[0] = '/';
-		for (size_t i = 1; i < n && i < sizeof(s) - 1; i++) {
-			s[i] = chars[fuzz_take8(rd) % (sizeof(chars) - 1)];
-			if (s[i] == '/' && s[i - 1] == '/')
-				s[i] = 'x';
+	case M_END_STREAM_LINK:
+		r = append_path(m, rd);
+		if (r >= 0 && fuzz_take8(rd) % 8 != 7)
+			r = sd_bus_message_append(m, "u", (uint32_t)fuzz_take_number(rd));
+		if (r >= 0) {
+			fuzz_take_string(rd, s, sizeof(s));
+			r = sd_bus_message_append(m, "s", s);
 		}
-		if (n > 1 && s[n - 1] == '/')
-			s[n - 1] = 'x';
-		s[n < sizeof(s) ? n : sizeof(s) - 1] = '\0';
-		return sd_bus_message_append(m, "o", s);
-	}
+		return r;
+	case M_PATH:
+		return append_path(m, rd);
 	case M_TOKEN: {
 		uint8_t bytes[32];
 		size_t n = fuzz_take8(rd) % sizeof(bytes);
@@ -277,6 +293,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		r = db_bus_read_path(m, "buffer", &path, &error);
 		if (r >= 0)
 			require(is_text(path, DB_BUS_PATH_MAX, DB_TEXT_ASCII));
+		break;
+	}
+	case M_END_STREAM_LINK: {
+		struct db_end_link_args a;
+
+		r = db_args_end_stream_link(m, &a, &error);
+		if (r >= 0)
+			require(is_text(a.stream, DB_BUS_PATH_MAX, DB_TEXT_ASCII) &&
+				is_text(a.reason, DB_TEXT_MAX, 0));
 		break;
 	}
 	case M_TOKEN:

@@ -703,7 +703,9 @@ int dmabroker_stream_release(struct dmabroker_stream *s, uint32_t index, int rel
 /* Blocking helpers for simple programs: dispatch ctx until a frame is ready (consumer) or a
  * buffer is free (producer), at most timeout_usec (UINT64_MAX: no limit; -ETIMEDOUT).
  * Without a frame handler, frames are taken by dmabroker_stream_wait_frame() only, and
- * f->acquire_fence is then the caller's to close. -EPIPE: the stream ended. */
+ * f->acquire_fence is then the caller's to close; the link is watched only while it runs, so
+ * frames waiting in between do not make dmabroker_get_fd() readable, and a hang-up of the link
+ * is seen at the next wait_frame() (or at free). -EPIPE: the stream ended. */
 int dmabroker_stream_wait_frame(struct dmabroker_stream *s, struct dmabroker_frame *f,
 				uint64_t timeout_usec);
 int dmabroker_stream_wait_free(struct dmabroker_stream *s, uint32_t *ret_index,

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "bus-dict.h"
+#include "bus-text.h"
 #include "macros.h"
 #include "protocol.h"
 #include "registry.h"
@@ -235,4 +236,23 @@ void db_join_stream_args_clear(struct db_join_stream_args *a)
 {
 	db_constraint_args_clear(&a->constraints);
 	a->has_constraints = false;
+}
+
+int db_args_end_stream_link(sd_bus_message *m, struct db_end_link_args *ret, sd_bus_error *error)
+{
+	struct db_end_link_args a = {0};
+	int r;
+
+	r = db_bus_read_path(m, "stream", &a.stream, error);
+	if (r < 0)
+		return r;
+	if (sd_bus_message_read_basic(m, 'u', &a.consumer) <= 0)
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "consumer: expected a number (u)");
+	/* It reaches both ends and the monitor. */
+	r = db_bus_read_text(m, "reason", DB_TEXT_MAX, 0, &a.reason, error);
+	if (r < 0)
+		return r;
+	*ret = a;
+	return 0;
 }

@@ -2,8 +2,8 @@
 #pragma once
 
 /*
- * The decoders of the methods' a{sv} arguments whose checks need no broker state: a message
- * in, a checked struct out, InvalidArgument naming the key otherwise. The handlers call
+ * The decoders of the methods' arguments (their a{sv} and EndStreamLink's) whose checks need no
+ * broker state: a message in, a checked struct out, InvalidArgument naming the key otherwise. The handlers call
  * them, and fuzz/fuzz-methods runs the same code on messages made from fuzz input, without
  * a bus. (Allocate's, Export's and Share's are spec.c's.)
  */
@@ -71,3 +71,12 @@ struct db_join_stream_args {
 };
 int db_args_join_stream(sd_bus_message *m, struct db_join_stream_args *ret, sd_bus_error *error);
 void db_join_stream_args_clear(struct db_join_stream_args *a);
+
+/* EndStreamLink's arguments: the stream's path, the consumer's number and the reason (text of
+ * at most DB_TEXT_MAX bytes), the strings pointing into the message. */
+struct db_end_link_args {
+	const char *stream;
+	uint32_t consumer;
+	const char *reason;
+};
+int db_args_end_stream_link(sd_bus_message *m, struct db_end_link_args *ret, sd_bus_error *error);

@@ -825,6 +825,7 @@ DB_CHECKED_METHOD(db_stream_method_join)
 DB_CHECKED_METHOD(db_stream_method_join_with_token)
 DB_CHECKED_METHOD(db_stream_method_leave)
 DB_CHECKED_METHOD(db_stream_method_end)
+DB_CHECKED_METHOD(db_stream_method_end_link)
 DB_CHECKED_METHOD(db_stream_method_list)
 
 /* --- properties --- */
@@ -997,6 +998,9 @@ static const sd_bus_vtable broker_vtable[] = {
 	SD_BUS_METHOD_WITH_ARGS("EndStream", SD_BUS_ARGS("o", stream, "s", reason),
 				SD_BUS_NO_RESULT, db_stream_method_end_checked,
 				SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS(
+		"EndStreamLink", SD_BUS_ARGS("o", stream, "u", consumer, "s", reason),
+		SD_BUS_NO_RESULT, db_stream_method_end_link_checked, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("ListStreams", SD_BUS_NO_ARGS, SD_BUS_RESULT("aa{sv}", streams),
 				db_stream_method_list_checked, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_SIGNAL_WITH_ARGS("Moved", SD_BUS_ARGS("o", buffer), 0),

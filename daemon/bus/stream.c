@@ -673,6 +673,55 @@ int db_stream_method_end(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	return r;
 }
 
+/*
+ * The producer's library ended a consumer's link (it broke the link's protocol, or its link
+ * hung up): the consumer is no member any more. That is the consumer's failure, as its
+ * disconnection would be: a required one's ends the stream, whichever the daemon hears first.
+ */
+int db_stream_method_end_link(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct db_broker *b = userdata;
+	struct db_end_link_args args;
+	struct db_jconsumer *k;
+	struct db_client *c;
+	struct stream *s;
+	guint index;
+	int r;
+
+	r = db_bus_get_caller(b, m, &c, error);
+	if (r < 0)
+		return r;
+	r = db_args_end_stream_link(m, &args, error);
+	if (r < 0)
+		return r;
+	r = find_membership(b, args.stream, c, &s, error);
+	if (r < 0)
+		return r;
+	if (c->id != s->rec->producer_id)
+		return sd_bus_error_setf(error, DB_ERROR_PERMISSION_DENIED,
+					 "only the stream's producer ends a consumer's link");
+	for (index = 0; index < s->rec->consumers->len; index++)
+		if (((struct db_jconsumer *)g_ptr_array_index(s->rec->consumers, index))->number ==
+		    args.consumer)
+			break;
+	if (index == s->rec->consumers->len)
+		return sd_bus_error_setf(error, DB_ERROR_NOT_FOUND,
+					 "no consumer %u in the stream (never joined, or gone)",
+					 args.consumer);
+	/* Answered first: the caller's signals then come after its answer. */
+	r = sd_bus_reply_method_return(m, NULL);
+	k = g_ptr_array_index(s->rec->consumers, index);
+	if (k->required) {
+		char reason[64];
+
+		snprintf(reason, sizeof(reason), "required consumer %u failed", k->number);
+		end_stream(s, reason, 0);
+	} else {
+		end_link(s, index, args.reason[0] ? args.reason : "ended by the producer", 0);
+	}
+	return r;
+}
+
 /* --- disconnection and restore --- */
 
 /* Returns true if s was freed. */

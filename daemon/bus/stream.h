@@ -36,4 +36,5 @@ int db_stream_method_join(sd_bus_message *m, void *userdata, sd_bus_error *error
 int db_stream_method_join_with_token(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int db_stream_method_leave(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int db_stream_method_end(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int db_stream_method_end_link(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int db_stream_method_list(sd_bus_message *m, void *userdata, sd_bus_error *error);

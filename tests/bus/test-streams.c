@@ -4,7 +4,8 @@
  * protocol, not dma-buf behaviour: the memfd backend is enough): a consumer's link and the
  * producer's end of it are one socket pair the daemon keeps no end of; joining twice, the
  * producer joining, a full stream, unknown names, another uid by name and by token, single-use
- * tokens, leaving, every kind of disconnection, EndStream's rights and reason, hostile names,
+ * tokens, leaving, every kind of disconnection, EndStream's rights and reason, EndStreamLink
+ * (the producer ends one consumer's link), hostile names,
  * ListStreams' visibility, MaxStreamsPerClient, and the monitor's events.
  */
 #include <dirent.h>
@@ -303,6 +304,50 @@ static size_t count_streams(sd_bus *c)
 	return n;
 }
 
+/* How many consumers ListStreams shows c for stream, or -1. */
+static int count_consumers(sd_bus *c, const char *stream)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int found = -1;
+
+	if (broker_call(c, "ListStreams", &e, &reply, NULL) < 0) {
+		sd_bus_error_free(&e);
+		return -1;
+	}
+	if (sd_bus_message_enter_container(reply, 'a', "a{sv}") <= 0)
+		return -1;
+	while (sd_bus_message_enter_container(reply, 'a', "{sv}") > 0) {
+		bool this = false;
+		int n = 0;
+
+		while (sd_bus_message_enter_container(reply, 'e', "sv") > 0) {
+			const char *key, *path;
+
+			if (sd_bus_message_read(reply, "s", &key) < 0)
+				return -1;
+			if (strcmp(key, "stream") == 0 &&
+			    sd_bus_message_read(reply, "v", "o", &path) > 0)
+				this = strcmp(path, stream) == 0;
+			else if (strcmp(key, "consumers") == 0 &&
+				 sd_bus_message_enter_container(reply, 'v', "aa{sv}") > 0 &&
+				 sd_bus_message_enter_container(reply, 'a', "a{sv}") > 0) {
+				while (sd_bus_message_skip(reply, "a{sv}") > 0)
+					n++;
+				sd_bus_message_exit_container(reply);
+				sd_bus_message_exit_container(reply);
+			} else {
+				sd_bus_message_skip(reply, "v");
+			}
+			sd_bus_message_exit_container(reply);
+		}
+		sd_bus_message_exit_container(reply);
+		if (this)
+			found = n;
+	}
+	return found;
+}
+
 static void refused(sd_bus_error *e, int r, const char *name, const char *what)
 {
 	tap_ok(r < 0 && sd_bus_error_has_name(e, name), "%s: %s (%s)", what, name,
@@ -515,6 +560,53 @@ int main(int argc, char **argv)
 		       strcmp(reason, "ended by the producer") == 0,
 	       "an empty reason: %s", reason);
 
+	/* --- EndStreamLink: the producer ends one consumer's link --- */
+	tap_is(join(c3, "s2", NULL, false, "hostile", &j3, &e), 0, "a consumer joins s2");
+	p3 = wait_link(producer, j3.stream, &n, label, sizeof(label));
+	tap_ok(p3 >= 0 && n == j3.consumer, "the producer gets its link");
+	refused(&e,
+		broker_call(c3, "EndStreamLink", &e, NULL, "ous", j3.stream, j3.consumer, "mine"),
+		DB_ERROR_PERMISSION_DENIED, "EndStreamLink by a consumer");
+	refused(&e, broker_call(producer, "EndStreamLink", &e, NULL, "ous", j3.stream, 99, "who"),
+		DB_ERROR_NOT_FOUND, "EndStreamLink of a consumer the stream does not have");
+	refused(&e,
+		broker_call(producer, "EndStreamLink", &e, NULL, "ous", j3.stream, j3.consumer,
+			    "two\nlines"),
+		DB_ERROR_INVALID_ARGUMENT, "EndStreamLink with a line break in the reason");
+	tap_is(count_consumers(inspect, j3.stream), 1, "ListStreams shows one consumer of s2");
+	tap_ok(broker_call(producer, "EndStreamLink", &e, NULL, "ous", j3.stream, j3.consumer,
+			   "broke the link's protocol") >= 0,
+	       "the producer ends consumer %u's link (%s)", j3.consumer,
+	       e.message ? e.message : "ok");
+	tap_ok(wait_ended(producer, "StreamLinkEnded", j3.stream, j3.consumer, reason,
+			  sizeof(reason)) &&
+		       strcmp(reason, "broke the link's protocol") == 0,
+	       "the producer gets StreamLinkEnded with its reason");
+	tap_ok(wait_ended(c3, "StreamLinkEnded", j3.stream, j3.consumer, reason, sizeof(reason)) &&
+		       strcmp(reason, "broke the link's protocol") == 0,
+	       "and so does the consumer");
+	tap_is(count_consumers(inspect, j3.stream), 0, "ListStreams no longer lists the consumer");
+	refused(&e,
+		broker_call(producer, "EndStreamLink", &e, NULL, "ous", j3.stream, j3.consumer,
+			    "again"),
+		DB_ERROR_NOT_FOUND, "EndStreamLink of a link already ended");
+	close(j3.link);
+	close(p3);
+	/* A required consumer's link ended by the producer is its failure. */
+	tap_is(create_stream(producer, col, "s5", 0, other, sizeof(other), &e), 0, "stream s5");
+	tap_is(join(c3, "s5", NULL, true, "required", &j3, &e), 0, "a required consumer joins s5");
+	p3 = wait_link(producer, j3.stream, &n, label, sizeof(label));
+	tap_ok(broker_call(producer, "EndStreamLink", &e, NULL, "ous", j3.stream, j3.consumer,
+			   "the consumer's link hung up") >= 0 &&
+		       wait_ended(producer, "StreamEnded", j3.stream, 0, reason, sizeof(reason)) &&
+		       strcmp(reason, "required consumer 1 failed") == 0,
+	       "EndStreamLink of a required consumer ends the stream: %s", reason);
+	tap_ok(wait_ended(c3, "StreamEnded", j3.stream, 0, reason, sizeof(reason)),
+	       "the consumer gets StreamEnded too");
+	sd_bus_error_free(&e);
+	close(j3.link);
+	close(p3);
+
 	/* --- the producer's disconnection ends the stream for its consumers --- */
 	tap_is(join(c3, "s2", NULL, false, "last", &j3, &e), 0, "a consumer joins s2");
 	sd_bus_flush_close_unref(producer);
@@ -530,6 +622,8 @@ int main(int argc, char **argv)
 	tap_ok(strstr(out, "stream-created") && strstr(out, "stream-joined") &&
 		       strstr(out, "stream-left") && strstr(out, "stream-ended"),
 	       "root's monitor prints the stream events");
+	tap_ok(strstr(out, "broke the link's protocol") != NULL,
+	       "with EndStreamLink's reason on its stream-left");
 	kill(monitor, SIGTERM);
 	waitpid(monitor, NULL, 0);
 	close(monitor_fd);

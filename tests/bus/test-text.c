@@ -82,6 +82,7 @@ static const struct {
 	{"JoinStreamWithToken", {"ay:token", "a{sv}:options"}},
 	{"LeaveStream", {"o:stream"}},
 	{"EndStream", {"o:stream", "s:reason"}},
+	{"EndStreamLink", {"o:stream", "u:consumer", "s:reason"}},
 };
 
 /* A memfd as AllocateWithMemfd's contract wants it, for the calls that must get past it. */

@@ -74,6 +74,8 @@ static const struct text_arg text_args[] = {
 	{"LeaveStream", "stream", NULL, "o", PATH},
 	{"EndStream", "stream", NULL, "o", PATH},
 	{"EndStream", "reason", NULL, "s", TEXT},
+	{"EndStreamLink", "stream", NULL, "o", PATH},
+	{"EndStreamLink", "reason", NULL, "s", TEXT},
 };
 
 #undef DICT

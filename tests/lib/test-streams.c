@@ -16,12 +16,20 @@
  *  - hostile links: a raw client joins with JoinStream over sd-bus and sends a malformed
  *    record, a RELEASE out of range, a RELEASE of an index it does not hold, an fd where
  *    none belongs, a fence that is a memfd, a flood: each time the producer's library ends
- *    that link only (consumer_left with the reason) and the other consumer keeps receiving.
+ *    that link only (consumer_left with the reason), tells the daemon (EndStreamLink: the
+ *    raw client gets StreamLinkEnded and ListStreams lists it no more, though it never
+ *    left), and the other consumer keeps receiving;
+ *  - a consumer without a frame callback: frames waiting on its link do not make its fd
+ *    readable between wait_frame() calls (a poll loop does not spin), and wait_frame() gets
+ *    them in order;
+ *  - StreamEnded, StreamLinkEnded and StreamLink forged by another bus client reach the
+ *    producer's and the consumer's library and are ignored: the stream goes on.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -664,6 +672,168 @@ static void test_producer_killed(void)
 	dmabroker_disconnect(ctx);
 }
 
+/* --- signals forged by another bus client --- */
+
+static unsigned ignored[3]; /* StreamEnded, StreamLinkEnded, StreamLink ignored by the library */
+
+static void count_ignored(enum dmabroker_log_level level, const char *msg, void *userdata)
+{
+	static const char *const members[] = {"StreamEnded ", "StreamLinkEnded ", "StreamLink "};
+
+	(void)level;
+	(void)userdata;
+	for (size_t i = 0; i < ARRAY_SIZE(members); i++)
+		if (strstr(msg, "ignoring ") && strstr(msg, members[i]) &&
+		    strstr(msg, "not the broker"))
+			ignored[i]++;
+}
+
+/* A signal as the broker's, from attacker to the owner of the client object client_path. */
+static void forge(sd_bus *attacker, const char *client_path, const char *member, const char *types,
+		  ...)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+	char *victim = NULL;
+	va_list ap;
+	int r;
+
+	r = sd_bus_get_property_string(attacker, DB_BUS_NAME, client_path, DB_IFACE_CLIENT,
+				       "BusName", NULL, &victim);
+	if (r >= 0)
+		r = sd_bus_message_new_signal(attacker, &m, DB_OBJECT_PATH, DB_IFACE_BROKER,
+					      member);
+	if (r >= 0)
+		r = sd_bus_message_set_destination(m, victim);
+	va_start(ap, types);
+	if (r >= 0)
+		r = sd_bus_message_appendv(m, types, ap);
+	va_end(ap);
+	if (r >= 0)
+		r = sd_bus_send(attacker, m, NULL);
+	tap_ok(r >= 0, "another bus client sends a forged %s", member);
+	free(victim);
+}
+
+static void test_forged(void)
+{
+	struct dmabroker_stream_handlers h = {.frame = h_frame, .ended = h_ended};
+	struct dmabroker_stream_options so = {.max_held = 4};
+	_cleanup_(sd_bus_flush_close_unrefp) sd_bus *attacker = inspect_bus();
+	struct dmabroker_stream *s = NULL;
+	struct held held = {0};
+	struct dmabroker *ctx;
+	struct producer p;
+	uint64_t seq = 0;
+	bool arrived;
+	int pair[2];
+
+	tap_diag("stream signals forged by another bus client");
+	tap_require(attacker && producer_start(&p, "forged", DMABROKER_STREAM_FIFO), "a stream");
+	ctx = connect_ctx("victim");
+	tap_require(ctx && dmabroker_stream_join(ctx, "forged", NULL, &so, sizeof(so), &h,
+						 sizeof(h), &held, &s) == 0,
+		    "a consumer joined");
+	tap_ok(RUN_UNTIL(p.ctx, p.joined == 1, 10000), "it said hello");
+	tap_require(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) == 0,
+		    "a socketpair");
+	memset(ignored, 0, sizeof(ignored));
+	dmabroker_set_log_handler(count_ignored, NULL);
+	forge(attacker, dmabroker_client_path(ctx), "StreamEnded", "os",
+	      dmabroker_stream_get_path(s), "forged");
+	forge(attacker, dmabroker_client_path(p.ctx), "StreamEnded", "os",
+	      dmabroker_stream_get_path(p.s), "forged");
+	forge(attacker, dmabroker_client_path(p.ctx), "StreamLinkEnded", "ous",
+	      dmabroker_stream_get_path(p.s), dmabroker_stream_get_consumer_id(s), "forged");
+	forge(attacker, dmabroker_client_path(p.ctx), "StreamLink", "ouha{sv}",
+	      dmabroker_stream_get_path(p.s), 99u, pair[1], 0);
+	sd_bus_flush(attacker);
+	close(pair[1]);
+	arrived = RUN_UNTIL(p.ctx,
+			    (turn(ctx, 0), ignored[0] == 2 && ignored[1] == 1 && ignored[2] == 1),
+			    10000);
+	tap_ok(arrived, "every forged signal reached the library and was ignored (%u, %u, %u)",
+	       ignored[0], ignored[1], ignored[2]);
+	dmabroker_set_log_handler(NULL, NULL);
+	tap_ok(!held.ended, "the victim consumer's stream did not end");
+	tap_is(p.left, 0, "the producer lost no consumer");
+	tap_is(dmabroker_stream_get_consumer_count(p.s), 1, "and got no forged one");
+	tap_require(produce(&p, &seq, NULL) == 0, "a frame queued");
+	tap_ok(RUN_UNTIL(ctx, held.n == 1 && held.frames[0].seq == seq, 10000),
+	       "the consumer still gets frames");
+	close(pair[0]);
+	tap_is(dmabroker_stream_free(s, NULL), 0, "the consumer frees the stream");
+	dmabroker_disconnect(ctx);
+	producer_stop(&p);
+}
+
+/* --- a consumer without a frame callback, in a poll loop --- */
+
+static bool fd_readable(struct dmabroker *ctx)
+{
+	struct pollfd pfd = {dmabroker_get_fd(ctx), POLLIN, 0};
+
+	return poll(&pfd, 1, 0) > 0;
+}
+
+/* Dispatches ctx until its fd is quiet for a moment (the bus has nothing more to say). */
+static void settle(struct dmabroker *ctx)
+{
+	for (unsigned i = 0; i < 50; i++) {
+		(void)dmabroker_dispatch(ctx);
+		usleep(10000);
+		if (!fd_readable(ctx))
+			return;
+	}
+}
+
+static void test_poll_only(void)
+{
+	struct dmabroker_stream_options so = {.max_held = 4};
+	struct dmabroker_stream_handlers h = {0};
+	struct dmabroker_stream *s = NULL;
+	struct dmabroker_frame fr;
+	struct producer p;
+	struct dmabroker *ctx;
+	uint64_t seq = 0;
+	bool in_order = true;
+
+	tap_diag("a consumer without a frame callback, in a poll loop");
+	tap_require(producer_start(&p, "poll-only", DMABROKER_STREAM_FIFO), "a FIFO stream");
+	ctx = connect_ctx("poll-only");
+	tap_require(ctx && dmabroker_stream_join(ctx, "poll-only", NULL, &so, sizeof(so), &h,
+						 sizeof(h), NULL, &s) == 0,
+		    "a consumer without a frame callback joined");
+	tap_ok(RUN_UNTIL(p.ctx, p.joined == 1, 10000), "it said hello");
+	for (unsigned i = 0; i < 3; i++)
+		tap_require(produce(&p, &seq, NULL) == 0, "a frame queued");
+	settle(ctx);
+	tap_ok(!fd_readable(ctx),
+	       "with 3 frames waiting on its link, its fd is not readable after a dispatch");
+	for (uint64_t want = 1; want <= 3; want++) {
+		int r = dmabroker_stream_wait_frame(s, &fr, 5ull * 1000000);
+
+		in_order &= r == 0 && fr.seq == want &&
+			    content_ok(dmabroker_stream_get_buffer(s, fr.index), fr.seq);
+		if (r == 0)
+			(void)dmabroker_stream_release(s, fr.index, fr.acquire_fence);
+		if (r == 0 && fr.acquire_fence >= 0)
+			close(fr.acquire_fence);
+	}
+	tap_ok(in_order, "wait_frame then gets them in order, each with its content");
+	tap_ok(RUN_UNTIL(p.ctx, p_out(&p) == 0, 10000), "every buffer is back");
+	tap_require(produce(&p, &seq, NULL) == 0, "a fourth frame queued");
+	settle(ctx);
+	tap_ok(!fd_readable(ctx), "after wait_frame the link is unwatched again");
+	tap_ok(dmabroker_stream_wait_frame(s, &fr, 5ull * 1000000) == 0 && fr.seq == 4,
+	       "and wait_frame gets the fourth");
+	(void)dmabroker_stream_release(s, fr.index, -1);
+	if (fr.acquire_fence >= 0)
+		close(fr.acquire_fence);
+	tap_is(dmabroker_stream_free(s, NULL), 0, "the consumer frees the stream");
+	dmabroker_disconnect(ctx);
+	producer_stop(&p);
+}
+
 /* --- hostile links --- */
 
 struct raw {
@@ -699,14 +869,96 @@ static bool raw_join(struct raw *r, const char *name)
 	return r->link >= 0;
 }
 
-static void raw_leave(struct raw *r)
+/* The raw client is done: it never calls LeaveStream (the producer's library ended its link,
+ * and the daemon knows). */
+static void raw_close(struct raw *r)
 {
-	sd_bus_error e = SD_BUS_ERROR_NULL;
-
-	(void)broker_call(r->bus, "LeaveStream", &e, NULL, "o", r->stream);
-	sd_bus_error_free(&e);
 	close(r->link);
 	sd_bus_flush_close_unref(r->bus);
+}
+
+/* Whether ListStreams (as root) lists consumer of stream. */
+static bool lists_consumer(const char *stream, uint32_t consumer)
+{
+	_cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = inspect_bus();
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	bool listed = false;
+
+	if (!bus || broker_call(bus, "ListStreams", &e, &reply, NULL) < 0 ||
+	    sd_bus_message_enter_container(reply, 'a', "a{sv}") <= 0) {
+		sd_bus_error_free(&e);
+		return true; /* not known to be gone */
+	}
+	while (sd_bus_message_enter_container(reply, 'a', "{sv}") > 0) {
+		bool this = false;
+		uint32_t numbers[64];
+		size_t n = 0;
+
+		while (sd_bus_message_enter_container(reply, 'e', "sv") > 0) {
+			const char *key, *path;
+
+			sd_bus_message_read(reply, "s", &key);
+			if (strcmp(key, "stream") == 0 &&
+			    sd_bus_message_read(reply, "v", "o", &path) > 0) {
+				this = strcmp(path, stream) == 0;
+			} else if (strcmp(key, "consumers") == 0 &&
+				   sd_bus_message_enter_container(reply, 'v', "aa{sv}") > 0 &&
+				   sd_bus_message_enter_container(reply, 'a', "a{sv}") > 0) {
+				while (sd_bus_message_enter_container(reply, 'a', "{sv}") > 0) {
+					while (sd_bus_message_enter_container(reply, 'e', "sv") >
+					       0) {
+						const char *k;
+						uint32_t u;
+
+						sd_bus_message_read(reply, "s", &k);
+						if (strcmp(k, "consumer") == 0 &&
+						    sd_bus_message_read(reply, "v", "u", &u) > 0 &&
+						    n < ARRAY_SIZE(numbers))
+							numbers[n++] = u;
+						else
+							sd_bus_message_skip(reply, "v");
+						sd_bus_message_exit_container(reply);
+					}
+					sd_bus_message_exit_container(reply);
+				}
+				sd_bus_message_exit_container(reply);
+				sd_bus_message_exit_container(reply);
+			} else {
+				sd_bus_message_skip(reply, "v");
+			}
+			sd_bus_message_exit_container(reply);
+		}
+		sd_bus_message_exit_container(reply);
+		for (size_t i = 0; this && i < n; i++)
+			listed |= numbers[i] == consumer;
+	}
+	return listed;
+}
+
+/* Whether the raw client got StreamLinkEnded for its link (waits up to timeout_ms). */
+static bool raw_link_ended(struct raw *r, int timeout_ms)
+{
+	uint64_t end = now_ms() + (uint64_t)timeout_ms;
+
+	for (;;) {
+		_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+		const char *path, *why;
+		uint32_t n;
+		int k = sd_bus_process(r->bus, &m);
+
+		if (k < 0)
+			return false;
+		if (m && sd_bus_message_is_signal(m, DB_IFACE_BROKER, "StreamLinkEnded") &&
+		    sd_bus_message_read(m, "ous", &path, &n, &why) > 0 &&
+		    strcmp(path, r->stream) == 0 && n == r->consumer)
+			return true;
+		if (k > 0)
+			continue;
+		if (now_ms() >= end)
+			return false;
+		(void)sd_bus_wait(r->bus, 20 * 1000);
+	}
 }
 
 static ssize_t raw_send(int link, const void *rec, size_t len, int fd)
@@ -850,6 +1102,9 @@ static void hostile(struct producer *p, struct child *a, uint64_t *seq, enum att
 	tap_diag("  reason: %s", p->left_reason);
 	tap_ok(strstr(p->left_reason, attack_reasons[what]) != NULL, "the reason says why");
 	tap_is(dmabroker_stream_get_consumer_count(p->s), 1, "the other consumer is still linked");
+	tap_ok(RUN_UNTIL(p->ctx, !lists_consumer(raw.stream, raw.consumer), 10000),
+	       "the daemon no longer lists the raw consumer, which never left");
+	tap_ok(raw_link_ended(&raw, 5000), "the raw client got StreamLinkEnded");
 	/* The other consumer keeps receiving. */
 	before = a->frames;
 	for (unsigned i = 0; i < 5; i++)
@@ -857,7 +1112,7 @@ static void hostile(struct producer *p, struct child *a, uint64_t *seq, enum att
 	tap_ok(RUN_UNTIL(p->ctx, (child_read(a), a->last_seq == *seq), 10000) &&
 		       a->frames == before + 5,
 	       "the other consumer got the next 5 frames");
-	raw_leave(&raw);
+	raw_close(&raw);
 }
 
 static void test_hostile(void)
@@ -898,6 +1153,8 @@ int main(int argc, char **argv)
 	RUN("kill-consumer", test_consumer_killed());
 	RUN("kill-producer", test_producer_killed());
 	RUN("hostile", test_hostile());
+	RUN("poll-only", test_poll_only());
+	RUN("forged", test_forged());
 	tap_ok(fixture_wait_clients(&f, 0, 10000), "every client is gone");
 	tap_is(fixture_stop(&f), 0, "the daemon exits cleanly");
 	return tap_done();

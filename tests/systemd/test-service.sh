@@ -26,6 +26,11 @@ wait_for() { # wait_for SECONDS COMMAND...: until COMMAND succeeds
 }
 prop() { busctl --system get-property org.dmabroker.Broker1 /org/dmabroker/Broker1 org.dmabroker.Broker1 "$1" 2>/dev/null; }
 main_pid() { systemctl show -p MainPID --value dmabrokerd; }
+broker_owner() {
+	busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+		GetNameOwner s org.dmabroker.Broker1 2>/dev/null | awk '{ print $2 }' | tr -d '"'
+}
+diag() { sed 's/^/# /'; }
 value() { awk -v k="$2" '$1 == k { print $2; exit }' "$work/$1.out"; }
 nth_token() { awk '$1 == "token" { print $2 }' "$work/$1.out" | sed -n "$2p"; }
 
@@ -94,6 +99,51 @@ point "$(grep -A4 "^$buffer\$" "$work/buffers" | grep -q "$owner cached"; echo $
 point "$([ "$(value read checksum)" = "$sum" ]; echo $?)" \
 	"a token issued before the restart imports the same bytes ($(value read checksum))"
 point "$(kill -0 $client; echo $?)" "the client kept running and holding its mapping"
+
+# A stream through a SIGKILL of the daemon: frames go over the stream's own link, so they keep
+# flowing while the daemon is dead and after it is back, and the restarted daemon knows the
+# stream from its journal.
+mkfifo "$work/sprod.in" "$work/scons.in"
+"$cpu" stream-produce svc --interval-ms 20 <"$work/sprod.in" >"$work/sprod.out" 2>&1 &
+sprod=$!
+exec 7>"$work/sprod.in"
+wait_for 30 grep -q '^ready' "$work/sprod.out"
+"$cpu" stream svc --report 5 --bars <"$work/scons.in" >"$work/scons.out" 2>&1 &
+scons=$!
+exec 6>"$work/scons.in"
+checked() { awk '$1 == "checked" { n = $2 } END { print n + 0 }' "$work/scons.out"; }
+bad() { awk '$1 == "checked" { n = $4 } END { print n + 0 }' "$work/scons.out"; }
+wait_for 60 sh -c "[ \$(awk '\$1 == \"checked\" { n = \$2 } END { print n + 0 }' $work/scons.out) -ge 20 ]"
+point $? "a stream carries frames through the service ($(checked) checked)"
+spath=$(value sprod stream)
+pid=$(main_pid)
+before=$(checked)
+kill -KILL "$pid"
+during=no
+for _ in $(seq 100); do
+	if [ -z "$(broker_owner)" ] && [ "$(checked)" -gt "$before" ]; then during=yes; break; fi
+	[ -n "$(broker_owner)" ] && [ "$(main_pid)" != "$pid" ] && break
+	sleep 0.1
+done
+point "$([ $during = yes ]; echo $?)" \
+	"frames keep coming while the daemon is dead ($before -> $(checked) with no broker on the bus)"
+wait_for 60 sh -c "[ \"\$(systemctl show -p MainPID --value dmabrokerd)\" != $pid ] && [ \"\$(systemctl show -p MainPID --value dmabrokerd)\" != 0 ] && busctl --system status org.dmabroker.Broker1"
+point $? "systemd restarted the killed daemon ($pid -> $(main_pid))"
+after=$(checked)
+wait_for 30 sh -c "[ \$(awk '\$1 == \"checked\" { n = \$2 } END { print n + 0 }' $work/scons.out) -ge $((after + 20)) ]"
+point $? "and after it is back ($after -> $(checked))"
+"$ctl" streams >"$work/streams" 2>&1
+point "$([ -n "$spath" ] && grep -q "$spath" "$work/streams"; echo $?)" \
+	"the restarted daemon lists the stream $spath"
+diag <"$work/streams"
+point "$([ "$(bad)" = 0 ] && ! grep -q '^first-bad' "$work/scons.out"; echo $?)" \
+	"every frame the consumer checked was intact ($(checked) frames, $(bad) bad)"
+exec 6>&-
+wait $scons
+point $? "the consumer leaves cleanly"
+exec 7>&-
+wait $sprod
+point $? "and so does the producer"
 
 # Watchdog: a daemon that stops answering is restarted.
 pid=$(main_pid)
