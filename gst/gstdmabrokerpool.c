@@ -4,8 +4,8 @@
  *
  * The configuration (caps, size, counts, GstVideoAlignment, the video-meta option) becomes the
  * pool's constraints as a collection participant, negotiated in set_config: the broker's
- * outcome that does not meet the configuration comes back as a corrected configuration, and
- * its refusal as an error of the element that owns the pool. Activation creates the stream
+ * outcome meets them (a configuration is never corrected), and its refusal is an error of the
+ * element that owns the pool. Activation creates the stream
  * whose producer the pool is: which buffer is free is the stream's to say (a buffer the
  * consumers hold is not), so acquire takes the index dmabroker_stream_get_free() gives.
  *
@@ -283,16 +283,9 @@ static gboolean pool_set_config(GstBufferPool *bpool, GstStructure *config)
 	pool->info = info;
 	if (!GST_BUFFER_POOL_CLASS(parent_class)->set_config(bpool, config))
 		return FALSE;
-	/* What the broker made is the configuration from now on; what the caller asked and
-	 * it does not meet is answered with the corrected one. */
-	if (count < min || (max && count > max) || out->size < size) {
-		GST_INFO_OBJECT(
-			pool,
-			"asked %u..%u buffers of %u bytes: answering %u of %" G_GUINT64_FORMAT, min,
-			max, size, count, out->size);
-		gst_buffer_pool_config_set_params(config, caps, (guint)out->size, count, count);
-		return FALSE;
-	}
+	/* The broker's outcome meets the configuration or is refused: the count is the
+	 * constraints' minimum (never below min, never above max) and the size at least the
+	 * one asked. Only the size may grow: the configuration says the broker's. */
 	gst_buffer_pool_config_set_params(config, caps, (guint)out->size, min, max);
 	return TRUE;
 }

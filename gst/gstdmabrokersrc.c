@@ -60,8 +60,7 @@ struct _GstDmabrokerSrc {
 
 	/* From start to stop. */
 	struct gst_dmabroker_conn *conn;
-	struct dmabroker_stream *stream; /* owned; read and changed with the conn locked */
-	guint64 generation; /* with the conn locked: which join a released frame belongs to */
+	struct join *join; /* a reference: the stream joined */
 	GstAllocator *allocator;
 	GstVideoInfo info; /* the stream's format and the collection's layout */
 	GstCaps *caps;
@@ -76,12 +75,25 @@ struct _GstDmabrokerSrc {
 	char *end_reason;
 };
 
+/*
+ * One join of the stream, refcounted apart from the element: the element holds a reference
+ * from start to stop, each pushed memory one until it is freed. The buffers' fds are the
+ * stream's, so the stream is freed (and the fds closed) with the last reference: a memory
+ * still held downstream when the element stops keeps its fd open. Its fields are read and
+ * changed with the conn locked (the stream callbacks run so).
+ */
+struct join {
+	gint refcount;
+	struct gst_dmabroker_conn *conn; /* a reference */
+	struct dmabroker_stream *stream; /* owned */
+	GstDmabrokerSrc *src; /* not a reference; NULL once the element stopped */
+	gboolean ended; /* the stream ended: the buffers stay this consumer's until it leaves */
+};
+
 /* Attached to each pushed memory: the frame goes back when the memory is freed. */
 struct release {
-	GstDmabrokerSrc *src; /* a reference */
-	struct gst_dmabroker_conn *conn; /* a reference */
+	struct join *join; /* a reference */
 	guint index;
-	guint64 generation;
 };
 
 static GstStaticPadTemplate src_template =
@@ -101,12 +113,41 @@ static GQuark release_quark(void)
 	return quark;
 }
 
+static struct join *join_ref(struct join *join)
+{
+	g_atomic_int_inc(&join->refcount);
+	return join;
+}
+
+/* The last reference leaves the stream (which closes its buffers' fds): from any thread. */
+static void join_unref(struct join *join)
+{
+	struct gst_dmabroker_conn *conn = join->conn;
+
+	if (!g_atomic_int_dec_and_test(&join->refcount))
+		return;
+	gst_dmabroker_conn_lock(conn);
+	/* Leaving releases every frame this consumer holds. */
+	dmabroker_stream_free(join->stream, NULL);
+	gst_dmabroker_conn_unlock(conn);
+	g_free(join);
+	gst_dmabroker_conn_unref(conn);
+}
+
 /* Stream callbacks: from the connection's dispatch thread, the conn locked. */
 static void on_frame(struct dmabroker_stream *s, const struct dmabroker_frame *f, void *userdata)
 {
-	GstDmabrokerSrc *src = userdata;
-	struct pending_frame *p = g_new0(struct pending_frame, 1);
+	struct join *join = userdata;
+	GstDmabrokerSrc *src = join->src;
+	struct pending_frame *p;
 
+	if (!src) {
+		/* Stopped, its memories still out: a frame now goes back at once. */
+		if (f->index != DMABROKER_FRAME_NO_BUFFER)
+			dmabroker_stream_release(s, f->index, -1);
+		return;
+	}
+	p = g_new0(struct pending_frame, 1);
 	p->index = f->index;
 	p->flags = f->flags;
 	p->timestamp_ns = f->timestamp_ns;
@@ -124,8 +165,12 @@ static void on_frame(struct dmabroker_stream *s, const struct dmabroker_frame *f
 
 static void on_ended(struct dmabroker_stream *s, const char *reason, void *userdata)
 {
-	GstDmabrokerSrc *src = userdata;
+	struct join *join = userdata;
+	GstDmabrokerSrc *src = join->src;
 
+	join->ended = TRUE;
+	if (!src)
+		return;
 	GST_INFO_OBJECT(src, "the stream ended: %s", reason);
 	g_mutex_lock(&src->lock);
 	src->ended = TRUE;
@@ -142,42 +187,36 @@ static void pending_frame_free(struct pending_frame *p)
 	g_free(p);
 }
 
-/* Hands a frame back to the producer, if it is still of this join. */
-static void release_frame(GstDmabrokerSrc *src, struct gst_dmabroker_conn *conn, guint index,
-			  guint64 generation)
+/* Hands a frame back to the producer: from any thread. */
+static void release_frame(struct join *join, guint index)
 {
-	gboolean ended;
 	int r = 0;
 
-	gst_dmabroker_conn_lock(conn);
+	gst_dmabroker_conn_lock(join->conn);
 	/* After the end the buffers stay this consumer's until it leaves. */
-	g_mutex_lock(&src->lock);
-	ended = src->ended;
-	g_mutex_unlock(&src->lock);
-	if (src->stream && src->generation == generation && !ended)
-		r = dmabroker_stream_release(src->stream, index, -1);
-	gst_dmabroker_conn_unlock(conn);
+	if (!join->ended)
+		r = dmabroker_stream_release(join->stream, index, -1);
+	gst_dmabroker_conn_unlock(join->conn);
 	if (r < 0)
-		GST_WARNING_OBJECT(src, "cannot release buffer %u: %s", index, g_strerror(-r));
+		GST_WARNING("cannot release buffer %u: %s", index, g_strerror(-r));
 	else
-		GST_LOG_OBJECT(src, "released buffer %u", index);
+		GST_LOG("released buffer %u", index);
 }
 
 static void release_notify(gpointer data)
 {
 	struct release *rel = data;
 
-	release_frame(rel->src, rel->conn, rel->index, rel->generation);
-	gst_dmabroker_conn_unref(rel->conn);
-	gst_object_unref(rel->src);
+	release_frame(rel->join, rel->index);
+	join_unref(rel->join);
 	g_free(rel);
 }
 
 /* The stream's format and the collection's layout, as video info; FALSE with an error. */
 static gboolean read_format(GstDmabrokerSrc *src)
 {
-	const struct dmabroker_stream_format *fmt = dmabroker_stream_get_format(src->stream);
-	struct dmabroker_buffer *b = dmabroker_stream_get_buffer(src->stream, 0);
+	const struct dmabroker_stream_format *fmt = dmabroker_stream_get_format(src->join->stream);
+	struct dmabroker_buffer *b = dmabroker_stream_get_buffer(src->join->stream, 0);
 	GstVideoFormat format = gst_dmabroker_format_from_fourcc(fmt->fourcc);
 	GstVideoInfo info;
 	GstCaps *caps;
@@ -232,6 +271,7 @@ static gboolean gst_dmabroker_src_start(GstBaseSrc *bsrc)
 	struct dmabroker_stream_options opts = {.sync = DMABROKER_SYNC_EXPLICIT};
 	struct dmabroker_token token;
 	struct dmabroker *ctx;
+	struct join *join;
 	char *name = gst_element_get_name(src), *stream_name, *token_hex;
 	GError *error = NULL;
 	gboolean ok = FALSE;
@@ -267,27 +307,33 @@ static gboolean gst_dmabroker_src_start(GstBaseSrc *bsrc)
 	g_mutex_unlock(&src->lock);
 
 	ctx = gst_dmabroker_conn_get_ctx(src->conn);
+	join = g_new0(struct join, 1);
+	join->refcount = 1;
+	join->conn = gst_dmabroker_conn_ref(src->conn);
+	join->src = src;
 	gst_dmabroker_conn_lock(src->conn);
 	r = dmabroker_stream_join(ctx, token_hex ? NULL : stream_name, token_hex ? &token : NULL,
-				  &opts, sizeof(opts), &handlers, sizeof(handlers), src,
-				  &src->stream);
+				  &opts, sizeof(opts), &handlers, sizeof(handlers), join,
+				  &join->stream);
 	if (r < 0) {
-		src->stream = NULL;
+		join->stream = NULL;
 		GST_ELEMENT_ERROR(src, RESOURCE, OPEN_READ,
 				  ("Cannot join the stream %s: %s (%s)",
 				   token_hex ? "of the token" : stream_name,
 				   dmabroker_last_error(ctx), g_strerror(-r)),
 				  (NULL));
 	} else {
-		src->generation++;
+		src->join = join;
 		ok = read_format(src);
 		GST_INFO_OBJECT(src, "consumer %u of %s: %" GST_PTR_FORMAT ", %u buffers",
-				dmabroker_stream_get_consumer_id(src->stream),
-				dmabroker_stream_get_path(src->stream), src->caps,
+				dmabroker_stream_get_consumer_id(join->stream),
+				dmabroker_stream_get_path(join->stream), src->caps,
 				dmabroker_collection_get_buffer_count(
-					dmabroker_stream_get_collection(src->stream)));
+					dmabroker_stream_get_collection(join->stream)));
 	}
 	gst_dmabroker_conn_unlock(src->conn);
+	if (r < 0)
+		join_unref(join);
 out:
 	g_free(name);
 	g_free(stream_name);
@@ -299,19 +345,25 @@ static gboolean gst_dmabroker_src_stop(GstBaseSrc *bsrc)
 {
 	GstDmabrokerSrc *src = GST_DMABROKER_SRC(bsrc);
 	struct pending_frame *p;
+	GQueue frames = G_QUEUE_INIT;
 
-	if (src->conn) {
-		/* Leaving releases every frame this consumer holds, pushed or not. */
+	if (src->join) {
+		/* From now on the stream's callbacks leave the element alone. */
 		gst_dmabroker_conn_lock(src->conn);
-		dmabroker_stream_free(src->stream, NULL);
-		src->stream = NULL;
-		src->generation++;
+		src->join->src = NULL;
 		gst_dmabroker_conn_unlock(src->conn);
 	}
 	g_mutex_lock(&src->lock);
 	while ((p = g_queue_pop_head(&src->frames)))
-		pending_frame_free(p);
+		g_queue_push_tail(&frames, p);
 	g_mutex_unlock(&src->lock);
+	while ((p = g_queue_pop_head(&frames))) {
+		if (src->join && p->index != DMABROKER_FRAME_NO_BUFFER)
+			release_frame(src->join, p->index);
+		pending_frame_free(p);
+	}
+	/* The stream stays until the memories still out downstream are freed. */
+	g_clear_pointer(&src->join, join_unref);
 	g_clear_pointer(&src->conn, gst_dmabroker_conn_unref);
 	GST_OBJECT_LOCK(src);
 	gst_clear_caps(&src->caps);
@@ -359,30 +411,26 @@ static GstBuffer *wrap_frame(GstDmabrokerSrc *src, const struct pending_frame *p
 	gint strides[GST_VIDEO_MAX_PLANES] = {0};
 	GstMemory *mem = NULL;
 	GstBuffer *buf;
-	guint64 generation;
 	gsize size = 0;
 	int fd = -1;
 
 	gst_dmabroker_conn_lock(src->conn);
-	b = src->stream ? dmabroker_stream_get_buffer(src->stream, p->index) : NULL;
+	b = dmabroker_stream_get_buffer(src->join->stream, p->index);
 	if (b) {
 		fd = dmabroker_buffer_get_fd(b);
 		size = (gsize)dmabroker_buffer_get_size(b);
 	}
-	generation = src->generation;
 	if (fd >= 0)
 		mem = gst_dmabuf_allocator_alloc_with_flags(src->allocator, fd, size,
 							    GST_FD_MEMORY_FLAG_DONT_CLOSE);
 	gst_dmabroker_conn_unlock(src->conn);
 	if (!mem) {
-		release_frame(src, src->conn, p->index, generation);
+		release_frame(src->join, p->index);
 		return NULL;
 	}
 	rel = g_new0(struct release, 1);
-	rel->src = gst_object_ref(src);
-	rel->conn = gst_dmabroker_conn_ref(src->conn);
+	rel->join = join_ref(src->join);
 	rel->index = p->index;
-	rel->generation = generation;
 	gst_mini_object_set_qdata(GST_MINI_OBJECT(mem), release_quark(), rel, release_notify);
 	buf = gst_buffer_new();
 	gst_buffer_append_memory(buf, mem);
@@ -449,7 +497,7 @@ static GstFlowReturn gst_dmabroker_src_create(GstPushSrc *psrc, GstBuffer **ret)
 	if (p->flags & DMABROKER_FRAME_END_OF_STREAM) {
 		GST_INFO_OBJECT(src, "the producer ended the stream");
 		if (p->index != DMABROKER_FRAME_NO_BUFFER)
-			release_frame(src, src->conn, p->index, src->generation);
+			release_frame(src->join, p->index);
 		pending_frame_free(p);
 		return GST_FLOW_EOS;
 	}
