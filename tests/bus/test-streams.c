@@ -2,7 +2,12 @@
 /*
  * Streams through the daemon on a private bus, spoken raw with sd-bus (membership and
  * protocol, not dma-buf behaviour: the memfd backend is enough): a consumer's link and the
- * producer's end of it are one socket pair the daemon keeps no end of; joining twice, the
+ * producer's end of it are one socket pair the daemon keeps no end of once the producer took
+ * it (StreamLink carries no descriptor; TakeStreamLink's answer does, once, to the producer
+ * only; an end not taken within StreamLinkTimeoutSec is closed and its consumer removed;
+ * MaxPendingLinksPerUid; a producer that reads nothing, on the bus and on a peer connection,
+ * while a consumer joins and leaves 300 times, costs the daemon no descriptors and stalls
+ * nobody); an unnamed stream is not joined by name; joining twice, the
  * producer joining, a full stream, unknown names, another uid by name and by token, single-use
  * tokens, leaving, every kind of disconnection, EndStream's rights and reason, EndStreamLink
  * (the producer ends one consumer's link), hostile names,
@@ -29,7 +34,10 @@
 #include "tap.h"
 #include "token.h"
 
-#define CONFIG "[Limits]\nMaxStreamsPerClient=3\nMaxConsumersPerStream=4\n"
+#define PENDING_MAX 3
+#define CONFIG                                                                \
+	"[Daemon]\nStreamLinkTimeoutSec=1\n[Limits]\nMaxStreamsPerClient=3\n" \
+	"MaxConsumersPerStream=4\nMaxPendingLinksPerUid=3\n"
 
 static struct fixture f;
 
@@ -200,17 +208,34 @@ static sd_bus_message *wait_signal(sd_bus *c, const char *member, int timeout_ms
 	}
 }
 
-/* A StreamLink for the producer: consumer number and its end of the link (duplicated). */
-static int wait_link(sd_bus *producer, const char *stream, uint32_t *ret_consumer, char *label,
-		     size_t label_len)
+/* Every StreamLink so far had the signature oua{sv}: no descriptor. */
+static bool links_without_fd = true;
+
+/* TakeStreamLink: the producer's end of consumer's link (duplicated), or -1 and e. */
+static int take_link(sd_bus *c, const char *stream, uint32_t consumer, sd_bus_error *e)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	int fd;
+
+	if (broker_call(c, "TakeStreamLink", e, &reply, "ou", stream, consumer) < 0 ||
+	    sd_bus_message_read(reply, "h", &fd) <= 0)
+		return -1;
+	return fcntl(fd, F_DUPFD_CLOEXEC, 3);
+}
+
+/* A StreamLink for the producer: the consumer's number (and label); 0 or -1. */
+static int wait_link_signal(sd_bus *producer, const char *stream, uint32_t *ret_consumer,
+			    char *label, size_t label_len)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m =
 		wait_signal(producer, "StreamLink", 5000);
 	const char *path;
-	int fd;
 
-	if (!m || sd_bus_message_read(m, "ouh", &path, ret_consumer, &fd) < 0 ||
-	    strcmp(path, stream) != 0)
+	if (!m)
+		return -1;
+	if (strcmp(sd_bus_message_get_signature(m, true), "oua{sv}") != 0)
+		links_without_fd = false;
+	if (sd_bus_message_read(m, "ou", &path, ret_consumer) < 0 || strcmp(path, stream) != 0)
 		return -1;
 	if (sd_bus_message_enter_container(m, 'a', "{sv}") > 0)
 		while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
@@ -224,7 +249,23 @@ static int wait_link(sd_bus *producer, const char *stream, uint32_t *ret_consume
 				sd_bus_message_skip(m, "v");
 			sd_bus_message_exit_container(m);
 		}
-	return fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	return 0;
+}
+
+/* A StreamLink for the producer, and its end of the link taken (duplicated). */
+static int wait_link(sd_bus *producer, const char *stream, uint32_t *ret_consumer, char *label,
+		     size_t label_len)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int fd;
+
+	if (wait_link_signal(producer, stream, ret_consumer, label, label_len) < 0)
+		return -1;
+	fd = take_link(producer, stream, *ret_consumer, &e);
+	if (fd < 0)
+		tap_diag("TakeStreamLink: %s", e.message ? e.message : "no fd");
+	sd_bus_error_free(&e);
+	return fd;
 }
 
 /* A StreamLinkEnded or StreamEnded for c: its reason (copied), or false. */
@@ -444,8 +485,15 @@ int main(int argc, char **argv)
 	p1 = wait_link(producer, cam, &n, label, sizeof(label));
 	tap_ok(p1 >= 0 && n == 1 && strcmp(label, "viewer") == 0,
 	       "the producer gets StreamLink for consumer 1, labelled 'viewer'");
-	tap_ok(linked(j1.link, p1), "the two fds are the ends of one socket pair");
-	tap_is(daemon_sockets(), sockets, "the daemon holds no end of the link");
+	tap_ok(links_without_fd, "StreamLink carries no descriptor (oua{sv})");
+	tap_ok(linked(j1.link, p1), "TakeStreamLink's fd and the consumer's are one socket pair");
+	tap_is(daemon_sockets(), sockets, "the daemon holds no end of the link once taken");
+	refused(&e, take_link(producer, cam, 1, &e), DB_ERROR_NOT_FOUND,
+		"TakeStreamLink a second time");
+	refused(&e, take_link(c1, cam, 1, &e), DB_ERROR_PERMISSION_DENIED,
+		"TakeStreamLink by the consumer");
+	refused(&e, take_link(c3, cam, 1, &e), DB_ERROR_NOT_FOUND,
+		"TakeStreamLink by a client that takes no part");
 	tap_ok(broker_call(c1, "GetCollectionBuffers", &e, NULL, "ouu", col, 0, 2) >= 0,
 	       "the consumer joined the collection late and fetches its buffers (%s)",
 	       e.message ? e.message : "ok");
@@ -511,19 +559,14 @@ int main(int argc, char **argv)
 	tap_ok(!(status & 2), "and lists no stream before it joins");
 	tap_ok(!(status & 4), "but joins with the token");
 	tap_ok(!(status & 8), "and then lists the stream");
-	p3 = wait_link(producer, cam, &n, label, sizeof(label));
-	{
-		char z = 0;
-		struct pollfd pf = {.fd = p3, .events = POLLIN};
-
-		tap_ok(p3 >= 0 && n == 3 && poll(&pf, 1, 2000) == 1 && recv(p3, &z, 1, 0) == 1 &&
-			       z == 'z',
-		       "the producer reads the byte uid 65534 wrote into link 3");
-	}
+	tap_ok(wait_link_signal(producer, cam, &n, label, sizeof(label)) == 0 && n == 3,
+	       "the producer is told of consumer 3");
+	/* It is gone already: the daemon closed the end it held for it. */
+	refused(&e, take_link(producer, cam, 3, &e), DB_ERROR_NOT_FOUND,
+		"TakeStreamLink of a consumer that disconnected");
 	tap_ok(wait_ended(producer, "StreamLinkEnded", cam, 3, reason, sizeof(reason)) &&
 		       strcmp(reason, "consumer disconnected") == 0,
 	       "a dispensable consumer's disconnection ends its link only: %s", reason);
-	close(p3);
 	refused(&e, join(c3, NULL, token, false, "reuse", &j3, &e), DB_ERROR_NOT_FOUND,
 		"the token is single-use");
 
