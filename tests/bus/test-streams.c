@@ -396,6 +396,179 @@ static void refused(sd_bus_error *e, int r, const char *name, const char *what)
 	sd_bus_error_free(e);
 }
 
+/* Gets NBuffers over c: how long the answer took (ms), or -1. */
+static int64_t timed_get(sd_bus *c)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	uint64_t start = now_ms();
+	uint32_t v;
+	int r;
+
+	r = sd_bus_get_property_trivial(c, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER, "NBuffers",
+					&e, 'u', &v);
+	sd_bus_error_free(&e);
+	return r < 0 ? -1 : (int64_t)(now_ms() - start);
+}
+
+/* Drops what c was sent and nobody waits for. */
+static void drain(sd_bus *c)
+{
+	while (sd_bus_process(c, NULL) > 0)
+		;
+}
+
+/* An sd-bus connection over a peer socket of c (OpenPeer), authenticated with a Ping. */
+static sd_bus *open_peer(sd_bus *c)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	sd_bus *peer = NULL;
+	int fd = -1, r;
+
+	r = broker_call(c, "OpenPeer", &e, &reply, "");
+	if (r >= 0)
+		r = sd_bus_message_read(reply, "h", &fd);
+	if (r >= 0)
+		r = fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	if (r >= 0)
+		r = sd_bus_new(&peer);
+	if (r >= 0) {
+		r = sd_bus_set_fd(peer, fd, fd);
+		fd = -1;
+	}
+	if (r >= 0)
+		r = sd_bus_set_anonymous(peer, 1);
+	if (r >= 0)
+		r = sd_bus_negotiate_fds(peer, 1);
+	if (r >= 0)
+		r = sd_bus_start(peer);
+	if (r >= 0)
+		r = sd_bus_call_method(peer, NULL, DB_OBJECT_PATH, "org.freedesktop.DBus.Peer",
+				       "Ping", &e, NULL, "");
+	sd_bus_error_free(&e);
+	if (fd >= 0)
+		close(fd);
+	if (r < 0)
+		peer = sd_bus_flush_close_unref(peer);
+	return peer;
+}
+
+/*
+ * The attack: a producer that reads nothing (over.peer: its peer connection, else the bus)
+ * while a consumer of its uid joins and leaves its stream 300 times. The daemon's descriptors
+ * stay within what MaxPendingLinksPerUid allows, and a bystander is answered throughout.
+ */
+static void silent_producer(sd_bus *bystander, sd_bus *cons, bool on_peer)
+{
+	const char *where = on_peer ? "on a peer connection" : "on the bus";
+	sd_bus *silent = client(on_peer ? "silent-peer" : "silent"), *peer = NULL;
+	char col[128], path[128];
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int base, most = 0, failed = 0;
+	int64_t slowest = 0;
+	struct joined j;
+
+	make_collection(silent, col, sizeof(col));
+	tap_require(create_stream(silent, col, "attacked", 0, path, sizeof(path), &e) == 0,
+		    "a producer that will read nothing %s creates a stream (%s)", where,
+		    e.message ? e.message : "ok");
+	if (on_peer) {
+		peer = open_peer(silent);
+		tap_require(peer != NULL, "it opens a peer connection");
+	}
+	/* From here on nothing reads silent's connections. */
+	base = fixture_daemon_fds(&f);
+	for (int i = 0; i < 300; i++) {
+		int fds;
+
+		if (join(cons, "attacked", NULL, false, "again", &j, &e) < 0 ||
+		    broker_call(cons, "LeaveStream", &e, NULL, "o", j.stream) < 0) {
+			tap_diag("cycle %d: %s", i, e.message ? e.message : strerror(errno));
+			sd_bus_error_free(&e);
+			failed++;
+			break;
+		}
+		close(j.link);
+		drain(cons);
+		fds = fixture_daemon_fds(&f);
+		most = fds > most ? fds : most;
+		if (i % 25 == 0) {
+			int64_t t = timed_get(bystander);
+
+			slowest = t < 0 || t > slowest ? (t < 0 ? INT32_MAX : t) : slowest;
+		}
+	}
+	tap_ok(!failed, "a consumer of its uid joins and leaves 300 times %s", where);
+	tap_ok(base > 0 && most <= base + PENDING_MAX + 4,
+	       "the daemon's descriptors stay within MaxPendingLinksPerUid: %d at most, from %d",
+	       most, base);
+	tap_ok(slowest < 5000, "a bystander is answered throughout (slowest %lld ms)",
+	       (long long)slowest);
+	sd_bus_flush_close_unref(peer);
+	sd_bus_flush_close_unref(silent);
+}
+
+/* Links pulled by the producer: an unnamed stream, the deadline, MaxPendingLinksPerUid. */
+static void pull_links(sd_bus *inspect)
+{
+	sd_bus *prod = client("puller"), *cons = client("late"), *k[PENDING_MAX + 1];
+	char col[128], path[128], reason[300];
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	struct joined j, jk[PENDING_MAX + 1];
+	uint64_t start, took;
+	uint32_t n;
+	char x;
+
+	make_collection(prod, col, sizeof(col));
+	/* --- an empty name is no name --- */
+	tap_is(create_stream(prod, col, "", 0, path, sizeof(path), &e), 0,
+	       "CreateStream with name '' makes an unnamed stream");
+	refused(&e, join(cons, "", NULL, false, "", &j, &e), DB_ERROR_INVALID_ARGUMENT,
+		"JoinStream('')");
+	tap_ok(broker_call(prod, "EndStream", &e, NULL, "os", path, "") >= 0, "it ends");
+	drain(prod);
+
+	/* --- the producer does not take the link in time --- */
+	tap_is(create_stream(prod, col, "late", 0, path, sizeof(path), &e), 0, "stream 'late'");
+	start = now_ms();
+	tap_is(join(cons, "late", NULL, true, "late", &j, &e), 0, "a required consumer joins");
+	tap_ok(wait_link_signal(prod, path, &n, reason, sizeof(reason)) == 0,
+	       "the producer is told, and takes nothing");
+	tap_ok(wait_ended(cons, "StreamLinkEnded", path, j.consumer, reason, sizeof(reason)) &&
+		       strcmp(reason, "the producer did not take the link in time") == 0,
+	       "the consumer gets StreamLinkEnded: %s", reason);
+	took = now_ms() - start;
+	tap_ok(took >= 1000, "after StreamLinkTimeoutSec=1 (%llu ms)", (unsigned long long)took);
+	tap_ok(recv(j.link, &x, 1, MSG_DONTWAIT) == 0, "its end of the link reads end of file");
+	tap_is(count_consumers(inspect, path), 0, "ListStreams drops it");
+	tap_is(count_streams(inspect), 1, "and the stream goes on");
+	refused(&e, take_link(prod, path, n, &e), DB_ERROR_NOT_FOUND,
+		"TakeStreamLink after the deadline");
+	close(j.link);
+
+	/* --- MaxPendingLinksPerUid --- */
+	for (int i = 0; i <= PENDING_MAX; i++)
+		k[i] = client("pending");
+	for (int i = 0; i < PENDING_MAX; i++)
+		tap_ok(join(k[i], "late", NULL, false, "", &jk[i], &e) == 0,
+		       "consumer %d joins; the producer takes nothing", i + 1);
+	refused(&e, join(k[PENDING_MAX], "late", NULL, false, "", &jk[PENDING_MAX], &e),
+		DB_ERROR_BUSY, "a join past MaxPendingLinksPerUid=3 untaken links");
+	drain(prod);
+	tap_ok(take_link(prod, path, jk[0].consumer, &e) >= 0, "the producer takes one");
+	tap_is(join(k[PENDING_MAX], "late", NULL, false, "", &jk[PENDING_MAX], &e), 0,
+	       "then the next consumer may join");
+	for (int i = 0; i <= PENDING_MAX; i++) {
+		close(jk[i].link);
+		sd_bus_flush_close_unref(k[i]);
+	}
+	sd_bus_flush_close_unref(prod);
+
+	silent_producer(inspect, cons, false);
+	silent_producer(inspect, cons, true);
+	sd_bus_flush_close_unref(cons);
+}
+
 /*
  * Another uid: this program run again as uid 65534 (test-streams --other-uid TOKEN). It cannot
  * join by name, can with the token, sees the stream only once a member, writes a byte into its
@@ -659,6 +832,8 @@ int main(int argc, char **argv)
 	close(j3.link);
 	tap_is(count_streams(inspect), 0, "no stream is left");
 	tap_ok(daemon_sockets() <= sockets, "no link end is left in the daemon");
+
+	pull_links(inspect);
 
 	/* --- the monitor saw it all --- */
 	read_until_quiet(monitor_fd, out, sizeof(out), 500);
