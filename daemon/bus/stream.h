@@ -5,8 +5,9 @@
  * Streams over allocated collections (docs/streams.md): a producer and its consumers, each
  * consumer with one link, a SOCK_SEQPACKET socket pair whose ends the broker hands out (one in
  * JoinStream's answer, one in TakeStreamLink's answer to the producer, which StreamLink tells
- * of) and keeps neither of once taken: frames never pass through the broker. The broker keeps the membership, journals it (a
- * restarted broker knows its streams) and ends links and streams by telling both ends.
+ * of) and keeps neither of once taken: frames never pass through the broker. The broker keeps
+ * the membership, journals it (a restarted broker knows its streams; the producers' ends not
+ * taken yet are not journaled) and ends links and streams by telling both ends.
  */
 
 #include <systemd/sd-bus.h>
