@@ -283,11 +283,12 @@ static void end_link(struct stream *s, guint index, const char *reason, uint64_t
 
 	log_debug("Stream %s: link %u ended: %s", stream_path(s, path, sizeof(path)), k->number,
 		  reason);
+	/* Closed before anyone is told: the consumer's end reads end of file by then. */
+	drop_pending(s, k->number);
 	if (k->client_id != gone)
 		send_link_ended(s, k->client_id, k->number, reason);
 	if (s->rec->producer_id != gone)
 		send_link_ended(s, s->rec->producer_id, k->number, reason);
-	drop_pending(s, k->number);
 	journal(s, DB_STREAM_LEFT, k);
 	tell_monitor(s, "stream-left", c, k, reason);
 	g_ptr_array_remove_index(s->rec->consumers, index);
@@ -712,14 +713,13 @@ int db_stream_method_take_link(sd_bus_message *m, void *userdata, sd_bus_error *
 	r = sd_bus_message_new_method_return(m, &reply);
 	if (r >= 0)
 		r = sd_bus_message_append(reply, "h", p->fd);
-	if (r >= 0)
-		r = sd_bus_send(NULL, reply, NULL);
 	if (r < 0)
 		return r;
-	/* The answer holds its own copy: the daemon keeps nothing of the link. */
+	/* The answer holds its own copy, which goes once it is sent: the daemon keeps
+	 * nothing of the link. */
 	drop_pending(s, consumer);
 	log_debug("Stream %s: the producer took link %u", path, consumer);
-	return 0;
+	return sd_bus_send(NULL, reply, NULL);
 }
 
 int db_stream_method_join(sd_bus_message *m, void *userdata, sd_bus_error *error)
