@@ -42,6 +42,8 @@ const struct call_method methods[] = {
 	[CALL_STREAM_END] = {"EndStream", false},
 	/* A second one is NotFound, which nobody hears. */
 	[CALL_STREAM_END_LINK] = {"EndStreamLink", true},
+	/* A second one is NotFound: a first whose answer was lost took the link with it. */
+	[CALL_STREAM_TAKE_LINK] = {"TakeStreamLink", false},
 };
 
 /* --- judging failures --- */
@@ -907,6 +909,7 @@ static void call_finish(struct dmabroker_call *call, sd_bus_message *reply, int 
 	case CALL_STREAM_LEAVE:
 	case CALL_STREAM_END:
 	case CALL_STREAM_END_LINK:
+	case CALL_STREAM_TAKE_LINK:
 		(void)stream_on_reply(call, reply, r);
 		call_end(call, told);
 		return;

@@ -119,6 +119,7 @@ enum call_kind {
 	CALL_STREAM_LEAVE,
 	CALL_STREAM_END,
 	CALL_STREAM_END_LINK,
+	CALL_STREAM_TAKE_LINK, /* count: the consumer whose link it takes */
 };
 
 /* What each call is on the wire. */

@@ -82,8 +82,10 @@ static int consumer_send_release(struct dmabroker_stream *s, uint32_t index, int
 	link_unhold(l, index);
 	r = link_send(l, &rec, fence, &reason);
 	if (r < 0 && !s->link_failed[0])
-		/* Told from dispatch: this may run from the application's call. */
-		snprintf(s->link_failed, sizeof(s->link_failed), "%s", reason);
+		/* Told from dispatch: this may run from the application's call. A hang-up
+		 * reads as the one the link's reading end sees. */
+		snprintf(s->link_failed, sizeof(s->link_failed), "%s",
+			 r == -EPIPE || r == -ECONNRESET ? "producer gone" : reason);
 	return r;
 }
 
@@ -225,7 +227,16 @@ int dmabroker_stream_wait_frame(struct dmabroker_stream *s, struct dmabroker_fra
 	}
 	s->wanted = f;
 	s->got_frame = false;
+	stream_hold(s);
 	r = stream_wait_until(s, frame_taken, timeout_usec);
+	if (s->zombie) {
+		/* A callback freed s: its link is closed, what the frame holds goes back. */
+		if (s->got_frame)
+			close_fd(&f->acquire_fence);
+		(void)stream_unhold(s);
+		return -EPIPE;
+	}
+	(void)stream_unhold(s);
 	s->wanted = NULL;
 	if (s->link && !s->handlers.frame)
 		link_unwatch(s->ctx, s->link);

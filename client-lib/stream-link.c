@@ -84,6 +84,11 @@ int link_recv(struct stream_link *l, union db_wire_record *rec, int *ret_fence,
 		l->drained = true;
 		return -EAGAIN;
 	}
+	if (n < 0 && (errno == ECONNRESET || errno == EPIPE)) {
+		/* The other end closed with records unread (killed, say): a hang-up too. */
+		l->hung_up = true;
+		return 0;
+	}
 	if (n < 0)
 		return -errno;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {

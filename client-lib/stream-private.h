@@ -53,8 +53,10 @@ struct dmabroker_stream {
 	void *userdata;
 	bool ended; /* over: no link is left, nothing more is sent */
 	bool ended_told; /* the ended callback ran (or must not run: freed) */
-	/* Freed from a callback while dispatch walks the streams: freed at the walk's end. */
+	/* Freed from a callback while dispatch walks the streams, or while stream_wait_until()
+	 * waits on it: freed at the walk's end, or when the last waiter returns. */
 	bool zombie;
+	unsigned waiters; /* stream_wait_until() calls on s, nested in callbacks perhaps */
 	char end_reason[REASON_MAX];
 	/* Producer */
 	struct stream_link *links;
@@ -86,7 +88,15 @@ void link_unwatch(struct dmabroker *ctx, struct stream_link *l);
 /* Out of the epoll set, closed and freed. */
 void link_drop(struct dmabroker *ctx, struct stream_link *l);
 struct dmabroker_buffer *stream_buffer(const struct dmabroker_stream *s, uint32_t index);
-/* Dispatches s's context until done(s) or the deadline (-ETIMEDOUT); -EPIPE: s ended. */
+/* The producer's link to consumer, or NULL. */
+struct stream_link *stream_find_link(const struct dmabroker_stream *s, uint32_t consumer);
+/*
+ * Dispatches s's context until done(s) or the deadline (-ETIMEDOUT); -EPIPE: s ended, or a
+ * callback freed it. The caller holds s meanwhile (stream_hold()): a callback that frees s
+ * leaves it allocated, a zombie, until stream_unhold(), which says whether it was freed.
+ */
+void stream_hold(struct dmabroker_stream *s);
+bool stream_unhold(struct dmabroker_stream *s);
 int stream_wait_until(struct dmabroker_stream *s, bool (*done)(struct dmabroker_stream *s),
 		      uint64_t timeout_usec);
 

@@ -230,10 +230,13 @@ static bool send_frame(struct dmabroker_stream *s, struct stream_link *l,
 		       const union db_wire_record *rec, int fence)
 {
 	const char *reason = NULL;
+	int r;
 
-	if (link_send(l, rec, fence, &reason) < 0) {
+	r = link_send(l, rec, fence, &reason);
+	if (r < 0) {
 		l->hung_up = true;
-		snprintf(l->fail_reason, sizeof(l->fail_reason), "%s", reason);
+		snprintf(l->fail_reason, sizeof(l->fail_reason), "%s",
+			 r == -EPIPE || r == -ECONNRESET ? "the consumer's link hung up" : reason);
 		return false;
 	}
 	l->last_seq = rec->frame.seq;
@@ -322,6 +325,9 @@ int dmabroker_stream_wait_free(struct dmabroker_stream *s, uint32_t *ret_index,
 	r = dmabroker_stream_get_free(s, ret_index);
 	if (r != -EAGAIN)
 		return r;
+	stream_hold(s);
 	r = stream_wait_until(s, has_free_buffer, timeout_usec);
+	if (stream_unhold(s))
+		return -EPIPE; /* a callback freed s */
 	return r < 0 ? r : dmabroker_stream_get_free(s, ret_index);
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
- * The broker's signals about streams: StreamLink (a consumer's link, to the producer),
+ * The broker's signals about streams: StreamLink (a consumer joined, to the producer, which
+ * takes its end of the link with TakeStreamLink),
  * StreamLinkEnded (one link is over, to both ends) and StreamEnded (the stream is over, to
  * every member). Only signals from the broker get here (signal.c's on_signal checks the
  * sender).
@@ -46,31 +47,42 @@ static void stream_end(struct dmabroker_stream *s, const char *reason)
 		s->handlers.ended(s, s->end_reason, s->userdata);
 }
 
+/* The call taking consumer's link, if one is on its way. */
+static struct dmabroker_call *find_take(struct dmabroker_stream *s, uint32_t consumer)
+{
+	for (struct dmabroker_call *c = s->ctx->calls; c; c = c->next)
+		if (c->kind == CALL_STREAM_TAKE_LINK && c->stream == s && c->count == consumer)
+			return c;
+	return NULL;
+}
+
+/* A consumer joined: its link is taken with TakeStreamLink, through the call queue like any
+ * call (its answer carries the descriptor, so the call window bounds what comes). */
 static void on_stream_link(struct dmabroker_stream *s, sd_bus_message *m)
 {
-	struct stream_link *l;
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *call_m = NULL;
+	struct dmabroker_call *call;
 	uint32_t consumer;
-	int fd, own;
+	int r;
 
-	if (!s->producer || s->ended || sd_bus_message_read(m, "uh", &consumer, &fd) < 0)
+	if (!s->producer || s->ended || sd_bus_message_read(m, "u", &consumer) < 0)
 		return;
-	/* A consumer's number is never reused: a second link for it is no new consumer. */
-	for (l = s->links; l; l = l->next)
-		if (l->consumer == consumer)
-			return;
-	/* The fd is the message's: keep a duplicate. */
-	own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-	if (own < 0)
+	/* A consumer's number is never reused: a second StreamLink for it is no new one. */
+	if (stream_find_link(s, consumer) || find_take(s, consumer))
 		return;
-	l = link_new(own, consumer, true, s->buffer_count);
-	if (!l)
-		return;
-	if (link_watch(s->ctx, l) < 0) {
-		link_free(l);
+	r = new_call(s->ctx, CALL_STREAM_TAKE_LINK, &call_m);
+	if (r >= 0)
+		r = sd_bus_message_append(call_m, "ou", s->path, consumer);
+	if (r >= 0)
+		r = call_start(s->ctx, CALL_STREAM_TAKE_LINK, call_m, NULL, NULL, NULL, &call);
+	if (r < 0) {
+		log_msg(DMABROKER_LOG_DEBUG,
+			"dmabroker: stream %s: could not take link %" PRIu32 ": %s", s->path,
+			consumer, strerror(-r));
 		return;
 	}
-	l->next = s->links;
-	s->links = l;
+	call->stream = s;
+	call->count = consumer;
 }
 
 static void on_stream_link_ended(struct dmabroker_stream *s, sd_bus_message *m)
@@ -90,6 +102,9 @@ static void on_stream_link_ended(struct dmabroker_stream *s, sd_bus_message *m)
 			producer_end_link(s, l, reason, false);
 			return;
 		}
+	/* Ended before its link came: an answer still on its way is dropped. */
+	for (struct dmabroker_call *c; (c = find_take(s, consumer));)
+		c->stream = NULL;
 }
 
 bool stream_on_signal(struct dmabroker *ctx, sd_bus_message *m)

@@ -126,6 +126,44 @@ struct dmabroker_buffer *stream_buffer(const struct dmabroker_stream *s, uint32_
 	return dmabroker_collection_get_buffer(s->col, index);
 }
 
+struct stream_link *stream_find_link(const struct dmabroker_stream *s, uint32_t consumer)
+{
+	for (struct stream_link *l = s->links; l; l = l->next)
+		if (l->consumer == consumer)
+			return l;
+	return NULL;
+}
+
+/* TakeStreamLink's answer: the producer's end of consumer's link, adopted as the producer's
+ * (the fd is the message's: a duplicate is kept). */
+static int adopt_link(struct dmabroker_stream *s, uint32_t consumer, sd_bus_message *reply)
+{
+	struct stream_link *l;
+	int fd, r;
+
+	if (!s->producer || s->ended || s->zombie || stream_find_link(s, consumer))
+		return 0;
+	r = sd_bus_message_read_basic(reply, 'h', &fd);
+	if (r <= 0)
+		return r < 0 ? r : -EBADMSG;
+	fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	if (fd < 0)
+		return -errno;
+	l = link_new(fd, consumer, true, s->buffer_count);
+	if (!l) {
+		close(fd);
+		return -ENOMEM;
+	}
+	r = link_watch(s->ctx, l);
+	if (r < 0) {
+		link_free(l);
+		return r;
+	}
+	l->next = s->links;
+	s->links = l;
+	return 0;
+}
+
 /* --- dispatch --- */
 
 bool streams_pending(struct dmabroker *ctx)
@@ -163,12 +201,12 @@ void streams_dispatch(struct dmabroker *ctx, bool *progress)
 	ctx->streams_walking = false;
 	for (struct dmabroker_stream *s = ctx->streams, *next; s; s = next) {
 		next = s->next;
-		if (s->zombie)
+		if (s->zombie && !s->waiters)
 			stream_free_local(s);
 	}
 }
 
-/* Dispatches ctx until done(s) or the deadline. */
+/* Dispatches ctx until done(s) or the deadline; the caller holds s. */
 int stream_wait_until(struct dmabroker_stream *s, bool (*done)(struct dmabroker_stream *s),
 		      uint64_t timeout_usec)
 {
@@ -182,6 +220,9 @@ int stream_wait_until(struct dmabroker_stream *s, bool (*done)(struct dmabroker_
 		int ms;
 
 		r = dmabroker_dispatch(ctx);
+		/* A callback freed s: held, it is a zombie until the caller lets go. */
+		if (s->zombie)
+			return -EPIPE;
 		if (r < 0 && r != -EBUSY)
 			return r;
 		if (done(s))
@@ -201,6 +242,21 @@ int stream_wait_until(struct dmabroker_stream *s, bool (*done)(struct dmabroker_
 		if (poll(&p, 1, ms) < 0 && errno != EINTR)
 			return -errno;
 	}
+}
+
+void stream_hold(struct dmabroker_stream *s)
+{
+	s->waiters++;
+}
+
+bool stream_unhold(struct dmabroker_stream *s)
+{
+	bool gone = s->zombie;
+
+	s->waiters--;
+	if (gone && !s->waiters && !s->ctx->streams_walking)
+		stream_free_local(s);
+	return gone;
 }
 
 /* --- calls --- */
@@ -663,6 +719,14 @@ int stream_on_reply(struct dmabroker_call *call, sd_bus_message *reply, int r)
 				done(r, NULL, call->userdata);
 		}
 		return 0;
+	case CALL_STREAM_TAKE_LINK:
+		/* NotFound: the link ended or expired before; StreamLinkEnded says so. */
+		if (r >= 0 && s)
+			r = adopt_link(s, call->count, reply);
+		if (r < 0 && s)
+			log_msg(DMABROKER_LOG_DEBUG, "dmabroker: stream %s: link %u not taken: %s",
+				s->path, call->count, strerror(-r));
+		return 0;
 	case CALL_STREAM_TOKEN:
 		if (r >= 0)
 			r = read_share(reply, &token);
@@ -759,7 +823,7 @@ static void stream_release_local(struct dmabroker_stream *s)
 	s->col = NULL;
 	s->ended = s->ended_told = true;
 	s->handlers = (struct dmabroker_stream_handlers){0};
-	if (ctx->streams_walking)
+	if (ctx->streams_walking || s->waiters)
 		s->zombie = true;
 	else
 		stream_free_local(s);

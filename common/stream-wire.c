@@ -83,11 +83,12 @@ static int check(const union db_wire_record *rec, unsigned n_fds, const char **r
 			return refuse(-EBADMSG, "a release without a buffer", ret_reason);
 		break;
 	}
-	if (n_fds != ((flags & DMABROKER_WIRE_FENCE) ? 1u : 0u))
-		return refuse(-EBADMSG,
-			      (flags & DMABROKER_WIRE_FENCE) ? "a fence flag without its descriptor"
-							     : "a descriptor where none belongs",
-			      ret_reason);
+	if (!(flags & DMABROKER_WIRE_FENCE) && n_fds > 0)
+		return refuse(-EBADMSG, "a descriptor where none belongs", ret_reason);
+	if ((flags & DMABROKER_WIRE_FENCE) && n_fds == 0)
+		return refuse(-EBADMSG, "a fence flag without its descriptor", ret_reason);
+	if (n_fds > 1)
+		return refuse(-EBADMSG, "more descriptors than the record carries", ret_reason);
 	return rec->header.type;
 }
 

@@ -2,7 +2,7 @@
 /*
  * Each method's argument decoding, on messages made from fuzz input, without a bus: the
  * decoders the handlers call (args.c, spec.c, bus-text.c, the token reader; the streams'
- * options with their nested format and constraints too, EndStreamLink's three), with the
+ * options with their nested format and constraints too, EndStreamLink's three, TakeStreamLink's two), with the
  * arguments of the right type mostly and of a wrong one now and then. What must hold:
  * whatever a decoder accepts is text that passed the check, and whatever it refuses it says
  * in text (never the client's raw bytes).
@@ -66,6 +66,7 @@ enum method {
 	M_CREATE_STREAM,
 	M_JOIN_STREAM,
 	M_END_STREAM_LINK,
+	M_TAKE_STREAM_LINK,
 	M_N,
 };
 
@@ -139,6 +140,11 @@ static int append_arg(sd_bus_message *m, struct fuzz_reader *rd, enum method whi
 			fuzz_take_string(rd, s, sizeof(s));
 			r = sd_bus_message_append(m, "s", s);
 		}
+		return r;
+	case M_TAKE_STREAM_LINK:
+		r = append_path(m, rd);
+		if (r >= 0 && fuzz_take8(rd) % 8 != 7)
+			r = sd_bus_message_append(m, "u", (uint32_t)fuzz_take_number(rd));
 		return r;
 	case M_PATH:
 		return append_path(m, rd);
@@ -302,6 +308,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (r >= 0)
 			require(is_text(a.stream, DB_BUS_PATH_MAX, DB_TEXT_ASCII) &&
 				is_text(a.reason, DB_TEXT_MAX, 0));
+		break;
+	}
+	case M_TAKE_STREAM_LINK: {
+		struct db_take_link_args a;
+
+		r = db_args_take_stream_link(m, &a, &error);
+		if (r >= 0)
+			require(is_text(a.stream, DB_BUS_PATH_MAX, DB_TEXT_ASCII));
 		break;
 	}
 	case M_TOKEN:

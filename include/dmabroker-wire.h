@@ -5,7 +5,8 @@
 /*
  * The stream link's wire format (docs/streams.md). A link is one SOCK_SEQPACKET socket pair
  * between a stream's producer and one consumer, made by the daemon and handed to both over
- * D-Bus; the daemon keeps no end. Every packet is exactly one record; every record has a fixed
+ * D-Bus, each end in the answer to a call of its own (JoinStream, TakeStreamLink); the daemon
+ * keeps no end once both are taken. Every packet is exactly one record; every record has a fixed
  * size for its type, little-endian fields, and zero in every reserved byte. A record carries
  * at most one descriptor (SCM_RIGHTS), a sync_file fence, and only when its flags say so.
  *

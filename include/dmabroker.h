@@ -705,7 +705,8 @@ int dmabroker_stream_release(struct dmabroker_stream *s, uint32_t index, int rel
  * Without a frame handler, frames are taken by dmabroker_stream_wait_frame() only, and
  * f->acquire_fence is then the caller's to close; the link is watched only while it runs, so
  * frames waiting in between do not make dmabroker_get_fd() readable, and a hang-up of the link
- * is seen at the next wait_frame() (or at free). -EPIPE: the stream ended. */
+ * is seen at the next wait_frame() (or at free). -EPIPE: the stream ended, or a callback run
+ * meanwhile freed s (s is gone then: the caller must not use it). */
 int dmabroker_stream_wait_frame(struct dmabroker_stream *s, struct dmabroker_frame *f,
 				uint64_t timeout_usec);
 int dmabroker_stream_wait_free(struct dmabroker_stream *s, uint32_t *ret_index,

@@ -256,3 +256,18 @@ int db_args_end_stream_link(sd_bus_message *m, struct db_end_link_args *ret, sd_
 	*ret = a;
 	return 0;
 }
+
+int db_args_take_stream_link(sd_bus_message *m, struct db_take_link_args *ret, sd_bus_error *error)
+{
+	struct db_take_link_args a = {0};
+	int r;
+
+	r = db_bus_read_path(m, "stream", &a.stream, error);
+	if (r < 0)
+		return r;
+	if (sd_bus_message_read_basic(m, 'u', &a.consumer) <= 0)
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "consumer: expected a number (u)");
+	*ret = a;
+	return 0;
+}

@@ -80,3 +80,11 @@ struct db_end_link_args {
 	const char *reason;
 };
 int db_args_end_stream_link(sd_bus_message *m, struct db_end_link_args *ret, sd_bus_error *error);
+
+/* TakeStreamLink's arguments: the stream's path (pointing into the message) and the
+ * consumer's number. */
+struct db_take_link_args {
+	const char *stream;
+	uint32_t consumer;
+};
+int db_args_take_stream_link(sd_bus_message *m, struct db_take_link_args *ret, sd_bus_error *error);

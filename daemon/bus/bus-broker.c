@@ -826,6 +826,7 @@ DB_CHECKED_METHOD(db_stream_method_join_with_token)
 DB_CHECKED_METHOD(db_stream_method_leave)
 DB_CHECKED_METHOD(db_stream_method_end)
 DB_CHECKED_METHOD(db_stream_method_end_link)
+DB_CHECKED_METHOD(db_stream_method_take_link)
 DB_CHECKED_METHOD(db_stream_method_list)
 
 /* --- properties --- */
@@ -1001,13 +1002,16 @@ static const sd_bus_vtable broker_vtable[] = {
 	SD_BUS_METHOD_WITH_ARGS(
 		"EndStreamLink", SD_BUS_ARGS("o", stream, "u", consumer, "s", reason),
 		SD_BUS_NO_RESULT, db_stream_method_end_link_checked, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("TakeStreamLink", SD_BUS_ARGS("o", stream, "u", consumer),
+				SD_BUS_RESULT("h", link), db_stream_method_take_link_checked,
+				SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("ListStreams", SD_BUS_NO_ARGS, SD_BUS_RESULT("aa{sv}", streams),
 				db_stream_method_list_checked, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_SIGNAL_WITH_ARGS("Moved", SD_BUS_ARGS("o", buffer), 0),
 	SD_BUS_SIGNAL_WITH_ARGS("Event", SD_BUS_ARGS("s", kind, "o", object, "a{sv}", details), 0),
 	SD_BUS_SIGNAL_WITH_ARGS("Revoked", SD_BUS_ARGS("o", buffer, "s", reason), 0),
-	SD_BUS_SIGNAL_WITH_ARGS(
-		"StreamLink", SD_BUS_ARGS("o", stream, "u", consumer, "h", link, "a{sv}", info), 0),
+	SD_BUS_SIGNAL_WITH_ARGS("StreamLink",
+				SD_BUS_ARGS("o", stream, "u", consumer, "a{sv}", info), 0),
 	SD_BUS_SIGNAL_WITH_ARGS("StreamLinkEnded",
 				SD_BUS_ARGS("o", stream, "u", consumer, "s", reason), 0),
 	SD_BUS_SIGNAL_WITH_ARGS("StreamEnded", SD_BUS_ARGS("o", stream, "s", reason), 0),

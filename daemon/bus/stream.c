@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: MIT
 /*
  * Streams: who produces and who consumes, the links the broker makes between them, and the
- * methods members call. The broker never sees a frame: it makes a link, hands out both ends
- * and closes its own at once, so either end's hang-up reaches the other.
+ * methods members call. The broker never sees a frame: it makes a link, hands the consumer its
+ * end in JoinStream's answer and keeps the producer's end until the producer takes it
+ * (TakeStreamLink) or its deadline passes, then holds nothing of it, so either end's hang-up
+ * reaches the other. Descriptors only travel in answers to a client's own calls: a client's
+ * call window bounds them, and a producer that reads nothing makes nothing pile up.
  */
 #include "stream.h"
 
@@ -31,10 +34,22 @@ struct stream_token {
 	uint64_t expires_usec;
 };
 
+struct stream;
+
+/* The producer's end of a consumer's link, waiting for TakeStreamLink. Not journaled: a
+ * descriptor does not survive a restart. */
+struct pending_link {
+	struct stream *s;
+	uint32_t consumer;
+	int fd; /* owned: the producer's end */
+	sd_event_source *deadline; /* owned: StreamLinkTimeoutSec */
+};
+
 struct stream {
 	struct db_broker *b;
 	struct db_jstream *rec; /* the membership, as journaled, owned */
 	GArray *tokens; /* struct stream_token */
+	GPtrArray *pending; /* struct pending_link *, owned; at most one per consumer */
 };
 
 struct db_streams {
@@ -62,10 +77,31 @@ static const char *mode_name(enum db_stream_mode mode)
 	return mode == DB_STREAM_LATEST ? "latest" : "fifo";
 }
 
+static void pending_free(struct pending_link *p)
+{
+	if (!p)
+		return;
+	sd_event_source_disable_unref(p->deadline);
+	closep(&p->fd);
+	g_free(p);
+}
+
+static struct stream *stream_new(struct db_broker *b)
+{
+	struct stream *s = g_new0(struct stream, 1);
+
+	s->b = b;
+	s->tokens = g_array_new(FALSE, FALSE, sizeof(struct stream_token));
+	s->pending = g_ptr_array_new_with_free_func((GDestroyNotify)pending_free);
+	return s;
+}
+
 static void stream_free(struct stream *s)
 {
 	if (!s)
 		return;
+	/* The ends nobody took close with it. */
+	g_ptr_array_unref(s->pending);
 	db_jstream_free(s->rec);
 	g_array_unref(s->tokens);
 	g_free(s);
@@ -124,6 +160,49 @@ static unsigned streams_of_client(struct db_broker *b, uint64_t client_id)
 	g_hash_table_iter_init(&it, b->streams->by_id);
 	while (g_hash_table_iter_next(&it, NULL, &v))
 		n += is_member(v, client_id);
+	return n;
+}
+
+/* --- the producers' ends waiting to be taken --- */
+
+static struct pending_link *find_pending(const struct stream *s, uint32_t consumer,
+					 guint *ret_index)
+{
+	for (guint i = 0; i < s->pending->len; i++) {
+		struct pending_link *p = g_ptr_array_index(s->pending, i);
+
+		if (p->consumer == consumer) {
+			if (ret_index)
+				*ret_index = i;
+			return p;
+		}
+	}
+	return NULL;
+}
+
+/* Closes the daemon's copy of consumer's producer end, if it still holds one. */
+static void drop_pending(struct stream *s, uint32_t consumer)
+{
+	guint index;
+
+	if (find_pending(s, consumer, &index))
+		g_ptr_array_remove_index_fast(s->pending, index);
+}
+
+/* The ends the producers of uid have not taken, over all their streams. */
+static uint64_t pending_of_uid(struct db_broker *b, uid_t uid)
+{
+	GHashTableIter it;
+	gpointer v;
+	uint64_t n = 0;
+
+	g_hash_table_iter_init(&it, b->streams->by_id);
+	while (g_hash_table_iter_next(&it, NULL, &v)) {
+		const struct stream *s = v;
+
+		if (s->rec->uid == uid)
+			n += s->pending->len;
+	}
 	return n;
 }
 
@@ -204,6 +283,8 @@ static void end_link(struct stream *s, guint index, const char *reason, uint64_t
 
 	log_debug("Stream %s: link %u ended: %s", stream_path(s, path, sizeof(path)), k->number,
 		  reason);
+	/* Closed before anyone is told: the consumer's end reads end of file by then. */
+	drop_pending(s, k->number);
 	if (k->client_id != gone)
 		send_link_ended(s, k->client_id, k->number, reason);
 	if (s->rec->producer_id != gone)
@@ -364,9 +445,7 @@ int db_stream_method_create(sd_bus_message *m, void *userdata, sd_bus_error *err
 						 "(%s)",
 						 args.name, stream_path(other, path, sizeof(path)));
 	}
-	s = g_new0(struct stream, 1);
-	s->b = b;
-	s->tokens = g_array_new(FALSE, FALSE, sizeof(struct stream_token));
+	s = stream_new(b);
 	s->rec = db_jstream_new();
 	s->rec->id = b->streams->next_id++;
 	g_free(s->rec->name);
@@ -437,9 +516,10 @@ static int append_format(sd_bus_message *reply, const struct stream *s, uint32_t
 				     n_buffers);
 }
 
-/* The producer's end of the new link, with who is at the other. */
+/* Tells the producer that a consumer joined and who it is: it takes its end with
+ * TakeStreamLink. No descriptor: a producer that reads nothing makes nothing pile up. */
 static int send_link(struct stream *s, struct db_client *producer, struct db_client *consumer,
-		     const struct db_jconsumer *k, int fd)
+		     const struct db_jconsumer *k)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *sig = NULL;
 	char path[128], cpath[128];
@@ -447,8 +527,7 @@ static int send_link(struct stream *s, struct db_client *producer, struct db_cli
 
 	r = db_bus_new_client_signal(s->b, producer, "StreamLink", &sig);
 	if (r >= 0)
-		r = sd_bus_message_append(sig, "ouh", stream_path(s, path, sizeof(path)), k->number,
-					  fd);
+		r = sd_bus_message_append(sig, "ou", stream_path(s, path, sizeof(path)), k->number);
 	if (r >= 0)
 		r = sd_bus_message_append(sig, "a{sv}", 4, "client", "o",
 					  db_bus_client_path(consumer, cpath, sizeof(cpath)), "uid",
@@ -457,6 +536,51 @@ static int send_link(struct stream *s, struct db_client *producer, struct db_cli
 	if (r < 0)
 		return r;
 	return db_bus_send_to_client(s->b, producer, sig);
+}
+
+/* The producer did not take consumer's end in time: the daemon closes it and the consumer,
+ * whose link leads nowhere, is no member any more, required or not (the fault is the
+ * producer's, not the consumer's). */
+static int on_link_deadline(sd_event_source *source, uint64_t usec, void *userdata)
+{
+	struct pending_link *p = userdata;
+	struct stream *s = p->s;
+	uint32_t consumer = p->consumer;
+	guint index;
+
+	(void)source;
+	(void)usec;
+	for (index = 0; index < s->rec->consumers->len; index++)
+		if (((struct db_jconsumer *)g_ptr_array_index(s->rec->consumers, index))->number ==
+		    consumer)
+			break;
+	if (index < s->rec->consumers->len)
+		end_link(s, index, "the producer did not take the link in time", 0);
+	else
+		drop_pending(s, consumer);
+	return 0;
+}
+
+/* Keeps fd (taken) for consumer until the producer takes it or StreamLinkTimeoutSec. */
+static int add_pending(struct stream *s, uint32_t consumer, int fd)
+{
+	struct pending_link *p = g_new0(struct pending_link, 1);
+	int r;
+
+	p->s = s;
+	p->consumer = consumer;
+	p->fd = fd;
+	r = s->b->event ? sd_event_add_time_relative(s->b->event, &p->deadline, CLOCK_MONOTONIC,
+						     (uint64_t)s->b->config.stream_link_timeout_ms *
+							     1000,
+						     0, on_link_deadline, p)
+			: -ENOTCONN;
+	if (r < 0) {
+		pending_free(p);
+		return r;
+	}
+	g_ptr_array_add(s->pending, p);
+	return 0;
 }
 
 /* JoinStream and JoinStreamWithToken, once the stream is found. */
@@ -494,6 +618,12 @@ static int join(struct db_broker *b, sd_bus_message *m, struct db_client *c, str
 	if (!producer)
 		return sd_bus_error_setf(error, DB_ERROR_NOT_FOUND,
 					 "the stream's producer is gone");
+	if (pending_of_uid(b, s->rec->uid) >= limits->max_pending_links_per_uid)
+		return sd_bus_error_setf(error, DB_ERROR_BUSY,
+					 "the producer's uid has not taken the links of "
+					 "MaxPendingLinksPerUid (%" PRIu64
+					 ") consumers yet; try again later",
+					 limits->max_pending_links_per_uid);
 	r = db_collection_join_for_stream(b, s->rec->collection, c,
 					  args->has_constraints ? &args->constraints : NULL,
 					  &n_buffers, &joined, error);
@@ -519,6 +649,8 @@ static int join(struct db_broker *b, sd_bus_message *m, struct db_client *c, str
 		r = append_format(reply, s, n_buffers);
 	if (r >= 0)
 		r = sd_bus_message_append(reply, "h", consumer_end);
+	if (r >= 0)
+		r = add_pending(s, k->number, take_fd(&producer_end));
 	if (r < 0) {
 		db_jconsumer_free(k);
 		goto undo;
@@ -527,7 +659,7 @@ static int join(struct db_broker *b, sd_bus_message *m, struct db_client *c, str
 	s->rec->next_consumer++;
 	g_ptr_array_add(s->rec->consumers, k);
 	journal(s, DB_STREAM_JOINED, k);
-	r = send_link(s, producer, c, k, producer_end);
+	r = send_link(s, producer, c, k);
 	if (r < 0) {
 		/* The producer cannot be told: the link would lead nowhere. */
 		log_debug("Stream %s: failed to hand the producer link %u: %s", path, k->number,
@@ -537,13 +669,57 @@ static int join(struct db_broker *b, sd_bus_message *m, struct db_client *c, str
 	}
 	tell_monitor(s, "stream-joined", c, k, NULL);
 	log_debug("Client %" PRIu64 " joined stream %s as consumer %u", c->id, path, k->number);
-	/* The messages hold their own copies: ours close at return, so the broker keeps no
-	 * end of the link. */
+	/* The answer holds its own copy: ours closes at return. The producer's end waits
+	 * for TakeStreamLink. */
 	return sd_bus_send(NULL, reply, NULL);
 undo:
 	if (joined)
 		db_collection_drop_participant(b, s->rec->collection, c);
 	return r;
+}
+
+int db_stream_method_take_link(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct db_broker *b = userdata;
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	struct db_take_link_args args;
+	struct pending_link *p;
+	struct db_client *c;
+	struct stream *s;
+	uint32_t consumer;
+	char path[128];
+	int r;
+
+	r = db_bus_get_caller(b, m, &c, error);
+	if (r < 0)
+		return r;
+	r = db_args_take_stream_link(m, &args, error);
+	if (r < 0)
+		return r;
+	r = find_membership(b, args.stream, c, &s, error);
+	if (r < 0)
+		return r;
+	consumer = args.consumer;
+	stream_path(s, path, sizeof(path));
+	if (c->id != s->rec->producer_id)
+		return sd_bus_error_setf(error, DB_ERROR_PERMISSION_DENIED,
+					 "only the stream's producer takes its links");
+	p = find_pending(s, consumer, NULL);
+	if (!p)
+		return sd_bus_error_setf(error, DB_ERROR_NOT_FOUND,
+					 "no link of consumer %u waits in %s (taken, expired, or "
+					 "the consumer is gone)",
+					 consumer, path);
+	r = sd_bus_message_new_method_return(m, &reply);
+	if (r >= 0)
+		r = sd_bus_message_append(reply, "h", p->fd);
+	if (r < 0)
+		return r;
+	/* The answer holds its own copy, which goes once it is sent: the daemon keeps
+	 * nothing of the link. */
+	drop_pending(s, consumer);
+	log_debug("Stream %s: the producer took link %u", path, consumer);
+	return sd_bus_send(NULL, reply, NULL);
 }
 
 int db_stream_method_join(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -567,7 +743,11 @@ int db_stream_method_join(sd_bus_message *m, void *userdata, sd_bus_error *error
 	if (r < 0)
 		return r;
 	g_hash_table_iter_init(&it, b->streams->by_id);
-	while (name[0] && g_hash_table_iter_next(&it, NULL, &v)) {
+	/* An unnamed stream is joined by token only. */
+	if (!name[0])
+		return sd_bus_error_setf(error, DB_ERROR_INVALID_ARGUMENT,
+					 "name: empty; an unnamed stream is joined with a token");
+	while (g_hash_table_iter_next(&it, NULL, &v)) {
 		struct stream *s = v;
 
 		if (s->rec->uid == c->uid && strcmp(s->rec->name, name) == 0)
@@ -797,11 +977,9 @@ static struct db_jstream *copy_record(const struct db_jstream *from)
 
 static void restore_one(struct db_broker *b, const struct db_jstream *js)
 {
-	struct stream *s = g_new0(struct stream, 1);
+	struct stream *s = stream_new(b);
 	char path[128], reason[64] = "";
 
-	s->b = b;
-	s->tokens = g_array_new(FALSE, FALSE, sizeof(struct stream_token));
 	s->rec = copy_record(js);
 	g_hash_table_insert(b->streams->by_id, &s->rec->id, s);
 	stream_path(s, path, sizeof(path));

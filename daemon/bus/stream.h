@@ -4,9 +4,10 @@
 /*
  * Streams over allocated collections (docs/streams.md): a producer and its consumers, each
  * consumer with one link, a SOCK_SEQPACKET socket pair whose ends the broker hands out (one in
- * JoinStream's answer, one in the StreamLink signal to the producer) and keeps neither of:
- * frames never pass through the broker. The broker keeps the membership, journals it (a
- * restarted broker knows its streams) and ends links and streams by telling both ends.
+ * JoinStream's answer, one in TakeStreamLink's answer to the producer, which StreamLink tells
+ * of) and keeps neither of once taken: frames never pass through the broker. The broker keeps
+ * the membership, journals it (a restarted broker knows its streams; the producers' ends not
+ * taken yet are not journaled) and ends links and streams by telling both ends.
  */
 
 #include <systemd/sd-bus.h>
@@ -37,4 +38,5 @@ int db_stream_method_join_with_token(sd_bus_message *m, void *userdata, sd_bus_e
 int db_stream_method_leave(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int db_stream_method_end(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int db_stream_method_end_link(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int db_stream_method_take_link(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int db_stream_method_list(sd_bus_message *m, void *userdata, sd_bus_error *error);

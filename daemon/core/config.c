@@ -18,6 +18,7 @@ void db_config_init_default(struct db_config *cfg)
 	cfg->peer_message_timeout_ms = 5000;
 	cfg->peer_stall_timeout_ms = 60000;
 	cfg->collection_deadline_ms = 30000;
+	cfg->stream_link_timeout_ms = 10000;
 	/* The unit's FileDescriptorStoreMax=. */
 	cfg->fd_store_max = 16384;
 }
@@ -104,6 +105,8 @@ static const struct limit_key limit_keys[] = {
 	LIMIT("MaxStreamsPerClient", max_streams_per_client, 0, 1024),
 	/* The journal's decoder takes at most 1024 consumers of a stream. */
 	LIMIT("MaxConsumersPerStream", max_consumers_per_stream, 1, 1024),
+	/* Each an fd the daemon holds until its producer takes it. */
+	LIMIT("MaxPendingLinksPerUid", max_pending_links_per_uid, 1, 4096),
 };
 
 /* [Daemon] durations, given in seconds and kept in milliseconds. */
@@ -119,6 +122,7 @@ static const struct seconds_key seconds_keys[] = {
 	{"PeerMessageTimeoutSec", offsetof(struct db_config, peer_message_timeout_ms), 60},
 	{"PeerStallTimeoutSec", offsetof(struct db_config, peer_stall_timeout_ms), 3600},
 	{"CollectionDeadlineSec", offsetof(struct db_config, collection_deadline_ms), 3600},
+	{"StreamLinkTimeoutSec", offsetof(struct db_config, stream_link_timeout_ms), 3600},
 };
 
 size_t db_config_limit_count(void)

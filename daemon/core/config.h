@@ -20,6 +20,9 @@ struct db_config {
 	/* How long a buffer collection waits for its participants' constraints (and how long a
 	 * join token lives) before the silent ones are dropped. */
 	uint32_t collection_deadline_ms;
+	/* How long the producer's end of a new consumer's link waits in the daemon for the
+	 * producer to take it (TakeStreamLink) before it is closed and the consumer removed. */
+	uint32_t stream_link_timeout_ms;
 	/* Entries the fd store holds (the unit's FileDescriptorStoreMax=): the buffers' backings,
 	 * the journal and one spare. Requests that would need more are refused. */
 	uint32_t fd_store_max;

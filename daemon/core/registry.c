@@ -58,6 +58,7 @@ void db_limits_init_default(struct db_limits *l)
 		.max_participants_per_collection = 16,
 		.max_streams_per_client = 16,
 		.max_consumers_per_stream = 16,
+		.max_pending_links_per_uid = 64,
 		.max_buffers_per_collection = 32,
 	};
 }

@@ -53,6 +53,9 @@ struct db_limits {
 	 * consumers of one stream (each a link, a socket pair, between two clients). */
 	uint64_t max_streams_per_client;
 	uint64_t max_consumers_per_stream;
+	/* The producers' ends of new links that the producers of one uid have not taken yet
+	 * (TakeStreamLink): each is an fd the daemon holds until taken or its deadline. */
+	uint64_t max_pending_links_per_uid;
 };
 
 /* The defaults: generous for a desktop, small enough that one client cannot exhaust the

@@ -111,8 +111,9 @@ static void compare(GDBusNodeInfo *contract, sd_bus *bus, const char *path, cons
 static void check_stream_members(sd_bus *bus)
 {
 	static const char *const methods[] = {
-		"CreateStream", "CreateStreamToken", "JoinStream",    "JoinStreamWithToken",
-		"LeaveStream",	"EndStream",	     "EndStreamLink", "ListStreams",
+		"CreateStream",	       "CreateStreamToken", "JoinStream",
+		"JoinStreamWithToken", "LeaveStream",	    "EndStream",
+		"EndStreamLink",       "ListStreams",	    "TakeStreamLink",
 	};
 	static const char *const signals[] = {"StreamLink", "StreamLinkEnded", "StreamEnded"};
 	g_autofree char *xml = introspect(bus, DB_OBJECT_PATH);

@@ -2,7 +2,12 @@
 /*
  * Streams through the daemon on a private bus, spoken raw with sd-bus (membership and
  * protocol, not dma-buf behaviour: the memfd backend is enough): a consumer's link and the
- * producer's end of it are one socket pair the daemon keeps no end of; joining twice, the
+ * producer's end of it are one socket pair the daemon keeps no end of once the producer took
+ * it (StreamLink carries no descriptor; TakeStreamLink's answer does, once, to the producer
+ * only; an end not taken within StreamLinkTimeoutSec is closed and its consumer removed;
+ * MaxPendingLinksPerUid; a producer that reads nothing, on the bus and on a peer connection,
+ * while a consumer joins and leaves 300 times, costs the daemon no descriptors and stalls
+ * nobody); an unnamed stream is not joined by name; joining twice, the
  * producer joining, a full stream, unknown names, another uid by name and by token, single-use
  * tokens, leaving, every kind of disconnection, EndStream's rights and reason, EndStreamLink
  * (the producer ends one consumer's link), hostile names,
@@ -29,7 +34,10 @@
 #include "tap.h"
 #include "token.h"
 
-#define CONFIG "[Limits]\nMaxStreamsPerClient=3\nMaxConsumersPerStream=4\n"
+#define PENDING_MAX 3
+#define CONFIG                                                                \
+	"[Daemon]\nStreamLinkTimeoutSec=1\n[Limits]\nMaxStreamsPerClient=3\n" \
+	"MaxConsumersPerStream=4\nMaxPendingLinksPerUid=3\n"
 
 static struct fixture f;
 
@@ -200,17 +208,34 @@ static sd_bus_message *wait_signal(sd_bus *c, const char *member, int timeout_ms
 	}
 }
 
-/* A StreamLink for the producer: consumer number and its end of the link (duplicated). */
-static int wait_link(sd_bus *producer, const char *stream, uint32_t *ret_consumer, char *label,
-		     size_t label_len)
+/* Every StreamLink so far had the signature oua{sv}: no descriptor. */
+static bool links_without_fd = true;
+
+/* TakeStreamLink: the producer's end of consumer's link (duplicated), or -1 and e. */
+static int take_link(sd_bus *c, const char *stream, uint32_t consumer, sd_bus_error *e)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	int fd;
+
+	if (broker_call(c, "TakeStreamLink", e, &reply, "ou", stream, consumer) < 0 ||
+	    sd_bus_message_read(reply, "h", &fd) <= 0)
+		return -1;
+	return fcntl(fd, F_DUPFD_CLOEXEC, 3);
+}
+
+/* A StreamLink for the producer: the consumer's number (and label); 0 or -1. */
+static int wait_link_signal(sd_bus *producer, const char *stream, uint32_t *ret_consumer,
+			    char *label, size_t label_len)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m =
 		wait_signal(producer, "StreamLink", 5000);
 	const char *path;
-	int fd;
 
-	if (!m || sd_bus_message_read(m, "ouh", &path, ret_consumer, &fd) < 0 ||
-	    strcmp(path, stream) != 0)
+	if (!m)
+		return -1;
+	if (strcmp(sd_bus_message_get_signature(m, true), "oua{sv}") != 0)
+		links_without_fd = false;
+	if (sd_bus_message_read(m, "ou", &path, ret_consumer) < 0 || strcmp(path, stream) != 0)
 		return -1;
 	if (sd_bus_message_enter_container(m, 'a', "{sv}") > 0)
 		while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
@@ -224,7 +249,23 @@ static int wait_link(sd_bus *producer, const char *stream, uint32_t *ret_consume
 				sd_bus_message_skip(m, "v");
 			sd_bus_message_exit_container(m);
 		}
-	return fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	return 0;
+}
+
+/* A StreamLink for the producer, and its end of the link taken (duplicated). */
+static int wait_link(sd_bus *producer, const char *stream, uint32_t *ret_consumer, char *label,
+		     size_t label_len)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int fd;
+
+	if (wait_link_signal(producer, stream, ret_consumer, label, label_len) < 0)
+		return -1;
+	fd = take_link(producer, stream, *ret_consumer, &e);
+	if (fd < 0)
+		tap_diag("TakeStreamLink: %s", e.message ? e.message : "no fd");
+	sd_bus_error_free(&e);
+	return fd;
 }
 
 /* A StreamLinkEnded or StreamEnded for c: its reason (copied), or false. */
@@ -355,6 +396,181 @@ static void refused(sd_bus_error *e, int r, const char *name, const char *what)
 	sd_bus_error_free(e);
 }
 
+/* Gets NBuffers over c: how long the answer took (ms), or -1. */
+static int64_t timed_get(sd_bus *c)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	uint64_t start = now_ms();
+	uint32_t v;
+	int r;
+
+	r = sd_bus_get_property_trivial(c, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER, "NBuffers",
+					&e, 'u', &v);
+	sd_bus_error_free(&e);
+	return r < 0 ? -1 : (int64_t)(now_ms() - start);
+}
+
+/* Drops what c was sent and nobody waits for. */
+static void drain(sd_bus *c)
+{
+	while (sd_bus_process(c, NULL) > 0)
+		;
+}
+
+/* An sd-bus connection over a peer socket of c (OpenPeer), authenticated with a Ping. */
+static sd_bus *open_peer(sd_bus *c)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	sd_bus *peer = NULL;
+	int fd = -1, r;
+
+	r = broker_call(c, "OpenPeer", &e, &reply, "");
+	if (r >= 0)
+		r = sd_bus_message_read(reply, "h", &fd);
+	if (r >= 0)
+		r = fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	if (r >= 0)
+		r = sd_bus_new(&peer);
+	if (r >= 0) {
+		r = sd_bus_set_fd(peer, fd, fd);
+		fd = -1;
+	}
+	if (r >= 0)
+		r = sd_bus_set_anonymous(peer, 1);
+	if (r >= 0)
+		r = sd_bus_negotiate_fds(peer, 1);
+	if (r >= 0)
+		r = sd_bus_start(peer);
+	if (r >= 0)
+		r = sd_bus_call_method(peer, NULL, DB_OBJECT_PATH, "org.freedesktop.DBus.Peer",
+				       "Ping", &e, NULL, "");
+	sd_bus_error_free(&e);
+	if (fd >= 0)
+		close(fd);
+	if (r < 0)
+		peer = sd_bus_flush_close_unref(peer);
+	return peer;
+}
+
+/*
+ * The attack: a producer that reads nothing (over.peer: its peer connection, else the bus)
+ * while a consumer of its uid joins and leaves its stream 300 times. The daemon's descriptors
+ * stay within what MaxPendingLinksPerUid allows, and a bystander is answered throughout.
+ */
+static void silent_producer(sd_bus *bystander, sd_bus *cons, bool on_peer)
+{
+	const char *where = on_peer ? "on a peer connection" : "on the bus";
+	sd_bus *silent = client(on_peer ? "silent-peer" : "silent"), *peer = NULL;
+	char col[128], path[128];
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int base, most = 0, failed = 0;
+	int64_t slowest = 0;
+	struct joined j;
+
+	make_collection(silent, col, sizeof(col));
+	tap_require(create_stream(silent, col, "attacked", 0, path, sizeof(path), &e) == 0,
+		    "a producer that will read nothing %s creates a stream (%s)", where,
+		    e.message ? e.message : "ok");
+	if (on_peer) {
+		peer = open_peer(silent);
+		tap_require(peer != NULL, "it opens a peer connection");
+	}
+	/* From here on nothing reads silent's connections. */
+	base = fixture_daemon_fds(&f);
+	for (int i = 0; i < 300; i++) {
+		int fds;
+
+		if (join(cons, "attacked", NULL, false, "again", &j, &e) < 0 ||
+		    broker_call(cons, "LeaveStream", &e, NULL, "o", j.stream) < 0) {
+			tap_diag("cycle %d: %s", i, e.message ? e.message : strerror(errno));
+			sd_bus_error_free(&e);
+			failed++;
+			break;
+		}
+		close(j.link);
+		drain(cons);
+		fds = fixture_daemon_fds(&f);
+		most = fds > most ? fds : most;
+		if (i % 25 == 0) {
+			int64_t t = timed_get(bystander);
+
+			slowest = t < 0 || t > slowest ? (t < 0 ? INT32_MAX : t) : slowest;
+		}
+	}
+	tap_ok(!failed, "a consumer of its uid joins and leaves 300 times %s", where);
+	tap_ok(base > 0 && most <= base + PENDING_MAX + 4,
+	       "the daemon's descriptors stay within MaxPendingLinksPerUid: %d at most, from %d",
+	       most, base);
+	tap_ok(slowest < 5000, "a bystander is answered throughout (slowest %lld ms)",
+	       (long long)slowest);
+	sd_bus_flush_close_unref(peer);
+	sd_bus_flush_close_unref(silent);
+}
+
+/* Links pulled by the producer: an unnamed stream, the deadline, MaxPendingLinksPerUid. */
+static void pull_links(sd_bus *inspect)
+{
+	sd_bus *prod = client("puller"), *cons = client("late"), *k[PENDING_MAX + 1];
+	char col[128], path[128], reason[300];
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	struct joined j, jk[PENDING_MAX + 1];
+	uint64_t start, took;
+	uint32_t n;
+	char x;
+
+	make_collection(prod, col, sizeof(col));
+	/* --- an empty name is no name --- */
+	tap_is(create_stream(prod, col, "", 0, path, sizeof(path), &e), 0,
+	       "CreateStream with name '' makes an unnamed stream");
+	refused(&e, join(cons, "", NULL, false, "", &j, &e), DB_ERROR_INVALID_ARGUMENT,
+		"JoinStream('')");
+	tap_ok(broker_call(prod, "EndStream", &e, NULL, "os", path, "") >= 0, "it ends");
+	drain(prod);
+
+	/* --- the producer does not take the link in time --- */
+	tap_is(create_stream(prod, col, "late", 0, path, sizeof(path), &e), 0, "stream 'late'");
+	start = now_ms();
+	tap_is(join(cons, "late", NULL, true, "late", &j, &e), 0, "a required consumer joins");
+	tap_ok(wait_link_signal(prod, path, &n, reason, sizeof(reason)) == 0,
+	       "the producer is told, and takes nothing");
+	tap_ok(wait_ended(cons, "StreamLinkEnded", path, j.consumer, reason, sizeof(reason)) &&
+		       strcmp(reason, "the producer did not take the link in time") == 0,
+	       "the consumer gets StreamLinkEnded: %s", reason);
+	took = now_ms() - start;
+	tap_ok(took >= 1000, "after StreamLinkTimeoutSec=1 (%llu ms)", (unsigned long long)took);
+	tap_ok(poll(&(struct pollfd){.fd = j.link, .events = POLLIN}, 1, 2000) == 1 &&
+		       recv(j.link, &x, 1, MSG_DONTWAIT) == 0,
+	       "its end of the link reads end of file");
+	tap_is(count_consumers(inspect, path), 0, "ListStreams drops it");
+	tap_is(count_streams(inspect), 1, "and the stream goes on");
+	refused(&e, take_link(prod, path, n, &e), DB_ERROR_NOT_FOUND,
+		"TakeStreamLink after the deadline");
+	close(j.link);
+
+	/* --- MaxPendingLinksPerUid --- */
+	for (int i = 0; i <= PENDING_MAX; i++)
+		k[i] = client("pending");
+	for (int i = 0; i < PENDING_MAX; i++)
+		tap_ok(join(k[i], "late", NULL, false, "", &jk[i], &e) == 0,
+		       "consumer %d joins; the producer takes nothing", i + 1);
+	refused(&e, join(k[PENDING_MAX], "late", NULL, false, "", &jk[PENDING_MAX], &e),
+		DB_ERROR_BUSY, "a join past MaxPendingLinksPerUid=3 untaken links");
+	drain(prod);
+	tap_ok(take_link(prod, path, jk[0].consumer, &e) >= 0, "the producer takes one");
+	tap_is(join(k[PENDING_MAX], "late", NULL, false, "", &jk[PENDING_MAX], &e), 0,
+	       "then the next consumer may join");
+	for (int i = 0; i <= PENDING_MAX; i++) {
+		close(jk[i].link);
+		sd_bus_flush_close_unref(k[i]);
+	}
+	sd_bus_flush_close_unref(prod);
+
+	silent_producer(inspect, cons, false);
+	silent_producer(inspect, cons, true);
+	sd_bus_flush_close_unref(cons);
+}
+
 /*
  * Another uid: this program run again as uid 65534 (test-streams --other-uid TOKEN). It cannot
  * join by name, can with the token, sees the stream only once a member, writes a byte into its
@@ -444,8 +660,18 @@ int main(int argc, char **argv)
 	p1 = wait_link(producer, cam, &n, label, sizeof(label));
 	tap_ok(p1 >= 0 && n == 1 && strcmp(label, "viewer") == 0,
 	       "the producer gets StreamLink for consumer 1, labelled 'viewer'");
-	tap_ok(linked(j1.link, p1), "the two fds are the ends of one socket pair");
-	tap_is(daemon_sockets(), sockets, "the daemon holds no end of the link");
+	tap_ok(links_without_fd, "StreamLink carries no descriptor (oua{sv})");
+	tap_ok(linked(j1.link, p1), "TakeStreamLink's fd and the consumer's are one socket pair");
+	/* The answer's copy closes just after it is written. */
+	for (int i = 0; i < 100 && daemon_sockets() != sockets; i++)
+		usleep(20 * 1000);
+	tap_is(daemon_sockets(), sockets, "the daemon holds no end of the link once taken");
+	refused(&e, take_link(producer, cam, 1, &e), DB_ERROR_NOT_FOUND,
+		"TakeStreamLink a second time");
+	refused(&e, take_link(c1, cam, 1, &e), DB_ERROR_PERMISSION_DENIED,
+		"TakeStreamLink by the consumer");
+	refused(&e, take_link(c3, cam, 1, &e), DB_ERROR_NOT_FOUND,
+		"TakeStreamLink by a client that takes no part");
 	tap_ok(broker_call(c1, "GetCollectionBuffers", &e, NULL, "ouu", col, 0, 2) >= 0,
 	       "the consumer joined the collection late and fetches its buffers (%s)",
 	       e.message ? e.message : "ok");
@@ -511,19 +737,14 @@ int main(int argc, char **argv)
 	tap_ok(!(status & 2), "and lists no stream before it joins");
 	tap_ok(!(status & 4), "but joins with the token");
 	tap_ok(!(status & 8), "and then lists the stream");
-	p3 = wait_link(producer, cam, &n, label, sizeof(label));
-	{
-		char z = 0;
-		struct pollfd pf = {.fd = p3, .events = POLLIN};
-
-		tap_ok(p3 >= 0 && n == 3 && poll(&pf, 1, 2000) == 1 && recv(p3, &z, 1, 0) == 1 &&
-			       z == 'z',
-		       "the producer reads the byte uid 65534 wrote into link 3");
-	}
+	tap_ok(wait_link_signal(producer, cam, &n, label, sizeof(label)) == 0 && n == 3,
+	       "the producer is told of consumer 3");
+	/* It is gone already: the daemon closed the end it held for it. */
+	refused(&e, take_link(producer, cam, 3, &e), DB_ERROR_NOT_FOUND,
+		"TakeStreamLink of a consumer that disconnected");
 	tap_ok(wait_ended(producer, "StreamLinkEnded", cam, 3, reason, sizeof(reason)) &&
 		       strcmp(reason, "consumer disconnected") == 0,
 	       "a dispensable consumer's disconnection ends its link only: %s", reason);
-	close(p3);
 	refused(&e, join(c3, NULL, token, false, "reuse", &j3, &e), DB_ERROR_NOT_FOUND,
 		"the token is single-use");
 
@@ -616,6 +837,8 @@ int main(int argc, char **argv)
 	close(j3.link);
 	tap_is(count_streams(inspect), 0, "no stream is left");
 	tap_ok(daemon_sockets() <= sockets, "no link end is left in the daemon");
+
+	pull_links(inspect);
 
 	/* --- the monitor saw it all --- */
 	read_until_quiet(monitor_fd, out, sizeof(out), 500);

@@ -83,6 +83,7 @@ static const struct {
 	{"LeaveStream", {"o:stream"}},
 	{"EndStream", {"o:stream", "s:reason"}},
 	{"EndStreamLink", {"o:stream", "u:consumer", "s:reason"}},
+	{"TakeStreamLink", {"o:stream", "u:consumer"}},
 };
 
 /* A memfd as AllocateWithMemfd's contract wants it, for the calls that must get past it. */

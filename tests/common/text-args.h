@@ -76,6 +76,7 @@ static const struct text_arg text_args[] = {
 	{"EndStream", "reason", NULL, "s", TEXT},
 	{"EndStreamLink", "stream", NULL, "o", PATH},
 	{"EndStreamLink", "reason", NULL, "s", TEXT},
+	{"TakeStreamLink", "stream", NULL, "o", PATH},
 };
 
 #undef DICT

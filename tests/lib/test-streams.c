@@ -111,6 +111,7 @@ struct producer {
 	char left_reason[256];
 	int returned;
 	bool *out; /* per buffer: queued and not back */
+	bool free_on_return; /* buffer_returned frees the stream */
 };
 
 static void p_joined(struct dmabroker_stream *s, uint32_t consumer, void *userdata)
@@ -142,6 +143,11 @@ static void p_returned(struct dmabroker_stream *s, uint32_t index, int fence, vo
 	p->returned++;
 	if (index < p->count)
 		p->out[index] = false;
+	if (p->free_on_return) {
+		p->free_on_return = false;
+		(void)dmabroker_stream_free_async(s, "freed in a callback", NULL, NULL, NULL);
+		p->s = NULL;
+	}
 }
 
 static unsigned p_out(const struct producer *p)
@@ -546,8 +552,9 @@ static void test_consumer_killed(void)
 		killed = true;
 		tap_ok(RUN_UNTIL(p.ctx, p.left == 1, 10000), "the producer got consumer_left");
 		tap_is(p.left_id, b.id, "for the killed consumer");
-		tap_diag("  reason: %s", p.left_reason);
-		tap_ok(p.left_reason[0] != 0, "with a reason");
+		tap_ok(strcmp(p.left_reason, "the consumer's link hung up") == 0,
+		       "a hang-up, whether its link read end of file or a reset: %s",
+		       p.left_reason);
 		tap_ok(RUN_UNTIL(p.ctx, (child_read(&a), a.last_seq == seq) && p_out(&p) == 0,
 				 10000),
 		       "every buffer it held is back");
@@ -830,6 +837,75 @@ static void test_poll_only(void)
 	if (fr.acquire_fence >= 0)
 		close(fr.acquire_fence);
 	tap_is(dmabroker_stream_free(s, NULL), 0, "the consumer frees the stream");
+	dmabroker_disconnect(ctx);
+	producer_stop(&p);
+}
+
+static int freeing_frames;
+
+/* A frame callback that frees its stream (wait_frame is running meanwhile). */
+static void free_in_frame(struct dmabroker_stream *s, const struct dmabroker_frame *fr,
+			  void *userdata)
+{
+	(void)fr;
+	(void)userdata;
+	freeing_frames++;
+	(void)dmabroker_stream_free_async(s, NULL, NULL, NULL, NULL);
+}
+
+/* A callback frees the stream while wait_frame() or wait_free() dispatches for it. */
+static void test_freed_while_waiting(void)
+{
+	struct dmabroker_stream_options so = {.max_held = 4};
+	struct dmabroker_stream_handlers h = {.frame = free_in_frame};
+	struct dmabroker_stream *s = NULL;
+	struct dmabroker_frame fr = {.acquire_fence = -1};
+	struct producer p;
+	struct dmabroker *ctx;
+	uint64_t seq = 0;
+	uint32_t index;
+	int r;
+
+	tap_diag("callbacks free the stream while wait_frame and wait_free run");
+	tap_require(producer_start(&p, "freed-in-wait", DMABROKER_STREAM_FIFO), "a FIFO stream");
+	ctx = connect_ctx("freed-in-wait");
+	tap_require(ctx && dmabroker_stream_join(ctx, "freed-in-wait", NULL, &so, sizeof(so), &h,
+						 sizeof(h), NULL, &s) == 0,
+		    "a consumer whose frame callback frees the stream joined");
+	tap_ok(RUN_UNTIL(p.ctx, p.joined == 1, 10000), "it said hello");
+	for (unsigned i = 0; i < 2; i++)
+		tap_require(produce(&p, &seq, NULL) == 0, "a frame queued");
+	/* Both frames come in one dispatch: the first is wait_frame's, the second the
+	 * callback's, which frees the stream. */
+	usleep(100 * 1000);
+	r = dmabroker_stream_wait_frame(s, &fr, 5ull * 1000000);
+	tap_ok(r == -EPIPE && freeing_frames == 1,
+	       "wait_frame returns -EPIPE once the callback freed the stream (%d)", r);
+	tap_ok(RUN_UNTIL(p.ctx, p.left == 1 && p_out(&p) == 0, 10000),
+	       "the producer sees the consumer go and has every buffer back");
+
+	/* The producer's own callback frees the stream while wait_free waits for a buffer. */
+	s = NULL;
+	tap_require(dmabroker_stream_join(ctx, "freed-in-wait", NULL, &so, sizeof(so),
+					  &(struct dmabroker_stream_handlers){0},
+					  sizeof(struct dmabroker_stream_handlers), NULL, &s) == 0,
+		    "a consumer without a frame callback joined");
+	tap_ok(RUN_UNTIL(p.ctx, p.joined == 2, 10000), "it said hello");
+	while (dmabroker_stream_get_free(p.s, &index) == 0) {
+		struct dmabroker_frame q = {.index = index, .acquire_fence = -1};
+
+		tap_require(dmabroker_stream_queue(p.s, &q) == 0, "buffer %u queued", index);
+		p.out[index] = true;
+	}
+	tap_ok(dmabroker_stream_wait_frame(s, &fr, 5ull * 1000000) == 0, "the consumer takes one");
+	tap_ok(dmabroker_stream_release(s, fr.index, -1) == 0, "and releases it");
+	if (fr.acquire_fence >= 0)
+		close(fr.acquire_fence);
+	p.free_on_return = true;
+	r = dmabroker_stream_wait_free(p.s, &index, 5ull * 1000000);
+	tap_ok(r == -EPIPE && p.s == NULL,
+	       "wait_free returns -EPIPE once buffer_returned freed the stream (%d)", r);
+	dmabroker_stream_free(s, NULL);
 	dmabroker_disconnect(ctx);
 	producer_stop(&p);
 }
@@ -1155,6 +1231,7 @@ int main(int argc, char **argv)
 	RUN("hostile", test_hostile());
 	RUN("poll-only", test_poll_only());
 	RUN("forged", test_forged());
+	RUN("freed-in-wait", test_freed_while_waiting());
 	tap_ok(fixture_wait_clients(&f, 0, 10000), "every client is gone");
 	tap_is(fixture_stop(&f), 0, "the daemon exits cleanly");
 	return tap_done();

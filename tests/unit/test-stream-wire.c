@@ -248,7 +248,8 @@ static void test_frame_rules(void)
 	f.frame.flags |= DMABROKER_WIRE_FENCE;
 	n = enc(&f, buf);
 	refused(buf, n, 0, -EBADMSG, "without its descriptor", "a fenced frame without an fd");
-	refused(buf, n, 2, -EBADMSG, "without its descriptor", "a fenced frame with two fds");
+	refused(buf, n, 2, -EBADMSG, "more descriptors than the record carries",
+		"a fenced frame with two fds");
 }
 
 static void test_release_rules(void)
