@@ -3,9 +3,10 @@
  * GstDmabrokerBufferPool: a GstVideoBufferPool whose buffers are a dmabrokerd collection's.
  *
  * The configuration (caps, size, counts, GstVideoAlignment, the video-meta option) becomes the
- * pool's constraints as a collection participant, negotiated in set_config: the broker's
- * outcome meets them (a configuration is never corrected), and its refusal is an error of the
- * element that owns the pool. Activation creates the stream
+ * pool's constraints as a collection participant, negotiated in set_config. A count over the
+ * daemon's MaxBuffersPerCollection comes back as a corrected configuration (the counts the
+ * broker can give), a size the broker rounded up as the configuration's size; any other
+ * refusal is an error of the element that owns the pool. Activation creates the stream
  * whose producer the pool is: which buffer is free is the stream's to say (a buffer the
  * consumers hold is not), so acquire takes the index dmabroker_stream_get_free() gives.
  *
@@ -20,6 +21,7 @@
 #include "gstdmabrokerv4l2.h"
 
 #include <errno.h>
+#include <string.h>
 #include <gst/allocators/gstdmabuf.h>
 #include <gst/video/gstvideometa.h>
 
@@ -154,7 +156,7 @@ static void config_to_constraints(GstDmabrokerBufferPool *pool, GstStructure *co
 		.contiguous = pool->params.contiguous,
 		.max_segment_size = pool->params.max_segment_size,
 		.dma_address_bits = pool->params.dma_address_bits,
-		.device_import = TRUE,
+		.device_import = !pool->params.cpu_only,
 		.cpu_read = TRUE,
 		.cpu_write = TRUE,
 	};
@@ -213,6 +215,41 @@ static int negotiate(GstDmabrokerBufferPool *pool, const struct dmabroker_constr
 	return r;
 }
 
+/* The daemon's MaxBuffersPerCollection as its QuotaExceeded refusal of a collection's count
+ * states it ("... over MaxBuffersPerCollection (32)"); 0 for any other refusal. */
+static guint refused_count_limit(const char *reason)
+{
+	static const char key[] = "over MaxBuffersPerCollection (";
+	const char *p = strstr(reason, key);
+	guint64 v;
+	char *end;
+
+	if (!p || !strstr(reason, "QuotaExceeded"))
+		return 0;
+	v = g_ascii_strtoull(p + sizeof(key) - 1, &end, 10);
+	return *end == ')' && v > 0 && v <= G_MAXUINT ? (guint)v : 0;
+}
+
+/*
+ * The counts the broker can give under its limit. The consumers' frames come on top of
+ * upstream's minimum within its maximum (config_to_constraints), so a maximum of the limit is
+ * enough while the minimum fits: the minimum stays, and GStreamer's callers accept the answer
+ * (gst_buffer_pool_config_validate_params() wants the minimum they asked, or more). A minimum
+ * over the limit cannot be met: the answer is the limit less the consumers' frames, which
+ * such a caller refuses (it falls back to another pool) and one that can do with fewer sets.
+ */
+static void correct_counts(GstDmabrokerBufferPool *pool, guint limit, guint min, guint max,
+			   guint *ret_min, guint *ret_max)
+{
+	guint frames = pool->params.consumer_frames;
+
+	*ret_max = max ? MIN(max, limit) : limit;
+	if (min <= *ret_max)
+		*ret_min = min;
+	else
+		*ret_min = MIN(*ret_max, limit > frames ? limit - frames : limit);
+}
+
 static gboolean pool_set_config(GstBufferPool *bpool, GstStructure *config)
 {
 	GstDmabrokerBufferPool *pool = GST_DMABROKER_BUFFER_POOL(bpool);
@@ -225,6 +262,7 @@ static gboolean pool_set_config(GstBufferPool *bpool, GstStructure *config)
 	uint64_t modifier;
 	char *reason = NULL;
 	gboolean fits;
+	guint limit;
 
 	if (!gst_buffer_pool_config_get_params(config, &caps, &size, &min, &max) || !caps ||
 	    !gst_video_info_from_caps(&info, caps)) {
@@ -254,6 +292,21 @@ static gboolean pool_set_config(GstBufferPool *bpool, GstStructure *config)
 		leave_collection(pool);
 		g_clear_pointer(&pool->negotiated, gst_structure_free);
 		if (negotiate(pool, &c, &reason) < 0) {
+			limit = refused_count_limit(reason);
+			if (limit) {
+				guint cmin, cmax;
+
+				/* Not an error: GStreamer's caller validates the corrected
+				 * configuration and sets it again (or fails itself). */
+				correct_counts(pool, limit, min, max, &cmin, &cmax);
+				GST_INFO_OBJECT(pool,
+						"asked %u..%u buffers (%u with the consumers'): the "
+						"broker gives at most %u; answering %u..%u: %s",
+						min, max, c.min_buffers, limit, cmin, cmax, reason);
+				gst_buffer_pool_config_set_params(config, caps, size, cmin, cmax);
+				g_free(reason);
+				return FALSE;
+			}
 			post_refusal(pool, "dmabrokerd refused the buffers", reason);
 			g_free(reason);
 			return FALSE;
@@ -281,13 +334,16 @@ static gboolean pool_set_config(GstBufferPool *bpool, GstStructure *config)
 
 	gst_caps_replace(&pool->caps, caps);
 	pool->info = info;
-	if (!GST_BUFFER_POOL_CLASS(parent_class)->set_config(bpool, config))
-		return FALSE;
-	/* The broker's outcome meets the configuration or is refused: the count is the
-	 * constraints' minimum (never below min, never above max) and the size at least the
-	 * one asked. Only the size may grow: the configuration says the broker's. */
+	/* The broker's count is the constraints' minimum (never below min, never above max: a
+	 * count over its limit was answered above) and its size at least the one asked. A size
+	 * it rounded up is accepted as GstVideoBufferPool accepts its own aligned size: TRUE,
+	 * the configuration (which the pool keeps, and get_config gives) saying the real size;
+	 * gst_buffer_pool_config_validate_params() accepts a larger size. */
+	if (out->size != size)
+		GST_INFO_OBJECT(pool, "asked %u bytes: the broker's are %" G_GUINT64_FORMAT, size,
+				out->size);
 	gst_buffer_pool_config_set_params(config, caps, (guint)out->size, min, max);
-	return TRUE;
+	return GST_BUFFER_POOL_CLASS(parent_class)->set_config(bpool, config);
 }
 
 /* Wraps index i of the collection: one dma-buf memory and the video meta of its layout. */

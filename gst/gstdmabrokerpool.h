@@ -24,12 +24,15 @@ struct gst_dmabroker_pool_params {
 	enum dmabroker_stream_mode mode;
 	guint consumer_frames; /* buffers the consumers may hold besides the producer's */
 	guint tokens; /* single-use stream tokens to announce once the stream exists */
+	gboolean cpu_only; /* no device imports the buffers, so they need not be dma-bufs (a
+			    * CPU-only producer; dmabrokersink never sets it) */
 };
 
 /*
  * A pool whose buffers are a dmabrokerd collection's, and the producer's end of a stream on
- * it: set_config negotiates the collection (the broker's refusal is posted as an error of
- * owner), activation creates the stream. Buffers are handed out in the order the stream
+ * it: set_config negotiates the collection (a count over the broker's limit is answered with
+ * a corrected configuration; any other refusal is posted as an error of owner), activation
+ * creates the stream. Buffers are handed out in the order the stream
  * frees them; each is one dma-buf memory (GstDmaBufAllocator, the fd stays the library's)
  * with a GstVideoMeta of the negotiated layout.
  */
