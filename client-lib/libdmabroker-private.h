@@ -371,6 +371,10 @@ int stream_on_reply(struct dmabroker_call *call, sd_bus_message *reply, int r);
 bool stream_on_signal(struct dmabroker *ctx, sd_bus_message *m);
 /* Reads the links and runs the streams' callbacks, within the dispatch's budget. */
 void streams_dispatch(struct dmabroker *ctx, bool *progress);
+/* The epoll set showed the link registered with this pointer readable: read it again. */
+void stream_link_readable(void *link);
+/* The epoll set's answer was cut short: every link may be readable. */
+void streams_links_readable(struct dmabroker *ctx);
 /* Work that dispatch must do without a link showing it (a link to end, a buffer back). */
 bool streams_pending(struct dmabroker *ctx);
 void streams_free_all(struct dmabroker *ctx);

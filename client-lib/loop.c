@@ -23,20 +23,69 @@ static void drain(int fd)
 }
 
 /*
- * Dispatch's start and end: the eventfd is emptied, and the timer may have fired. Only what
- * can be readable is read: the eventfd is written by loop_kick() alone, and a disarmed timer
- * (timerfd_settime() clears its expirations) has nothing to read.
+ * Dispatch's start: the eventfd is emptied, and the timer may have fired. Only what can be
+ * readable is read: the eventfd is written by loop_kick() alone, and the timer only when the
+ * epoll set showed one of the context's own fds (a disarmed timer has nothing to read:
+ * timerfd_settime() clears its expirations). A timer that fires during dispatch stays
+ * readable: the next dispatch sees it.
  */
-static void loop_drain_all(struct dmabroker *ctx)
+static void loop_drain_all(struct dmabroker *ctx, bool timer)
 {
 	if (ctx->kicked) {
 		drain(ctx->kick_fd);
 		ctx->kicked = false;
 	}
-	if (ctx->timer_deadline != UINT64_MAX) {
+	if (timer && ctx->timer_deadline != UINT64_MAX) {
 		drain(ctx->timer_fd);
 		ctx->timer_fired = true;
 	}
+}
+
+/*
+ * Asks the epoll set, without waiting, what is ready, so that dispatch reads only that: a
+ * link shown readable is read again (stream_link_readable()); true when one of the context's
+ * own fds (a connection's socket, the kick, the timer: registered without a pointer) is
+ * ready, or when the set had more than fits here and anything may be.
+ */
+static bool loop_poll(struct dmabroker *ctx)
+{
+	struct epoll_event evs[32];
+	bool own = false;
+	int n;
+
+	n = epoll_wait(ctx->epoll_fd, evs, ARRAY_SIZE(evs), 0);
+	if (n < 0 || n == (int)ARRAY_SIZE(evs)) {
+		streams_links_readable(ctx);
+		return true;
+	}
+	for (int i = 0; i < n; i++) {
+		if (evs[i].data.ptr)
+			stream_link_readable(evs[i].data.ptr);
+		else
+			own = true;
+	}
+	return own;
+}
+
+/* sd-bus holds work its sockets do not show (a message read by a blocking call, a closing
+ * connection): what loop_update() kicks for. Asks sd-bus only, no syscall. */
+static bool watch_queued(const struct watch *w)
+{
+	uint64_t t;
+
+	if (!w->bus)
+		return false;
+	return sd_bus_get_events(w->bus) < 0 || (sd_bus_get_timeout(w->bus, &t) > 0 && t == 0);
+}
+
+static bool buses_queued(struct dmabroker *ctx)
+{
+	if (ctx->bus_dead || watch_queued(&ctx->bus) || watch_queued(&ctx->peer))
+		return true;
+	for (unsigned i = 0; i < MAX_OLD_PEERS; i++)
+		if (watch_queued(&ctx->old_peers[i]))
+			return true;
+	return false;
 }
 
 static void update_watch(struct dmabroker *ctx, struct watch *w, bool *now, uint64_t *deadline)
@@ -151,7 +200,7 @@ static int process_all(struct dmabroker *ctx, sd_bus *bus, bool *progress)
 
 int dmabroker_dispatch(struct dmabroker *ctx)
 {
-	bool progress = true;
+	bool progress = true, buses;
 	int r = 0;
 
 	if (!ctx)
@@ -160,25 +209,30 @@ int dmabroker_dispatch(struct dmabroker *ctx)
 		return -EBUSY;
 	ctx->dispatching = true;
 	ctx->handled = 0;
-	loop_drain_all(ctx);
+	buses = loop_poll(ctx);
+	loop_drain_all(ctx, buses);
 	/*
 	 * Round after round, reading the connections afresh each time: a callback can retire
 	 * the peer, open a new one, or queue messages on a connection already done. Deadlines
 	 * are looked at only once everything that arrived is read: an answer that came is
 	 * delivered as what it is, however late the application dispatches. No callback runs
-	 * once dmabroker_disconnect() was called from one.
+	 * once dmabroker_disconnect() was called from one. The connections are read only once
+	 * the epoll set or sd-bus shows them work: a frame alone costs no sd-bus reads. What
+	 * arrives after loop_poll() keeps the fd readable for the next dispatch.
 	 */
 	while (progress && r >= 0 && !ctx->disconnect_requested &&
 	       ctx->handled < DMABROKER_DISPATCH_BUDGET) {
 		progress = false;
-		for (unsigned i = 0; i < MAX_OLD_PEERS; i++) {
+		if (!buses)
+			buses = buses_queued(ctx);
+		for (unsigned i = 0; buses && i < MAX_OLD_PEERS; i++) {
 			sd_bus *old = ctx->old_peers[i].bus;
 
 			if (old && process_all(ctx, old, &progress) < 0 &&
 			    ctx->old_peers[i].bus == old)
 				watch_free(ctx, &ctx->old_peers[i]);
 		}
-		if (ctx->peer.bus) {
+		if (buses && ctx->peer.bus) {
 			sd_bus *peer = ctx->peer.bus;
 
 			if (process_all(ctx, peer, &progress) < 0 && ctx->peer.bus == peer) {
@@ -186,7 +240,7 @@ int dmabroker_dispatch(struct dmabroker *ctx)
 				progress = true; /* drain and free it next round */
 			}
 		}
-		if (process_all(ctx, ctx->bus.bus, &progress) < 0) {
+		if (buses && process_all(ctx, ctx->bus.bus, &progress) < 0) {
 			r = -ECONNRESET;
 			ctx->bus_dead = true;
 		}
@@ -210,7 +264,7 @@ int dmabroker_dispatch(struct dmabroker *ctx)
 		dmabroker_disconnect(ctx);
 		return r < 0 ? r : handled;
 	}
-	loop_drain_all(ctx);
+	loop_drain_all(ctx, false);
 	return api_return(ctx, r < 0 ? r : ctx->handled);
 }
 

@@ -77,14 +77,20 @@ int link_recv(struct stream_link *l, union db_wire_record *rec, int *ret_fence,
 	int r;
 
 	*ret_fence = -1;
+	if (l->drained && l->in_epoll)
+		return -EAGAIN;
 	n = recvmsg(l->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 	if (n < 0 && (errno == ECONNRESET || errno == EPIPE)) {
 		/* The other end closed with records unread (killed, say): a hang-up too. */
 		l->hung_up = true;
 		return 0;
 	}
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+		l->drained = true;
+		return -EAGAIN;
+	}
 	if (n < 0)
-		return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -errno;
+		return -errno;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
 		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
 			continue;

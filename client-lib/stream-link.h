@@ -25,6 +25,9 @@ struct stream_link {
 	uint64_t
 		last_seq; /* the last FRAME's seq (received on the consumer, sent on the producer) */
 	bool in_epoll; /* fd is in the context's epoll set */
+	/* In the set, read until EAGAIN and not shown readable by it since: link_recv() does not
+	 * ask the socket again (a dispatch reads each link until EAGAIN once). */
+	bool drained;
 	bool hung_up; /* the other end closed (EOF was read), or fail_reason says why not usable */
 	char fail_reason[128]; /* a send failed: the owner ends the link with this, later */
 	struct stream_link *next;
@@ -37,7 +40,8 @@ void link_free(struct stream_link *l);
 
 /*
  * Reads one record. Returns its type (with *ret_fence the fence that came with it, owned, or
- * -1), -EAGAIN when nothing is waiting, 0 at the end (the other end closed), or a negative
+ * -1), -EAGAIN when nothing is waiting (or, l->drained, nothing was and the epoll set did not
+ * show more since), 0 at the end (the other end closed), or a negative
  * errno with *ret_reason when the record breaks a rule: of the socket (truncated, descriptors
  * that are not what the record says or not a sync_file), of the codec (db_wire_decode()), or
  * of this link's state (link_check()). The record is not applied: see link_apply().

@@ -99,7 +99,26 @@ int link_watch(struct dmabroker *ctx, struct stream_link *l)
 	if (epoll_ctl(ctx->epoll_fd, EPOLL_CTL_ADD, l->fd, &ev) < 0)
 		return -errno;
 	l->in_epoll = true;
+	/* What came while it was out of the set is read without waiting for the set to say. */
+	l->drained = false;
 	return 0;
+}
+
+void stream_link_readable(void *link)
+{
+	struct stream_link *l = link;
+
+	l->drained = false;
+}
+
+void streams_links_readable(struct dmabroker *ctx)
+{
+	for (struct dmabroker_stream *s = ctx->streams; s; s = s->next) {
+		for (struct stream_link *l = s->links; l; l = l->next)
+			l->drained = false;
+		if (s->link)
+			s->link->drained = false;
+	}
 }
 
 struct dmabroker_buffer *stream_buffer(const struct dmabroker_stream *s, uint32_t index)
