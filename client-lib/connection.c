@@ -92,6 +92,14 @@ sd_bus *call_bus(struct dmabroker *ctx, enum call_kind kind)
 	return peer_usable(ctx) ? ctx->peer.bus : ctx->bus.bus;
 }
 
+/*
+ * The epoll set holds a duplicate of the connection's fd that the watch owns, never sd-bus's
+ * own: sd-bus closes its fd when the connection closes, in the middle of sd_bus_process(),
+ * and a new connection (a peer opened by the very callbacks that run then) may be handed the
+ * same number before this watch is freed. Deleting that number from the set would then drop
+ * the new connection's registration, and its socket would never show in the fd again. The
+ * duplicate's number stays this watch's until watch_unwatch().
+ */
 static int watch_add(struct dmabroker *ctx, struct watch *w, sd_bus *bus)
 {
 	struct epoll_event ev = {.events = EPOLLIN};
@@ -99,10 +107,28 @@ static int watch_add(struct dmabroker *ctx, struct watch *w, sd_bus *bus)
 
 	if (fd < 0)
 		return fd;
-	if (epoll_ctl(ctx->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0)
-		return -errno;
+	fd = fd_dup_cloexec(fd);
+	if (fd < 0)
+		return fd;
+	if (epoll_ctl(ctx->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		int r = -errno;
+
+		close(fd);
+		return r;
+	}
 	*w = (struct watch){.bus = bus, .fd = fd, .events = EPOLLIN};
 	return 0;
+}
+
+/* Takes a closed connection's socket out of the epoll set (else it would show as hung up
+ * for ever); the connection itself stays until watch_free(). */
+void watch_unwatch(struct dmabroker *ctx, struct watch *w)
+{
+	if (w->fd < 0)
+		return;
+	(void)epoll_ctl(ctx->epoll_fd, EPOLL_CTL_DEL, w->fd, NULL);
+	close(w->fd);
+	w->fd = -1;
 }
 
 /* Forgets w; the connection is closed and freed (its pending calls were failed already). */
@@ -110,7 +136,7 @@ void watch_free(struct dmabroker *ctx, struct watch *w)
 {
 	if (!w->bus)
 		return;
-	epoll_ctl(ctx->epoll_fd, EPOLL_CTL_DEL, w->fd, NULL);
+	watch_unwatch(ctx, w);
 	sd_bus_flush_close_unref(w->bus);
 	*w = (struct watch){.fd = -1};
 }

@@ -132,7 +132,7 @@ extern const struct call_method methods[];
 
 struct watch {
 	sd_bus *bus; /* owned reference */
-	int fd; /* the fd registered in the epoll set (sd-bus owns it) */
+	int fd; /* owned duplicate of sd-bus's fd, registered in the epoll set (watch_add()) */
 	uint32_t events;
 };
 
@@ -282,6 +282,7 @@ int copy_sized(void *dst, size_t dst_size, size_t min_size, const void *src, siz
 void forget_registration(struct dmabroker *ctx);
 bool bus_open(sd_bus *bus);
 sd_bus *call_bus(struct dmabroker *ctx, enum call_kind kind);
+void watch_unwatch(struct dmabroker *ctx, struct watch *w);
 void watch_free(struct dmabroker *ctx, struct watch *w);
 void retire_peer(struct dmabroker *ctx);
 int append_str_entry(sd_bus_message *m, const char *key, const char *v);

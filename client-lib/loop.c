@@ -104,7 +104,8 @@ static void update_watch(struct dmabroker *ctx, struct watch *w, bool *now, uint
 	}
 	if (events & POLLOUT)
 		ev.events |= EPOLLOUT;
-	if (ev.events != w->events && epoll_ctl(ctx->epoll_fd, EPOLL_CTL_MOD, w->fd, &ev) == 0)
+	if (ev.events != w->events && w->fd >= 0 &&
+	    epoll_ctl(ctx->epoll_fd, EPOLL_CTL_MOD, w->fd, &ev) == 0)
 		w->events = ev.events;
 	r = sd_bus_get_timeout(w->bus, &t);
 	if (r > 0 && t == 0)
@@ -243,6 +244,7 @@ int dmabroker_dispatch(struct dmabroker *ctx)
 		if (buses && process_all(ctx, ctx->bus.bus, &progress) < 0) {
 			r = -ECONNRESET;
 			ctx->bus_dead = true;
+			watch_unwatch(ctx, &ctx->bus);
 		}
 		/* After the connections: a StreamEnded that came with a link's hang-up gives
 		 * the daemon's reason, not the hang-up's. */
