@@ -41,7 +41,7 @@ static uint64_t checksum_frame(GstVideoFrame *frame)
 	for (guint p = 0; p < GST_VIDEO_FRAME_N_PLANES(frame); p++) {
 		const guint8 *data = GST_VIDEO_FRAME_PLANE_DATA(frame, p);
 		gint stride = GST_VIDEO_FRAME_PLANE_STRIDE(frame, p);
-		guint comp[GST_VIDEO_MAX_COMPONENTS];
+		gint comp[GST_VIDEO_MAX_COMPONENTS];
 		gint width, rows, pstride;
 
 		gst_video_format_info_component(frame->info.finfo, p, comp);
