@@ -485,37 +485,18 @@ static const char *dict_str(sd_bus_message *m, const char *want, char *out, size
 	return out;
 }
 
-static int print_collection(sd_bus_message *m)
+/* Calls print on each a{sv} of the aa{sv} the dictionary m (entered) holds under want. */
+static void for_each_member(sd_bus_message *m, const char *want, void (*print)(sd_bus_message *))
 {
-	char path[128], name[64], state[32], creator[128], outcome[1024];
 	const char *key;
-	int r;
 
-	r = sd_bus_message_enter_container(m, 'a', "{sv}");
-	if (r <= 0)
-		return r;
-	dict_str(m, "collection", path, sizeof(path));
-	dict_str(m, "name", name, sizeof(name));
-	dict_str(m, "state", state, sizeof(state));
-	dict_str(m, "creator", creator, sizeof(creator));
-	dict_str(m, "outcome", outcome, sizeof(outcome));
-	printf("%s  %s  %s  created by %s\n", path, name[0] ? name : "-", state, creator);
-	if (outcome[0])
-		printf("  outcome: %s\n", outcome);
 	sd_bus_message_rewind(m, false);
 	while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
-		if (sd_bus_message_read_basic(m, 's', &key) > 0 &&
-		    strcmp(key, "participants") == 0 &&
+		if (sd_bus_message_read_basic(m, 's', &key) > 0 && strcmp(key, want) == 0 &&
 		    sd_bus_message_enter_container(m, 'v', "aa{sv}") > 0 &&
 		    sd_bus_message_enter_container(m, 'a', "a{sv}") > 0) {
 			while (sd_bus_message_enter_container(m, 'a', "{sv}") > 0) {
-				char label[192], cons[512], apath[16];
-
-				dict_str(m, "label", label, sizeof(label));
-				dict_str(m, "constraints", cons, sizeof(cons));
-				dict_str(m, "path", apath, sizeof(apath));
-				printf("  participant %s%s%s\n    constraints: %s\n", label,
-				       apath[0] ? ", attached " : "", apath, cons);
+				print(m);
 				sd_bus_message_exit_container(m);
 			}
 			sd_bus_message_exit_container(m);
@@ -525,21 +506,20 @@ static int print_collection(sd_bus_message *m)
 		}
 		sd_bus_message_exit_container(m);
 	}
-	sd_bus_message_exit_container(m);
-	return 1;
 }
 
-/* Collections the caller may see: participants, their constraints, and the outcome. */
-static int cmd_collections(sd_bus *bus)
+/* A listing (ListCollections, ListStreams): as JSON, or each a{sv} of its aa{sv} by print. */
+static int cmd_list(sd_bus *bus, const char *method, const char *what,
+		    void (*print)(sd_bus_message *))
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
 	sd_bus_error error = SD_BUS_ERROR_NULL;
 	int n = 0, r;
 
-	r = sd_bus_call_method(bus, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER, "ListCollections",
-			       &error, &reply, NULL);
+	r = sd_bus_call_method(bus, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER, method, &error,
+			       &reply, NULL);
 	if (r < 0) {
-		fprintf(stderr, "dmabrokerctl: cannot list collections: %s\n",
+		fprintf(stderr, "dmabrokerctl: cannot list %s: %s\n", what,
 			error.message ? error.message : strerror(-r));
 		sd_bus_error_free(&error);
 		return r;
@@ -550,48 +530,83 @@ static int cmd_collections(sd_bus *bus)
 		return r;
 	}
 	r = sd_bus_message_enter_container(reply, 'a', "a{sv}");
-	while (r >= 0 && (r = print_collection(reply)) > 0)
+	while (r >= 0 && (r = sd_bus_message_enter_container(reply, 'a', "{sv}")) > 0) {
+		print(reply);
+		sd_bus_message_exit_container(reply);
 		n++;
+	}
 	if (n == 0)
-		printf("no collections\n");
+		printf("no %s\n", what);
 	return r;
+}
+
+/* One participant of a collection's "participants" list. */
+static void print_participant(sd_bus_message *m)
+{
+	char label[192], cons[512], apath[16];
+
+	dict_str(m, "label", label, sizeof(label));
+	dict_str(m, "constraints", cons, sizeof(cons));
+	dict_str(m, "path", apath, sizeof(apath));
+	printf("  participant %s%s%s\n    constraints: %s\n", label, apath[0] ? ", attached " : "",
+	       apath, cons);
+}
+
+/* One collection's a{sv} (entered). */
+static void print_collection(sd_bus_message *m)
+{
+	char path[128], name[64], state[32], creator[128], outcome[1024];
+
+	dict_str(m, "collection", path, sizeof(path));
+	dict_str(m, "name", name, sizeof(name));
+	dict_str(m, "state", state, sizeof(state));
+	dict_str(m, "creator", creator, sizeof(creator));
+	dict_str(m, "outcome", outcome, sizeof(outcome));
+	printf("%s  %s  %s  created by %s\n", path, name[0] ? name : "-", state, creator);
+	if (outcome[0])
+		printf("  outcome: %s\n", outcome);
+	for_each_member(m, "participants", print_participant);
+}
+
+/* Collections the caller may see: participants, their constraints, and the outcome. */
+static int cmd_collections(sd_bus *bus)
+{
+	return cmd_list(bus, "ListCollections", "collections", print_collection);
+}
+
+/* One a{sv} entry's value of the basic type (a one-letter signature) into *v, if it has
+ * that type; *v is left as it is otherwise. */
+static void dict_basic(sd_bus_message *m, const char *want, const char *type, void *v)
+{
+	const char *key, *contents;
+	char t;
+
+	sd_bus_message_rewind(m, false);
+	while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+		if (sd_bus_message_read_basic(m, 's', &key) > 0 && strcmp(key, want) == 0 &&
+		    sd_bus_message_peek_type(m, &t, &contents) > 0 && strcmp(contents, type) == 0)
+			sd_bus_message_read(m, "v", type, v);
+		else
+			sd_bus_message_skip(m, NULL);
+		sd_bus_message_exit_container(m);
+	}
 }
 
 /* One a{sv} entry's u value, or 0. */
 static uint32_t dict_u32(sd_bus_message *m, const char *want)
 {
-	const char *key, *contents;
 	uint32_t v = 0;
-	char type;
 
-	sd_bus_message_rewind(m, false);
-	while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
-		if (sd_bus_message_read_basic(m, 's', &key) > 0 && strcmp(key, want) == 0 &&
-		    sd_bus_message_peek_type(m, &type, &contents) > 0 && strcmp(contents, "u") == 0)
-			sd_bus_message_read(m, "v", "u", &v);
-		else
-			sd_bus_message_skip(m, NULL);
-		sd_bus_message_exit_container(m);
-	}
+	dict_basic(m, want, "u", &v);
 	return v;
 }
 
 /* One a{sv} entry's b value, or false. */
 static bool dict_bool(sd_bus_message *m, const char *want)
 {
-	const char *key, *contents;
 	int v = 0;
-	char type;
 
-	sd_bus_message_rewind(m, false);
-	while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
-		if (sd_bus_message_read_basic(m, 's', &key) > 0 && strcmp(key, want) == 0 &&
-		    sd_bus_message_peek_type(m, &type, &contents) > 0 && strcmp(contents, "b") == 0)
-			sd_bus_message_read(m, "v", "b", &v);
-		else
-			sd_bus_message_skip(m, NULL);
-		sd_bus_message_exit_container(m);
-	}
+	dict_basic(m, want, "b", &v);
 	return v;
 }
 
@@ -633,15 +648,26 @@ static void describe_format(sd_bus_message *m, char *out, size_t len)
 		snprintf(out, len, "no format given");
 }
 
-static int print_stream(sd_bus_message *m)
+/* One consumer of a stream's "consumers" list. */
+static void print_consumer(sd_bus_message *m)
+{
+	char label[300], client[128];
+	uint32_t number = dict_u32(m, "consumer");
+	bool required = dict_bool(m, "required");
+
+	dict_str(m, "label", label, sizeof(label));
+	dict_str(m, "client", client, sizeof(client));
+	printf("  consumer %u: %s%s%s%s\n", number, client, label[0] ? " (" : "", label,
+	       label[0] ? ")" : "");
+	if (required)
+		printf("    required: its failure ends the stream\n");
+}
+
+/* One stream's a{sv} (entered). */
+static void print_stream(sd_bus_message *m)
 {
 	char path[128], name[300], mode[16], col[128], producer[128], format[96];
-	const char *key;
-	int r;
 
-	r = sd_bus_message_enter_container(m, 'a', "{sv}");
-	if (r <= 0)
-		return r;
 	dict_str(m, "stream", path, sizeof(path));
 	dict_str(m, "name", name, sizeof(name));
 	dict_str(m, "mode", mode, sizeof(mode));
@@ -650,61 +676,13 @@ static int print_stream(sd_bus_message *m)
 	describe_format(m, format, sizeof(format));
 	printf("%s  %s  %s, %s, up to %u consumers\n  produced by %s over %s\n", path,
 	       name[0] ? name : "-", mode, format, dict_u32(m, "max-consumers"), producer, col);
-	sd_bus_message_rewind(m, false);
-	while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
-		if (sd_bus_message_read_basic(m, 's', &key) > 0 && strcmp(key, "consumers") == 0 &&
-		    sd_bus_message_enter_container(m, 'v', "aa{sv}") > 0 &&
-		    sd_bus_message_enter_container(m, 'a', "a{sv}") > 0) {
-			while (sd_bus_message_enter_container(m, 'a', "{sv}") > 0) {
-				char label[300], client[128];
-				uint32_t number = dict_u32(m, "consumer");
-				bool required = dict_bool(m, "required");
-
-				dict_str(m, "label", label, sizeof(label));
-				dict_str(m, "client", client, sizeof(client));
-				printf("  consumer %u: %s%s%s%s\n", number, client,
-				       label[0] ? " (" : "", label, label[0] ? ")" : "");
-				if (required)
-					printf("    required: its failure ends the stream\n");
-				sd_bus_message_exit_container(m);
-			}
-			sd_bus_message_exit_container(m);
-			sd_bus_message_exit_container(m);
-		} else {
-			sd_bus_message_skip(m, NULL);
-		}
-		sd_bus_message_exit_container(m);
-	}
-	sd_bus_message_exit_container(m);
-	return 1;
+	for_each_member(m, "consumers", print_consumer);
 }
 
 /* Streams the caller may see: producer, consumers, mode and format. */
 static int cmd_streams(sd_bus *bus)
 {
-	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-	sd_bus_error error = SD_BUS_ERROR_NULL;
-	int n = 0, r;
-
-	r = sd_bus_call_method(bus, DB_BUS_NAME, DB_OBJECT_PATH, DB_IFACE_BROKER, "ListStreams",
-			       &error, &reply, NULL);
-	if (r < 0) {
-		fprintf(stderr, "dmabrokerctl: cannot list streams: %s\n",
-			error.message ? error.message : strerror(-r));
-		sd_bus_error_free(&error);
-		return r;
-	}
-	if (json) {
-		r = json_value(stdout, reply);
-		fputc('\n', stdout);
-		return r;
-	}
-	r = sd_bus_message_enter_container(reply, 'a', "a{sv}");
-	while (r >= 0 && (r = print_stream(reply)) > 0)
-		n++;
-	if (n == 0)
-		printf("no streams\n");
-	return r;
+	return cmd_list(bus, "ListStreams", "streams", print_stream);
 }
 
 static void usage(FILE *f)

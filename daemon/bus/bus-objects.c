@@ -138,6 +138,19 @@ int db_bus_read_token(sd_bus_message *m, struct db_token_bytes *ret, sd_bus_erro
 	return 0;
 }
 
+int db_bus_reply_token(sd_bus_message *m, const struct db_token_bytes *t)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	int r;
+
+	r = sd_bus_message_new_method_return(m, &reply);
+	if (r >= 0)
+		r = sd_bus_message_append_array(reply, 'y', t->b, sizeof(t->b));
+	if (r < 0)
+		return r;
+	return sd_bus_send(NULL, reply, NULL);
+}
+
 int db_bus_append_layout(sd_bus_message *m, const struct db_buffer *buf, const struct db_client *c,
 			 const struct db_alloc_plan *asked)
 {

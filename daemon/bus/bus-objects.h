@@ -31,6 +31,9 @@ int db_bus_append_buffers(sd_bus_message *m, struct db_buffer *const *bufs, size
 /* Reads a 128-bit token argument (ay): InvalidArgument for another length. */
 int db_bus_read_token(sd_bus_message *m, struct db_token_bytes *ret, sd_bus_error *error);
 
+/* Answers m with a token (ay): CreateCollectionToken, CreateStreamToken. */
+int db_bus_reply_token(sd_bus_message *m, const struct db_token_bytes *t);
+
 /*
  * Appends the buffer's layout dictionary (a{sv}) for client c: in the full form, or in the
  * compact form (common/layout-bus.h) if c registered with "compact_layouts", against asked

@@ -21,6 +21,7 @@
 #include "constraints.h"
 #include "fd-util.h"
 #include "fdstore.h"
+#include "join-tokens.h"
 #include "log.h"
 #include "macros.h"
 #include "monitor.h"
@@ -50,11 +51,6 @@ struct participant {
 	sd_bus_message *wait; /* a WaitCollection to answer, owned reference */
 };
 
-struct join_token {
-	struct db_token_bytes bytes;
-	uint64_t expires_usec;
-};
-
 struct collection {
 	struct db_broker *b;
 	uint64_t id;
@@ -64,7 +60,7 @@ struct collection {
 	bool committed;
 	uint32_t expected; /* allocate once this many participants have set constraints */
 	GPtrArray *participants; /* struct participant *, owned */
-	GArray *tokens; /* struct join_token */
+	struct db_join_tokens *tokens;
 	struct db_collection_plan plan;
 	GArray *buffer_ids; /* uint64_t, the allocated buffers in order */
 	const char *failure_name; /* the error every call gets after a failure */
@@ -107,7 +103,7 @@ static void collection_free(struct collection *col)
 {
 	sd_event_source_disable_unref(col->deadline);
 	g_ptr_array_unref(col->participants);
-	g_array_unref(col->tokens);
+	db_join_tokens_free(col->tokens);
 	g_array_unref(col->buffer_ids);
 	g_free(col);
 }
@@ -287,7 +283,7 @@ static void fail(struct collection *col, const char *name, const char *fmt, ...)
 	db_text_sanitize(col->failure);
 	col->failure_name = name;
 	col->state = COLLECTION_FAILED;
-	g_array_set_size(col->tokens, 0);
+	db_join_tokens_clear(col->tokens);
 	col->deadline = sd_event_source_disable_unref(col->deadline);
 	log_info("Collection %s failed: %s", collection_path(col, path, sizeof(path)),
 		 col->failure);
@@ -644,7 +640,7 @@ static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata)
 	col->deadline = sd_event_source_disable_unref(col->deadline);
 	if (col->state != COLLECTION_NEGOTIATING)
 		return 0;
-	g_array_set_size(col->tokens, 0);
+	db_join_tokens_clear(col->tokens);
 	/* The creator stays (its buffers are charged to it); silent others are dropped. */
 	for (guint i = col->participants->len; i-- > 0;) {
 		struct participant *p = g_ptr_array_index(col->participants, i);
@@ -794,13 +790,6 @@ static int read_constraints(struct db_broker *b, sd_bus_message *m, struct db_cl
 	return apply_constraints(b, c, p, sc, error);
 }
 
-static void sweep_tokens(struct collection *col, uint64_t now)
-{
-	for (guint i = col->tokens->len; i-- > 0;)
-		if (g_array_index(col->tokens, struct join_token, i).expires_usec <= now)
-			g_array_remove_index_fast(col->tokens, i);
-}
-
 /* --- methods --- */
 
 int db_collection_method_create(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -845,7 +834,7 @@ int db_collection_method_create(sd_bus_message *m, void *userdata, sd_bus_error 
 	col->creator_id = c->id;
 	col->expected = expected;
 	col->participants = g_ptr_array_new_with_free_func((GDestroyNotify)participant_free);
-	col->tokens = g_array_new(FALSE, FALSE, sizeof(struct join_token));
+	col->tokens = db_join_tokens_new();
 	col->buffer_ids = g_array_new(FALSE, FALSE, sizeof(uint64_t));
 	p = g_new0(struct participant, 1);
 	p->client_id = c->id;
@@ -869,34 +858,27 @@ int db_collection_method_token(sd_bus_message *m, void *userdata, sd_bus_error *
 {
 	struct db_broker *b = userdata;
 	const struct db_limits *limits = db_registry_limits(b->reg);
-	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
 	struct method_call mc;
-	struct join_token t;
+	struct db_token_bytes t;
 	uint64_t now = now_usec();
 	int r;
 
 	r = enter_method(b, m, false, &mc, error);
 	if (r < 0)
 		return r;
-	sweep_tokens(mc.col, now);
+	db_join_tokens_expire(mc.col->tokens, now);
 	/* Every token may become a participant: both count against the one limit. */
-	if (mc.col->participants->len + mc.col->tokens->len >=
+	if (mc.col->participants->len + db_join_tokens_count(mc.col->tokens) >=
 	    limits->max_participants_per_collection)
 		return sd_bus_error_setf(error, DB_ERROR_QUOTA_EXCEEDED,
 					 "MaxParticipantsPerCollection (%" PRIu64
 					 ") would be exceeded (participants and unused tokens)",
 					 limits->max_participants_per_collection);
-	r = db_token_generate(&t.bytes);
+	r = db_join_tokens_add(mc.col->tokens,
+			       now + (uint64_t)b->config.collection_deadline_ms * 1000, &t);
 	if (r < 0)
 		return r;
-	t.expires_usec = now + (uint64_t)b->config.collection_deadline_ms * 1000;
-	g_array_append_val(mc.col->tokens, t);
-	r = sd_bus_message_new_method_return(m, &reply);
-	if (r >= 0)
-		r = sd_bus_message_append_array(reply, 'y', t.bytes.b, sizeof(t.bytes.b));
-	if (r < 0)
-		return r;
-	return sd_bus_send(NULL, reply, NULL);
+	return db_bus_reply_token(m, &t);
 }
 
 int db_collection_method_join(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -909,7 +891,7 @@ int db_collection_method_join(sd_bus_message *m, void *userdata, sd_bus_error *e
 	struct db_client *c;
 	GHashTableIter it;
 	uint64_t now = now_usec();
-	guint found_index = 0;
+	unsigned found_index = 0;
 	gpointer v;
 	char path[128];
 	int r;
@@ -923,15 +905,12 @@ int db_collection_method_join(sd_bus_message *m, void *userdata, sd_bus_error *e
 	g_hash_table_iter_init(&it, b->collections->by_id);
 	while (g_hash_table_iter_next(&it, NULL, &v)) {
 		struct collection *col = v;
+		unsigned i;
 
-		for (guint i = 0; i < col->tokens->len; i++) {
-			struct join_token *t = &g_array_index(col->tokens, struct join_token, i);
-
-			/* Constant time per token: the lookup must not tell a near guess. */
-			if (db_token_equal(&t->bytes, &token) && t->expires_usec > now) {
-				found = col;
-				found_index = i;
-			}
+		/* Every collection is looked at: no early exit here either. */
+		if (db_join_tokens_find(col->tokens, &token, now, &i)) {
+			found = col;
+			found_index = i;
 		}
 	}
 	if (!found)
@@ -949,7 +928,7 @@ int db_collection_method_join(sd_bus_message *m, void *userdata, sd_bus_error *e
 	if (found->state == COLLECTION_FAILED)
 		return sd_bus_error_setf(error, found->failure_name, "%s", found->failure);
 	/* Single use: the token becomes this participant. */
-	g_array_remove_index_fast(found->tokens, found_index);
+	db_join_tokens_take(found->tokens, found_index);
 	p = g_new0(struct participant, 1);
 	p->client_id = c->id;
 	snprintf(p->label, sizeof(p->label), "%s (client %" PRIu64 ")",

@@ -22,17 +22,12 @@
 #include "bus-text.h"
 #include "collection.h"
 #include "fdstore.h"
+#include "join-tokens.h"
 #include "log.h"
 #include "macros.h"
 #include "monitor.h"
 #include "protocol.h"
 #include "token.h"
-
-/* A single-use token that lets a client of any uid join (CreateStreamToken). */
-struct stream_token {
-	struct db_token_bytes bytes;
-	uint64_t expires_usec;
-};
 
 struct stream;
 
@@ -48,7 +43,8 @@ struct pending_link {
 struct stream {
 	struct db_broker *b;
 	struct db_jstream *rec; /* the membership, as journaled, owned */
-	GArray *tokens; /* struct stream_token */
+	/* Single-use tokens that let a client of any uid join (CreateStreamToken). */
+	struct db_join_tokens *tokens;
 	GPtrArray *pending; /* struct pending_link *, owned; at most one per consumer */
 };
 
@@ -91,7 +87,7 @@ static struct stream *stream_new(struct db_broker *b)
 	struct stream *s = g_new0(struct stream, 1);
 
 	s->b = b;
-	s->tokens = g_array_new(FALSE, FALSE, sizeof(struct stream_token));
+	s->tokens = db_join_tokens_new();
 	s->pending = g_ptr_array_new_with_free_func((GDestroyNotify)pending_free);
 	return s;
 }
@@ -103,7 +99,7 @@ static void stream_free(struct stream *s)
 	/* The ends nobody took close with it. */
 	g_ptr_array_unref(s->pending);
 	db_jstream_free(s->rec);
-	g_array_unref(s->tokens);
+	db_join_tokens_free(s->tokens);
 	g_free(s);
 }
 
@@ -388,13 +384,6 @@ static int check_label(struct db_broker *b, const char *what, const char *text, 
 	return 0;
 }
 
-static void sweep_tokens(struct stream *s, uint64_t now)
-{
-	for (guint i = s->tokens->len; i-- > 0;)
-		if (g_array_index(s->tokens, struct stream_token, i).expires_usec <= now)
-			g_array_remove_index_fast(s->tokens, i);
-}
-
 /* --- methods --- */
 
 int db_stream_method_create(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -471,8 +460,7 @@ int db_stream_method_token(sd_bus_message *m, void *userdata, sd_bus_error *erro
 {
 	struct db_broker *b = userdata;
 	const struct db_limits *limits = db_registry_limits(b->reg);
-	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-	struct stream_token t;
+	struct db_token_bytes t;
 	uint64_t now = now_usec();
 	struct db_client *c;
 	struct stream *s;
@@ -484,25 +472,20 @@ int db_stream_method_token(sd_bus_message *m, void *userdata, sd_bus_error *erro
 	if (c->id != s->rec->producer_id)
 		return sd_bus_error_setf(error, DB_ERROR_PERMISSION_DENIED,
 					 "only the stream's producer makes its tokens");
-	sweep_tokens(s, now);
+	db_join_tokens_expire(s->tokens, now);
 	/* Every token may become a participant of the collection, as a collection's does. */
-	if (1 + s->rec->consumers->len + s->tokens->len >= limits->max_participants_per_collection)
+	if (1 + s->rec->consumers->len + db_join_tokens_count(s->tokens) >=
+	    limits->max_participants_per_collection)
 		return sd_bus_error_setf(error, DB_ERROR_QUOTA_EXCEEDED,
 					 "MaxParticipantsPerCollection (%" PRIu64
 					 ") would be exceeded (producer, consumers and unused "
 					 "tokens)",
 					 limits->max_participants_per_collection);
-	r = db_token_generate(&t.bytes);
+	r = db_join_tokens_add(s->tokens, now + (uint64_t)b->config.collection_deadline_ms * 1000,
+			       &t);
 	if (r < 0)
 		return r;
-	t.expires_usec = now + (uint64_t)b->config.collection_deadline_ms * 1000;
-	g_array_append_val(s->tokens, t);
-	r = sd_bus_message_new_method_return(m, &reply);
-	if (r >= 0)
-		r = sd_bus_message_append_array(reply, 'y', t.bytes.b, sizeof(t.bytes.b));
-	if (r < 0)
-		return r;
-	return sd_bus_send(NULL, reply, NULL);
+	return db_bus_reply_token(m, &t);
 }
 
 static int append_format(sd_bus_message *reply, const struct stream *s, uint32_t n_buffers)
@@ -767,7 +750,7 @@ int db_stream_method_join_with_token(sd_bus_message *m, void *userdata, sd_bus_e
 	struct db_token_bytes token;
 	struct stream *found = NULL;
 	uint64_t now = now_usec();
-	guint found_index = 0;
+	unsigned found_index = 0;
 	struct db_client *c;
 	GHashTableIter it;
 	gpointer v;
@@ -785,15 +768,12 @@ int db_stream_method_join_with_token(sd_bus_message *m, void *userdata, sd_bus_e
 	g_hash_table_iter_init(&it, b->streams->by_id);
 	while (g_hash_table_iter_next(&it, NULL, &v)) {
 		struct stream *s = v;
+		unsigned i;
 
-		for (guint i = 0; i < s->tokens->len; i++) {
-			struct stream_token *t = &g_array_index(s->tokens, struct stream_token, i);
-
-			/* Constant time per token: the lookup must not tell a near guess. */
-			if (db_token_equal(&t->bytes, &token) && t->expires_usec > now) {
-				found = s;
-				found_index = i;
-			}
+		/* Every stream is looked at: no early exit here either. */
+		if (db_join_tokens_find(s->tokens, &token, now, &i)) {
+			found = s;
+			found_index = i;
 		}
 	}
 	if (!found)
@@ -803,7 +783,7 @@ int db_stream_method_join_with_token(sd_bus_message *m, void *userdata, sd_bus_e
 	r = join(b, m, c, found, &args, error);
 	/* Single use: the token became this consumer. */
 	if (r >= 0 && g_hash_table_lookup(b->streams->by_id, &found->rec->id) == found)
-		g_array_remove_index_fast(found->tokens, found_index);
+		db_join_tokens_take(found->tokens, found_index);
 	return r;
 }
 
